@@ -1,0 +1,38 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a specific exit code out of a command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "simlab",
+		Short: "Helper commands for a simlab load-test lab",
+		Long: `simlab builds a complete load-test lab as one Pulumi stack: Fedora CoreOS nodes,
+Kubernetes with kubeadm and Flannel, Ceph, Kafka, NFS and the network simulator.
+
+The stack itself is deployed with the Pulumi CLI (make up STACK=<env>). This command
+holds the helpers around it: validating stack files without Pulumi, and more.`,
+		SilenceUsage: true,
+	}
+	root.AddCommand(newValidateCmd())
+	return root
+}

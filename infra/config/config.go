@@ -1,0 +1,252 @@
+// Package config owns simlab's typed stack configuration: the shape of every
+// `simlab:` key in stacks/Pulumi.<env>.yaml, its defaults, and its validation.
+//
+// Nothing below this package reads raw Pulumi config. A Config is obtained
+// either from a stack file on disk (LoadStackFile, used by `make validate` and
+// the tests) or from the config map the Pulumi engine hands the program
+// (FromPulumi). Both paths run the same checks: unknown keys, wrong types and
+// bad values are all reported at once, each naming its key, for example
+//
+//	simlab:workers.count: must be >= 0, got -1
+package config
+
+// Namespace is the Pulumi config namespace of the project (its name in Pulumi.yaml).
+const Namespace = "simlab"
+
+// Provider names where nodes come from.
+const (
+	// ProviderLibvirt boots Fedora CoreOS VMs on a libvirt hypervisor reached over SSH.
+	ProviderLibvirt = "libvirt"
+	// ProviderMetal boots listed bare-metal machines over PXE from the artifact server.
+	ProviderMetal = "metal"
+	// ProviderExisting uses a running cluster given by a kubeconfig; nodes and cluster layers are skipped.
+	ProviderExisting = "existing"
+)
+
+// Node roles.
+const (
+	RoleController = "controller"
+	RoleWorker     = "worker"
+)
+
+// Config is the whole typed stack configuration. Each field is one top-level
+// key `simlab:<json name>` in the stack file.
+type Config struct {
+	// Cluster holds the cluster's name and networks.
+	Cluster Cluster `json:"cluster"`
+	// Provider is where nodes come from: libvirt, metal or existing.
+	Provider string `json:"provider"`
+	// Controllers sizes the control-plane nodes.
+	Controllers Pool `json:"controllers"`
+	// Workers sizes the worker nodes.
+	Workers Pool `json:"workers"`
+	// Libvirt is required when Provider is libvirt.
+	Libvirt *Libvirt `json:"libvirt,omitempty"`
+	// Metal is required when Provider is metal.
+	Metal *Metal `json:"metal,omitempty"`
+	// Existing is required when Provider is existing.
+	Existing *Existing `json:"existing,omitempty"`
+	// SSH is how the program and users log in to nodes.
+	SSH SSH `json:"ssh"`
+	// SSHPrivateKey is the private key used to reach nodes and the hypervisor.
+	// It is a Pulumi secret: set it with `pulumi config set --secret simlab:sshPrivateKey < key`.
+	// When empty, SSH.PrivateKeyPath is read at run time instead.
+	SSHPrivateKey string `json:"sshPrivateKey,omitempty" simlab:"secret"`
+	// Artifacts locates the artifact server that serves pinned binaries and Ignition to nodes.
+	Artifacts Artifacts `json:"artifacts"`
+	// Ignition holds user Butane snippets merged into the rendered node configs.
+	Ignition Ignition `json:"ignition"`
+	// Versions pins every component; defaults live in versions.go.
+	Versions Versions `json:"versions"`
+	// Storage toggles and sizes Ceph, Kafka and NFS.
+	Storage Storage `json:"storage"`
+	// Simulator configures the network simulator's deployment.
+	Simulator Simulator `json:"simulator"`
+}
+
+// Cluster names the cluster and its networks.
+type Cluster struct {
+	// Name prefixes node names and labels resources. Lowercase DNS label.
+	Name string `json:"name"`
+	// PodCIDR is the pod network (Flannel); default 10.244.0.0/16.
+	PodCIDR string `json:"podCIDR"`
+	// ServiceCIDR is the Service network; default 10.96.0.0/12.
+	ServiceCIDR string `json:"serviceCIDR"`
+	// DNSDomain is the cluster DNS domain; default cluster.local.
+	DNSDomain string `json:"dnsDomain"`
+}
+
+// Pool sizes the nodes of one role.
+type Pool struct {
+	// Count is the number of nodes of this role.
+	Count int `json:"count"`
+	// CPUs is the number of vCPUs per node (libvirt).
+	CPUs int `json:"cpus"`
+	// MemoryMiB is the memory per node in MiB (libvirt).
+	MemoryMiB int `json:"memoryMiB"`
+	// DiskGiB is the root disk size per node in GiB (libvirt).
+	DiskGiB int `json:"diskGiB"`
+	// CephDiskGiB is the size of the raw data disk given to Ceph (workers only; 0 = no disk).
+	CephDiskGiB int `json:"cephDiskGiB,omitempty"`
+}
+
+// Libvirt describes the hypervisor host for the libvirt provider.
+type Libvirt struct {
+	// Host is the hypervisor's address, reached over SSH.
+	Host string `json:"host"`
+	// Port is the hypervisor's SSH port; default 22.
+	Port int `json:"port"`
+	// User is the SSH user on the hypervisor; default root.
+	User string `json:"user"`
+	// URI is the libvirt connection URI on the host; default qemu:///system.
+	URI string `json:"uri"`
+	// Network is the libvirt network nodes attach to; default "default".
+	Network string `json:"network"`
+	// ImageDir is where base images and node disks live on the host.
+	ImageDir string `json:"imageDir"`
+	// Addresses optionally pins node IPs by node name (static networking); others use DHCP.
+	Addresses map[string]string `json:"addresses,omitempty"`
+	// Gateway is the default gateway for static addresses.
+	Gateway string `json:"gateway,omitempty"`
+	// PrefixLength is the network prefix for static addresses; default 24.
+	PrefixLength int `json:"prefixLength,omitempty"`
+	// Nameservers are DNS servers for static addresses.
+	Nameservers []string `json:"nameservers,omitempty"`
+	// ReplaceControllersOnIgnitionChange opts in to recreating controllers when their
+	// Ignition changes. Off by default: a controller is never silently replaced.
+	ReplaceControllersOnIgnitionChange bool `json:"replaceControllersOnIgnitionChange,omitempty"`
+}
+
+// Metal lists bare-metal machines for the metal provider.
+type Metal struct {
+	// InstallDisk is the disk coreos-installer writes to; default /dev/sda.
+	InstallDisk string `json:"installDisk"`
+	// CephDisk is the raw disk left to Ceph on workers; default /dev/sdb.
+	CephDisk string `json:"cephDisk"`
+	// Gateway, PrefixLength and Nameservers configure the static addresses below.
+	Gateway      string   `json:"gateway,omitempty"`
+	PrefixLength int      `json:"prefixLength,omitempty"`
+	Nameservers  []string `json:"nameservers,omitempty"`
+	// Machines are the nodes, by name, role, MAC and IP.
+	Machines []Machine `json:"machines"`
+}
+
+// Machine is one bare-metal node.
+type Machine struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+	MAC  string `json:"mac"`
+	IP   string `json:"ip"`
+}
+
+// Existing points at a running cluster.
+type Existing struct {
+	// Kubeconfig is the path to a kubeconfig file (~ is expanded).
+	Kubeconfig string `json:"kubeconfig"`
+	// Context optionally selects a kubeconfig context.
+	Context string `json:"context,omitempty"`
+}
+
+// SSH configures logins to nodes.
+type SSH struct {
+	// User is the login user on nodes; default core.
+	User string `json:"user"`
+	// AuthorizedKeys are public keys installed for User on every node.
+	AuthorizedKeys []string `json:"authorizedKeys"`
+	// PrivateKeyPath is read when simlab:sshPrivateKey is not set (~ is expanded).
+	PrivateKeyPath string `json:"privateKeyPath,omitempty"`
+}
+
+// Artifacts locates the artifact server.
+type Artifacts struct {
+	// URL is the base URL nodes download artifacts and Ignition from.
+	URL string `json:"url"`
+	// Dir is the local mirror directory holding manifest.json; default .artifacts.
+	Dir string `json:"dir"`
+}
+
+// Ignition holds user Butane snippets (each a complete Butane document,
+// variant fcos) merged into the rendered configs.
+type Ignition struct {
+	// Controller snippets apply to every controller.
+	Controller []string `json:"controller,omitempty"`
+	// Worker snippets apply to every worker.
+	Worker []string `json:"worker,omitempty"`
+	// Nodes snippets apply to one node, by node name.
+	Nodes map[string][]string `json:"nodes,omitempty"`
+}
+
+// Storage toggles and sizes the storage layer.
+type Storage struct {
+	Ceph  Ceph  `json:"ceph"`
+	Kafka Kafka `json:"kafka"`
+	NFS   NFS   `json:"nfs"`
+}
+
+// Ceph configures Rook-Ceph.
+type Ceph struct {
+	// Enabled installs Rook and a CephCluster on the workers' data disks.
+	Enabled bool `json:"enabled"`
+}
+
+// Kafka configures Strimzi's KRaft Kafka.
+type Kafka struct {
+	Enabled bool `json:"enabled"`
+	// Replicas is the number of broker/controller nodes in the KafkaNodePool.
+	Replicas int `json:"replicas"`
+	// StorageGiB is the volume size per Kafka node.
+	StorageGiB int `json:"storageGiB"`
+}
+
+// NFS configures the dataset share.
+type NFS struct {
+	Enabled bool `json:"enabled"`
+	// Server is an external NFS server; empty runs an in-cluster server on a Ceph volume.
+	Server string `json:"server,omitempty"`
+	// Path is the export path on Server.
+	Path string `json:"path,omitempty"`
+	// SizeGiB is the size of the dataset volume.
+	SizeGiB int `json:"sizeGiB"`
+}
+
+// Simulator configures the network simulator's deployment.
+type Simulator struct {
+	Enabled bool `json:"enabled"`
+	// Namespace the simulator runs in; default simulator.
+	Namespace string `json:"namespace"`
+	// Image is the simulator image repository; its tag is versions.simulator.
+	Image string `json:"image"`
+	// SUT is the system under test.
+	SUT SUT `json:"sut"`
+	// Dataset locates the dataset on the NFS share.
+	Dataset Dataset `json:"dataset"`
+	// MinWorkers and MaxWorkers bound every worker HPA (max is also capped by partitions).
+	MinWorkers int `json:"minWorkers"`
+	MaxWorkers int `json:"maxWorkers"`
+	// TargetCPUPercent is the HPA's CPU utilisation target.
+	TargetCPUPercent int `json:"targetCPUPercent"`
+	// Sources are the simulated data-source types.
+	Sources []SourceType `json:"sources"`
+}
+
+// SUT is the system under test.
+type SUT struct {
+	// Address is host:port for TCP push.
+	Address string `json:"address"`
+}
+
+// Dataset locates the dataset.
+type Dataset struct {
+	// Path is the directory inside the NFS share holding <type>/<instance>/ folders.
+	Path string `json:"path"`
+}
+
+// SourceType is one simulated data-source type.
+type SourceType struct {
+	// Type names the type; it names the topic and the worker Deployment. DNS label.
+	Type string `json:"type"`
+	// Instances is the number of simulated sources (= partitions) of this type.
+	Instances int `json:"instances"`
+	// Protocol is tcp (push to the SUT) or sftp (the SUT pulls).
+	Protocol string `json:"protocol"`
+}

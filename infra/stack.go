@@ -1,0 +1,155 @@
+// Package infra builds a simlab stack: it loads the typed configuration and
+// wires the layers so data flows strictly downward:
+//
+//	config -> nodes -> cluster -> storage -> workloads
+//
+// In existing mode (simlab:provider: existing) nodes and cluster are skipped
+// and the Kubernetes provider comes from the given kubeconfig.
+package infra
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra/cluster"
+	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/nodes"
+	"github.com/simlab/simlab/infra/storage"
+	"github.com/simlab/simlab/infra/workloads"
+)
+
+// Build is the Pulumi program: it reads the engine's config and deploys the stack.
+func Build(ctx *pulumi.Context) error {
+	cfg, err := config.FromEnvironment()
+	if err != nil {
+		return err
+	}
+	_, err = Deploy(ctx, cfg)
+	return err
+}
+
+// Stack holds the layers of a deployed stack.
+type Stack struct {
+	Nodes     *nodes.Nodes     // nil in existing mode
+	Cluster   *cluster.Cluster // nil in existing mode
+	Provider  *kubernetes.Provider
+	Storage   *storage.Storage
+	Workloads *workloads.Workloads
+}
+
+// Deploy registers every layer for a loaded configuration.
+func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
+	c := cfg.Config
+	st := &Stack{}
+	var kubeconfig pulumi.StringInput
+	var kubeContext pulumi.StringPtrInput
+
+	if c.Provider == config.ProviderExisting {
+		path, err := expandHome(c.Existing.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("simlab:existing.kubeconfig: %w", err)
+		}
+		// The provider reads the file itself: the kubeconfig never enters state.
+		kubeconfig = pulumi.String(path)
+		if c.Existing.Context != "" {
+			kubeContext = pulumi.StringPtr(c.Existing.Context)
+		}
+	} else {
+		key, err := privateKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		st.Nodes, err = nodes.New(ctx, "nodes", &nodes.Args{
+			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(),
+			Controllers: c.Controllers, Workers: c.Workers,
+			Libvirt: c.Libvirt, Metal: c.Metal,
+			SSH: c.SSH, SSHPrivateKey: key,
+			Artifacts: c.Artifacts, Versions: c.Versions, Ignition: c.Ignition,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("nodes layer: %w", err)
+		}
+		st.Cluster, err = cluster.New(ctx, "cluster", &cluster.Args{
+			Cluster: c.Cluster, Nodes: st.Nodes.Nodes,
+			SSH: c.SSH, SSHPrivateKey: key, Versions: c.Versions,
+		}, pulumi.DependsOn([]pulumi.Resource{st.Nodes}))
+		if err != nil {
+			return nil, fmt.Errorf("cluster layer: %w", err)
+		}
+		kubeconfig = st.Cluster.Kubeconfig
+		ctx.Export("kubeconfig", st.Cluster.Kubeconfig)
+	}
+
+	var err error
+	st.Provider, err = kubernetes.NewProvider(ctx, "k8s", &kubernetes.ProviderArgs{
+		Kubeconfig:            kubeconfig,
+		Context:               kubeContext,
+		EnableServerSideApply: pulumi.BoolPtr(true),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+
+	st.Storage, err = storage.New(ctx, "storage", &storage.Args{
+		Provider: st.Provider, Storage: c.Storage, Workers: c.Workers.Count,
+		Sources: c.Simulator.Sources, Versions: c.Versions,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage layer: %w", err)
+	}
+
+	if c.Simulator.Enabled {
+		st.Workloads, err = workloads.New(ctx, "workloads", &workloads.Args{
+			Provider: st.Provider, Simulator: c.Simulator, Versions: c.Versions,
+			KafkaBootstrap: st.Storage.KafkaBootstrap, DatasetClaim: st.Storage.DatasetClaim,
+		}, pulumi.DependsOn([]pulumi.Resource{st.Storage}))
+		if err != nil {
+			return nil, fmt.Errorf("workloads layer: %w", err)
+		}
+	}
+
+	names := pulumi.StringArray{}
+	for _, n := range c.Nodes() {
+		names = append(names, pulumi.String(n.Name))
+	}
+	ctx.Export("provider", pulumi.String(c.Provider))
+	ctx.Export("nodes", names)
+	return st, nil
+}
+
+// privateKey returns the SSH private key as a secret: the secret config value
+// if set, otherwise the contents of ssh.privateKeyPath read at run time.
+func privateKey(cfg *config.Loaded) (pulumi.StringInput, error) {
+	if cfg.SSHPrivateKey != "" {
+		return pulumi.ToSecret(pulumi.String(cfg.SSHPrivateKey)).(pulumi.StringOutput), nil
+	}
+	path, err := expandHome(cfg.SSH.PrivateKeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("simlab:ssh.privateKeyPath: %w", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			// Preview and tests may run without the key; nodes fail to connect at `up`.
+			return pulumi.ToSecret(pulumi.String("")).(pulumi.StringOutput), nil
+		}
+		return nil, fmt.Errorf("simlab:ssh.privateKeyPath: reading %s: %w", path, err)
+	}
+	return pulumi.ToSecret(pulumi.String(string(data))).(pulumi.StringOutput), nil
+}
+
+func expandHome(p string) (string, error) {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("expanding ~: %w", err)
+		}
+		return filepath.Join(home, strings.TrimPrefix(p, "~")), nil
+	}
+	return p, nil
+}
