@@ -11,14 +11,27 @@ CACHE_DIR ?= $(CURDIR)/.cache
 PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 export PULUMI_BACKEND_URL
 
-# Areas add to these in mk/<area>.mk.
-TEST_DEPS     :=
-BENCH_TARGETS :=
+# Each area below appends to these lists in its own section.
+TEST_DEPS      :=
+BENCH_TARGETS  :=
 GOLDEN_TARGETS :=
-DEPS_TARGETS  :=
-DEMO_TARGET   := demo-pending
+DEPS_TARGETS   :=
+DEMO_TARGET    := demo-pending
 
--include mk/*.mk
+# --- simulator (simulator/) -------------------------------------------------
+# --- end simulator ---
+
+# --- ignition and artifacts (ignition/, infra/artifacts/) -------------------
+# --- end ignition ---
+
+# --- nodes and cluster (infra/nodes/, infra/cluster/) -----------------------
+# --- end cluster ---
+
+# --- local control plane, chart and workloads (tests/, charts/, infra/workloads/)
+# --- end workloads ---
+
+# --- storage (infra/storage/) -----------------------------------------------
+# --- end storage ---
 
 .PHONY: help test test-go lint vet fmt validate preview up destroy demo demo-pending bench golden deps check-pulumi
 
@@ -40,7 +53,7 @@ fmt: ## gofmt every Go file
 	gofmt -w $$(git ls-files '*.go')
 
 validate: ## validate stacks/Pulumi.$(STACK).yaml without the Pulumi CLI
-	@$(GO) run ./cmd/simlab validate $(STACK)
+	@$(GO) run ./infra/cmd/simlab validate $(STACK)
 
 check-pulumi:
 	@command -v $(PULUMI) >/dev/null || { echo "the Pulumi CLI is needed for this target: https://www.pulumi.com/docs/install/"; exit 1; }
