@@ -1,0 +1,272 @@
+package infra_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra"
+	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/tests/pulumimock"
+)
+
+const fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-not-a-real-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"
+
+func loadStack(t *testing.T, name string) *config.Loaded {
+	t.Helper()
+	l, err := config.LoadStackFile(filepath.Join("..", "stacks", "Pulumi."+name+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As `pulumi up` would after `pulumi config set --secret simlab:sshPrivateKey`.
+	if l.Provider != config.ProviderExisting {
+		l.SSHPrivateKey = fakePrivateKey
+	}
+	return l
+}
+
+func deployMock(t *testing.T, stack string, cfg *config.Loaded) *pulumimock.Recorder {
+	t.Helper()
+	rec, err := pulumimock.Run("simlab", stack, func(ctx *pulumi.Context) error {
+		_, err := infra.Deploy(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("stack %s did not run to completion under mocks: %v", stack, err)
+	}
+	return rec
+}
+
+func TestMockEveryCommittedStackRunsToCompletion(t *testing.T) {
+	files, _ := filepath.Glob("../stacks/Pulumi.*.yaml")
+	if len(files) < 3 {
+		t.Fatalf("expected the committed stacks, found %v", files)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "Pulumi."), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			cfg := loadStack(t, name)
+			rec := deployMock(t, name, cfg)
+			if len(rec.Resources()) == 0 {
+				t.Fatal("no resources registered")
+			}
+		})
+	}
+}
+
+func TestMockGraphHasLayersAndNodes(t *testing.T) {
+	cases := map[string]struct {
+		layers []string
+		absent []string
+		nodes  []string
+	}{
+		"dev": {
+			layers: []string{"simlab:nodes:Nodes", "simlab:cluster:Cluster", "simlab:storage:Storage", "simlab:workloads:Workloads", "pulumi:providers:kubernetes"},
+			nodes:  []string{"dev-controller-1", "dev-worker-1", "dev-worker-2"},
+		},
+		"lab": {
+			layers: []string{"simlab:nodes:Nodes", "simlab:cluster:Cluster", "simlab:storage:Storage", "simlab:workloads:Workloads"},
+			nodes:  []string{"lab-controller-1", "lab-worker-1", "lab-worker-2", "lab-worker-3", "lab-worker-4", "lab-worker-5", "lab-worker-6"},
+		},
+		"local": {
+			layers: []string{"simlab:storage:Storage", "simlab:workloads:Workloads", "pulumi:providers:kubernetes"},
+			absent: []string{"simlab:nodes:Nodes", "simlab:cluster:Cluster", "simlab:nodes:Node"},
+		},
+	}
+	for stack, want := range cases {
+		t.Run(stack, func(t *testing.T) {
+			rec := deployMock(t, stack, loadStack(t, stack))
+			for _, typ := range want.layers {
+				if len(rec.OfType(typ)) != 1 {
+					t.Errorf("want exactly one %s, got %d", typ, len(rec.OfType(typ)))
+				}
+			}
+			for _, typ := range want.absent {
+				if n := len(rec.OfType(typ)); n != 0 {
+					t.Errorf("%s must be skipped in existing mode, got %d", typ, n)
+				}
+			}
+			var got []string
+			for _, n := range rec.OfType("simlab:nodes:Node") {
+				got = append(got, n.Name)
+				if !strings.Contains(n.Parent, "simlab:nodes:Nodes") {
+					t.Errorf("node %s must be parented to the nodes layer, parent %q", n.Name, n.Parent)
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(want.nodes, ",") {
+				t.Errorf("nodes %v, want %v", got, want.nodes)
+			}
+		})
+	}
+}
+
+// descendants returns the custom resources whose parent chain contains layerType.
+func descendants(rec *pulumimock.Recorder, layerType string) []pulumimock.Resource {
+	var out []pulumimock.Resource
+	for _, r := range rec.Resources() {
+		if r.Custom && strings.Contains(r.Parent, layerType) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// The SDK expands a dependency on a component into its custom descendants, so
+// "cluster depends on nodes" means the cluster component's dependencies cover
+// every custom resource of the nodes layer.
+func TestMockLayersDependDownward(t *testing.T) {
+	rec := deployMock(t, "dev", loadStack(t, "dev"))
+	check := func(layer, on string) {
+		comps := rec.OfType(layer)
+		if len(comps) != 1 {
+			t.Fatalf("want one %s", layer)
+		}
+		deps := map[string]bool{}
+		for _, d := range comps[0].Dependencies {
+			deps[d] = true
+		}
+		for _, up := range descendants(rec, on) {
+			found := false
+			for d := range deps {
+				if strings.HasSuffix(d, "::"+up.Name) && strings.Contains(d, up.Type) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s must depend on %s (part of %s)", layer, up.Key(), on)
+			}
+		}
+	}
+	check("simlab:cluster:Cluster", "simlab:nodes:Nodes")
+	check("simlab:workloads:Workloads", "simlab:storage:Storage")
+	for _, d := range rec.OfType("simlab:nodes:Nodes")[0].Dependencies {
+		t.Errorf("the nodes layer must not depend on anything, depends on %s", d)
+	}
+}
+
+func TestMockScalingWorkersChangesOnlyWorkerResources(t *testing.T) {
+	small := loadStack(t, "dev")
+	large := loadStack(t, "dev")
+	large.Workers.Count = 50
+	a := deployMock(t, "dev", small)
+	b := deployMock(t, "dev", large)
+
+	before := map[string]pulumimock.Resource{}
+	for _, r := range a.Resources() {
+		before[r.Key()] = r
+	}
+	isWorker := func(r pulumimock.Resource) bool {
+		return strings.Contains(r.Name, "-worker-") || strings.Contains(r.Parent, "-worker-")
+	}
+	// The storage layer sizes Ceph and Kafka from the worker count on purpose.
+	isSizing := func(r pulumimock.Resource) bool { return strings.Contains(r.Parent, "simlab:storage:Storage") }
+
+	added := 0
+	for _, r := range b.Resources() {
+		old, existed := before[r.Key()]
+		switch {
+		case !existed:
+			added++
+			if !isWorker(r) {
+				t.Errorf("scaling workers added a non-worker resource %s", r.Key())
+			}
+		case !old.Inputs.DeepEquals(r.Inputs) && !isWorker(r) && !isSizing(r):
+			t.Errorf("scaling workers changed the inputs of %s", r.Key())
+		}
+		delete(before, r.Key())
+	}
+	for k := range before {
+		t.Errorf("scaling workers up removed %s", k)
+	}
+	if n := len(b.OfType("simlab:nodes:Node")) - len(a.OfType("simlab:nodes:Node")); n != 48 {
+		t.Errorf("want 48 more nodes, got %d", n)
+	}
+	if added < 48 {
+		t.Errorf("want at least 48 added resources, got %d", added)
+	}
+}
+
+func TestMockPrivateKeyNeverInPlainText(t *testing.T) {
+	for _, stack := range []string{"dev", "lab"} {
+		rec := deployMock(t, stack, loadStack(t, stack))
+		if hits := rec.FindPlain("TESTONLY-not-a-real-key"); len(hits) > 0 {
+			t.Errorf("%s: private key in plain-text inputs at %v", stack, hits)
+		}
+	}
+}
+
+func TestMockExistingModeUsesKubeconfigPath(t *testing.T) {
+	cfg := loadStack(t, "local")
+	cfg.Existing.Kubeconfig = "/tmp/simlab-test/kubeconfig"
+	cfg.Existing.Context = "kind-lab"
+	rec := deployMock(t, "local", cfg)
+	p, ok := rec.Find("pulumi:providers:kubernetes", "k8s")
+	if !ok {
+		t.Fatal("no kubernetes provider")
+	}
+	if got := p.Inputs["kubeconfig"]; !got.IsString() || got.StringValue() != "/tmp/simlab-test/kubeconfig" {
+		t.Errorf("provider kubeconfig = %v, want the configured path", got)
+	}
+	if got := p.Inputs["context"]; !got.IsString() || got.StringValue() != "kind-lab" {
+		t.Errorf("provider context = %v", got)
+	}
+}
+
+// pulumiConfigFromStack turns a stack file into the engine's PULUMI_CONFIG map.
+func pulumiConfigFromStack(t *testing.T, name string) map[string]string {
+	t.Helper()
+	l := loadStack(t, name)
+	raw, err := json.Marshal(l.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for k, v := range top {
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			out["simlab:"+k] = s
+		} else {
+			out["simlab:"+k] = string(v)
+		}
+	}
+	return out
+}
+
+func TestMockBuildReadsEngineConfig(t *testing.T) {
+	cfg := pulumiConfigFromStack(t, "dev")
+	buf, _ := json.Marshal(cfg)
+	t.Setenv("PULUMI_CONFIG", string(buf))
+	t.Setenv("PULUMI_CONFIG_SECRET_KEYS", `["simlab:sshPrivateKey"]`)
+	rec, err := pulumimock.Run("simlab", "dev", infra.Build)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if n := len(rec.OfType("simlab:nodes:Node")); n != 3 {
+		t.Fatalf("want 3 nodes from the engine's config, got %d", n)
+	}
+}
+
+func TestMockBuildRejectsUnknownKeyNamingIt(t *testing.T) {
+	cfg := pulumiConfigFromStack(t, "dev")
+	cfg["simlab:wrokers"] = `{"count":3}`
+	buf, _ := json.Marshal(cfg)
+	t.Setenv("PULUMI_CONFIG", string(buf))
+	_, err := pulumimock.Run("simlab", "dev", infra.Build)
+	if err == nil || !strings.Contains(err.Error(), `simlab:wrokers: unknown key; did you mean "workers"?`) {
+		t.Fatalf("want the typo named, got %v", err)
+	}
+}
+
+func TestMain(m *testing.M) {
+	// Tests must not pick up a developer's real key through ssh.privateKeyPath.
+	os.Setenv("HOME", os.TempDir())
+	os.Exit(m.Run())
+}
