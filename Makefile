@@ -28,6 +28,18 @@ DEMO_TARGET    := demo-pending
 # --- end cluster ---
 
 # --- local control plane, chart and workloads (tests/, charts/, infra/workloads/)
+# local control plane (tests/tools, tests/localcluster; docs/LOCAL-CLUSTER.md)
+include tests/tools/tools.mk
+NODES ?= 3
+TEST_DEPS += tools
+.PHONY: tools cluster-up cluster-down
+tools: $(TOOLS_OUT) ## build the local control plane's binaries into .cache/bin (cached by version)
+	@echo "tools: up to date in $(TOOLS_BIN)"
+cluster-up: tools ## start a local control plane with NODES simulated nodes (state in .cache/cluster)
+	$(GO) run ./tests/localcluster/cmd/localcluster up -dir $(CACHE_DIR)/cluster -bin $(TOOLS_BIN) -nodes $(NODES)
+cluster-down: ## stop exactly the processes cluster-up started (by PID)
+	$(GO) run ./tests/localcluster/cmd/localcluster down -dir $(CACHE_DIR)/cluster
+# end local control plane
 # --- end workloads ---
 
 # --- storage (infra/storage/) -----------------------------------------------

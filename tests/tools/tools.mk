@@ -1,0 +1,50 @@
+# Rules that build the local control plane's binaries into $(TOOLS_BIN) as
+# <name>-<version>, skipping what exists. Included from the Makefile's
+# "local control plane" section; run from the repository root.
+include tests/tools/versions.mk
+
+TOOLS_DIR := tests/tools
+TOOLS_BIN ?= $(CACHE_DIR)/bin
+KUBE_VERSION := $(shell awk '{for(i=1;i<NF;i++) if($$i=="k8s.io/kubernetes"){print $$(i+1); exit}}' $(TOOLS_DIR)/go.mod)
+ETCD_VERSION := $(shell awk '{for(i=1;i<NF;i++) if($$i=="go.etcd.io/etcd/server/v3"){print $$(i+1); exit}}' $(TOOLS_DIR)/go.mod)
+KUBE_MINOR := $(word 2,$(subst ., ,$(KUBE_VERSION)))
+KUBE_BINS := kube-apiserver kube-controller-manager kube-scheduler kubeadm kubectl
+# The version variables the servers and kubectl report (else v0.0.0).
+KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+  -X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=$(KUBE_MINOR) \
+  -X $(p).gitCommit=0000000000000000000000000000000000000000 -X $(p).gitTreeState=clean \
+  -X $(p).buildDate=2026-01-01T00:00:00Z)
+
+TOOLS_OUT := $(foreach b,$(KUBE_BINS),$(TOOLS_BIN)/$(b)-$(KUBE_VERSION)) \
+  $(TOOLS_BIN)/etcd-$(ETCD_VERSION) $(TOOLS_BIN)/kwok-$(KWOK_VERSION) \
+  $(TOOLS_BIN)/metrics-server-$(METRICS_SERVER_VERSION) $(TOOLS_BIN)/helm-$(HELM_VERSION)
+
+# One `go build` for the Kubernetes binaries and etcd so they share compiled
+# packages (a grouped target: one recipe run makes all of them).
+KUBE_OUT := $(foreach b,$(KUBE_BINS),$(TOOLS_BIN)/$(b)-$(KUBE_VERSION)) $(TOOLS_BIN)/etcd-$(ETCD_VERSION)
+$(KUBE_OUT) &:
+	@mkdir -p $(TOOLS_BIN)/.stage-$(KUBE_VERSION)
+	@echo "tools: building $(KUBE_BINS) $(KUBE_VERSION) and etcd $(ETCD_VERSION) (cold: ~15 CPU-minutes)"
+	cd $(TOOLS_DIR) && $(GO) build -trimpath -ldflags='$(KUBE_LDFLAGS)' -o $(TOOLS_BIN)/.stage-$(KUBE_VERSION)/ \
+	  $(addprefix k8s.io/kubernetes/cmd/,$(KUBE_BINS)) ./etcd
+	@for b in $(KUBE_BINS); do mv -f $(TOOLS_BIN)/.stage-$(KUBE_VERSION)/$$b $(TOOLS_BIN)/$$b-$(KUBE_VERSION); done
+	@mv -f $(TOOLS_BIN)/.stage-$(KUBE_VERSION)/etcd $(TOOLS_BIN)/etcd-$(ETCD_VERSION)
+	@rmdir $(TOOLS_BIN)/.stage-$(KUBE_VERSION)
+
+# go install PKG@VERSION into a scratch GOBIN, then rename to <name>-<version>.
+define go-install-tool
+	@echo "tools: building $(notdir $(1)) $(2)"
+	@mkdir -p $(TOOLS_BIN)/.gobin-$(notdir $(1))
+	GOBIN=$(TOOLS_BIN)/.gobin-$(notdir $(1)) $(GO) install -trimpath -ldflags='-s -w' $(1)@$(2)
+	@mv -f $(TOOLS_BIN)/.gobin-$(notdir $(1))/$(notdir $(1)) $(3)
+	@rmdir $(TOOLS_BIN)/.gobin-$(notdir $(1))
+endef
+
+$(TOOLS_BIN)/kwok-$(KWOK_VERSION):
+	$(call go-install-tool,$(KWOK_PKG),$(KWOK_VERSION),$@)
+
+$(TOOLS_BIN)/metrics-server-$(METRICS_SERVER_VERSION):
+	$(call go-install-tool,$(METRICS_SERVER_PKG),$(METRICS_SERVER_VERSION),$@)
+
+$(TOOLS_BIN)/helm-$(HELM_VERSION):
+	$(call go-install-tool,$(HELM_PKG),$(HELM_VERSION),$@)
