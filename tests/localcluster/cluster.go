@@ -270,7 +270,6 @@ func (c *Cluster) start(ctx context.Context, o Options) error {
 		"--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--proxy-client-cert-file=" + files["front-proxy-client.crt"], "--proxy-client-key-file=" + files["front-proxy-client.key"],
-		"--enable-aggregator-routing=true",
 		"--profiling=false",
 	})
 	if err != nil {
