@@ -21,7 +21,7 @@ import (
 // Ready nodes, a Deployment that becomes Available, and simulated CPU that the
 // metrics API reports after a test sets it (up and down).
 func TestLocalCluster(t *testing.T) {
-	c := StartT(t, Options{Nodes: 3})
+	c := StartT(t, Options{Nodes: 3, WaitForMetrics: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
