@@ -31,11 +31,12 @@ $(KUBE_OUT) &:
 	@mv -f $(TOOLS_BIN)/.stage-$(KUBE_VERSION)/etcd $(TOOLS_BIN)/etcd-$(ETCD_VERSION)
 	@rmdir $(TOOLS_BIN)/.stage-$(KUBE_VERSION)
 
-# go install PKG@VERSION into a scratch GOBIN, then rename to <name>-<version>.
+# go install PKG@VERSION into a scratch GOBIN, then rename to <name>-<version>;
+# $(4) adds -ldflags.
 define go-install-tool
 	@echo "tools: building $(notdir $(1)) $(2)"
 	@mkdir -p $(TOOLS_BIN)/.gobin-$(notdir $(1))
-	GOBIN=$(TOOLS_BIN)/.gobin-$(notdir $(1)) $(GO) install -trimpath -ldflags='-s -w' $(1)@$(2)
+	GOBIN=$(TOOLS_BIN)/.gobin-$(notdir $(1)) $(GO) install -trimpath -ldflags='-s -w $(4)' $(1)@$(2)
 	@mv -f $(TOOLS_BIN)/.gobin-$(notdir $(1))/$(notdir $(1)) $(3)
 	@rmdir $(TOOLS_BIN)/.gobin-$(notdir $(1))
 endef
@@ -46,5 +47,12 @@ $(TOOLS_BIN)/kwok-$(KWOK_VERSION):
 $(TOOLS_BIN)/metrics-server-$(METRICS_SERVER_VERSION):
 	$(call go-install-tool,$(METRICS_SERVER_PKG),$(METRICS_SERVER_VERSION),$@)
 
+# What helm's own Makefile sets: its version, and the Kubernetes version that
+# `helm template`/`helm lint` assume (else v1.20); ours is the cluster's.
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+  $(foreach p,helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil,\
+  -X $(p).k8sVersionMajor=1 -X $(p).k8sVersionMinor=$(KUBE_MINOR))
+
 $(TOOLS_BIN)/helm-$(HELM_VERSION):
-	$(call go-install-tool,$(HELM_PKG),$(HELM_VERSION),$@)
+	$(call go-install-tool,$(HELM_PKG),$(HELM_VERSION),$@,$(HELM_LDFLAGS))
