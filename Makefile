@@ -39,6 +39,15 @@ cluster-up: tools ## start a local control plane with NODES simulated nodes (sta
 	$(GO) run ./tests/localcluster/cmd/localcluster up -dir $(CACHE_DIR)/cluster -bin $(TOOLS_BIN) -nodes $(NODES)
 cluster-down: ## stop exactly the processes cluster-up started (by PID)
 	$(GO) run ./tests/localcluster/cmd/localcluster down -dir $(CACHE_DIR)/cluster
+BENCH_TARGETS += bench-cluster-up
+.PHONY: bench-cluster-up
+bench-cluster-up: tools ## time `make cluster-up` (NODES) until all nodes are Ready, 5 runs
+	@$(GO) build -o $(CACHE_DIR)/localcluster ./tests/localcluster/cmd/localcluster
+	@printf '| run | nodes | cluster-up wall (s) |\n|---|---|---|\n'
+	@for i in 1 2 3 4 5; do \
+	  s=$$(date +%s.%N); $(CACHE_DIR)/localcluster up -dir $(CACHE_DIR)/cluster-bench -bin $(TOOLS_BIN) -nodes $(NODES) >/dev/null || exit 1; e=$$(date +%s.%N); \
+	  $(CACHE_DIR)/localcluster down -dir $(CACHE_DIR)/cluster-bench >/dev/null || exit 1; \
+	  printf '| %d | %d | %.2f |\n' $$i $(NODES) $$(awk "BEGIN{print $$e - $$s}"); done
 # end local control plane
 # --- end workloads ---
 
