@@ -1,0 +1,287 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/simlab/simlab/simulator/broker"
+	"github.com/simlab/simlab/simulator/controller"
+	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/run"
+	"github.com/simlab/simlab/simulator/sink"
+	"github.com/simlab/simlab/simulator/state"
+	"github.com/simlab/simlab/simulator/worker"
+	"github.com/spf13/cobra"
+)
+
+func brokerCmd() *cobra.Command {
+	var listen string
+	c := &cobra.Command{
+		Use:   "broker",
+		Short: "run the embedded Kafka-protocol broker (kfake) on 127.0.0.1 until interrupted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := broker.Start(listen)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			fmt.Fprintln(cmd.OutOrStdout(), "broker listening on", b.Addrs()[0])
+			<-cmd.Context().Done()
+			return nil
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:9092", "address (127.0.0.1 only; port 0 picks one)")
+	return c
+}
+
+func serveHTTP(ctx context.Context, addr string, h http.Handler) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}, nil
+}
+
+func controllerCmd() *cobra.Command {
+	var lf logFlags
+	var brokers, listen, root, prefix, part string
+	var keyed int
+	c := &cobra.Command{
+		Use:   "controller",
+		Short: "run the controller: HTTP API, dataset loads, stage in the state topic",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := envDefaults(cmd.Flags()); err != nil {
+				return err
+			}
+			log, err := lf.logger()
+			if err != nil {
+				return err
+			}
+			bs := splitList(brokers)
+			if len(bs) == 0 {
+				return errors.New("--kafka-brokers (SIMULATOR_KAFKA_BROKERS) is required")
+			}
+			ctx := cmd.Context()
+			ctl, err := controller.New(ctx, controller.Config{Brokers: bs, Names: state.Names{Prefix: prefix}, DatasetRoot: root,
+				Partitioning: part, KeyedPartitions: keyed, Log: log})
+			if err != nil {
+				return err
+			}
+			defer ctl.Close()
+			stop, err := serveHTTP(ctx, listen, ctl.Handler())
+			if err != nil {
+				return err
+			}
+			defer stop()
+			log.Info("controller listening", "addr", listen, "brokers", bs)
+			if err := ctl.Run(ctx); err != nil && ctx.Err() == nil {
+				return err
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&brokers, "kafka-brokers", "", "Kafka bootstrap servers, comma-separated (env SIMULATOR_KAFKA_BROKERS)")
+	f.StringVar(&listen, "listen", ":8080", "HTTP address for the API, /metrics, /healthz, /readyz (env SIMULATOR_LISTEN)")
+	f.StringVar(&root, "dataset-root", "/data", "directory that load paths are relative to (env SIMULATOR_DATASET_ROOT)")
+	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
+	f.StringVar(&part, "partitioning", controller.PerSource, "per-source or keyed (env SIMULATOR_PARTITIONING)")
+	f.IntVar(&keyed, "keyed-partitions", 32, "partitions per type topic with keyed partitioning (env SIMULATOR_KEYED_PARTITIONS)")
+	lf.add(f)
+	return c
+}
+
+func workerCmd() *cobra.Command {
+	var lf logFlags
+	var brokers, listen, sftpListen, prefix, typ, ctlURL string
+	var commit, look time.Duration
+	c := &cobra.Command{
+		Use:   "worker",
+		Short: "run a worker of one data-source type",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := envDefaults(cmd.Flags()); err != nil {
+				return err
+			}
+			log, err := lf.logger()
+			if err != nil {
+				return err
+			}
+			bs := splitList(brokers)
+			switch {
+			case len(bs) == 0:
+				return errors.New("--kafka-brokers (SIMULATOR_KAFKA_BROKERS) is required")
+			case typ == "":
+				return errors.New("--type (SIMULATOR_TYPE) is required")
+			case ctlURL == "":
+				return errors.New("--controller-url (SIMULATOR_CONTROLLER_URL) is required")
+			}
+			host, _ := os.Hostname()
+			m := worker.NewMetrics()
+			w := worker.New(worker.Config{Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
+				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host})
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
+			mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+				if !w.Ready() {
+					http.Error(rw, "state topic not read yet", http.StatusServiceUnavailable)
+					return
+				}
+				rw.Write([]byte("ok\n"))
+			})
+			stop, err := serveHTTP(cmd.Context(), listen, mux)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			_ = sftpListen
+			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs)
+			return w.Run(cmd.Context())
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&brokers, "kafka-brokers", "", "Kafka bootstrap servers, comma-separated (env SIMULATOR_KAFKA_BROKERS)")
+	f.StringVar(&typ, "type", "", "data-source type to replay (env SIMULATOR_TYPE)")
+	f.StringVar(&ctlURL, "controller-url", "", "controller base URL (env SIMULATOR_CONTROLLER_URL)")
+	f.StringVar(&listen, "listen", ":8081", "HTTP address for /metrics, /healthz, /readyz (env SIMULATOR_LISTEN)")
+	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources (env SIMULATOR_SFTP_LISTEN)")
+	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
+	f.DurationVar(&commit, "commit-interval", 200*time.Millisecond, "commit period (env SIMULATOR_COMMIT_INTERVAL)")
+	f.DurationVar(&look, "lookahead", 5*time.Second, "fetch at most this far ahead of due time (env SIMULATOR_LOOKAHEAD)")
+	lf.add(f)
+	return c
+}
+
+func sinkCmd() *cobra.Command {
+	var listen, framing, dsDir, ctlURL, report string
+	c := &cobra.Command{
+		Use:   "sink",
+		Short: "receive records like a SUT; on interrupt, write a JSON report",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := envDefaults(cmd.Flags()); err != nil {
+				return err
+			}
+			var ds *dataset.Dataset
+			if dsDir != "" {
+				var err error
+				if ds, err = dataset.Load(dsDir); err != nil {
+					return err
+				}
+			}
+			s, err := sink.Listen(listen, framing)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "sink listening on", s.Addr())
+			<-cmd.Context().Done()
+			s.Close()
+			e := sink.Expectation{Sources: map[string]int{}, Loops: 1}
+			if ds != nil {
+				e.Sources, e.Span = sink.ExpectDataset(ds), ds.Span
+			}
+			if ctlURL != "" {
+				st, err := fetchStatus(ctlURL)
+				if err != nil {
+					return err
+				}
+				e.Start = st.StartTime
+				if st.Repeat && st.Loops > 0 {
+					e.Loops = st.Loops
+				}
+			}
+			rep := s.Report(e)
+			run.PrintReport(cmd.OutOrStdout(), rep)
+			if report != "" {
+				return rep.WriteFile(report)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:9000", "TCP address to receive on (env SIMULATOR_LISTEN)")
+	f.StringVar(&framing, "framing", dataset.FramingNewline, "newline, length32 or raw")
+	f.StringVar(&dsDir, "dataset", "", "dataset directory, for the expected counts")
+	f.StringVar(&ctlURL, "controller-url", "", "controller URL, for the run's start time")
+	f.StringVar(&report, "report", "", "write the JSON report here")
+	return c
+}
+
+func fetchStatus(url string) (*controller.Status, error) {
+	resp, err := http.Get(url + "/v1/status")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var st controller.Status
+	return &st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func runCmd() *cobra.Command {
+	var o run.Options
+	var report, logLevel string
+	c := &cobra.Command{
+		Use:   "run --dataset DIR",
+		Short: "load and replay a dataset in one process (embedded broker, built-in sink) and report",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Dataset == "" {
+				return errors.New("--dataset is required")
+			}
+			lf := logFlags{level: logLevel, format: "text"}
+			log, err := lf.logger()
+			if err != nil {
+				return err
+			}
+			o.Log, o.Out = log, cmd.OutOrStdout()
+			res, err := run.Run(cmd.Context(), o)
+			var ve *dataset.ValidationError
+			if errors.As(err, &ve) {
+				return &exitError{code: 2, err: err}
+			}
+			if res == nil {
+				return err
+			}
+			run.PrintReport(cmd.OutOrStdout(), res.Report)
+			if report != "" {
+				if werr := res.Report.WriteFile(report); werr != nil {
+					return werr
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "report written to", report)
+			}
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if !res.Report.OK() {
+				return &exitError{code: 1, err: errors.New("records were lost or sent early")}
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.Dataset, "dataset", "", "dataset directory")
+	f.IntVar(&o.Workers, "workers", 1, "workers per type")
+	f.StringVar(&report, "report", "", "write the JSON report here")
+	f.StringVar(&o.Partitioning, "partitioning", controller.PerSource, "per-source or keyed")
+	f.BoolVar(&o.Repeat, "repeat", false, "repeat the dataset")
+	f.IntVar(&o.Loops, "loops", 0, "loops with --repeat")
+	f.DurationVar(&o.Delay, "delay", 2*time.Second, "time from start to the first due record")
+	f.StringVar(&logLevel, "log-level", "warn", "log level (logs go to stderr)")
+	return c
+}

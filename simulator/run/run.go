@@ -1,0 +1,163 @@
+package run
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/simlab/simlab/simulator/controller"
+	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/sink"
+	"github.com/simlab/simlab/simulator/worker"
+)
+
+// Options configures an all-in-one run.
+type Options struct {
+	Dataset      string
+	Workers      int // per type
+	Partitioning string
+	Repeat       bool
+	Loops        int
+	Delay        time.Duration // from start request to the simulation start
+	Out          io.Writer     // progress line and summary
+	Log          *slog.Logger
+	NoWait       bool // benchmark ceiling: no scheduling
+	Timeout      time.Duration
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Report   *sink.Report
+	Start    time.Time
+	Finished time.Time
+	Loaded   *controller.LoadResult
+}
+
+// Run loads the dataset, plays it once (or Loops times) with Workers workers per type into the
+// built-in sink, and reports.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Workers < 1 {
+		o.Workers = 1
+	}
+	if o.Delay <= 0 {
+		o.Delay = 2 * time.Second
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Repeat && o.Loops < 1 {
+		return nil, fmt.Errorf("run: repeat needs loops >= 1 (an unbounded run never finishes)")
+	}
+	ds, err := dataset.Load(o.Dataset)
+	if err != nil {
+		return nil, err
+	}
+	framing := ""
+	for _, s := range ds.Sources {
+		if s.Config.Protocol != dataset.ProtoTCP {
+			return nil, fmt.Errorf("run: source %s uses %s; the built-in sink receives tcp only", s.ID(), s.Config.Protocol)
+		}
+		if framing != "" && s.Config.Framing != framing {
+			return nil, fmt.Errorf("run: sources use different framings (%s, %s); the built-in sink needs one", framing, s.Config.Framing)
+		}
+		framing = s.Config.Framing
+	}
+	env, err := NewEnv(EnvOptions{Framing: framing, Log: o.Log})
+	if err != nil {
+		return nil, err
+	}
+	defer env.Close()
+	loaded, err := env.Controller.Load(ctx, o.Dataset, controller.LoadRequest{Partitioning: o.Partitioning, AddressOverride: env.Sink.Addr()})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Out, "loaded %d types, %d sources, %d records (span %s) in %s\n", loaded.Types, loaded.Sources, loaded.Records, ds.Span, loaded.Took)
+	for _, typ := range ds.Types() {
+		for i := 0; i < o.Workers; i++ {
+			env.AddWorker(typ, func(c *worker.Config) { c.NoWait = o.NoWait })
+		}
+	}
+	st, err := env.Controller.Start(ctx, controller.StartRequest{Delay: o.Delay.String(), Repeat: o.Repeat, Loops: o.Loops})
+	if err != nil {
+		return nil, err
+	}
+	loops := st.LoopCount()
+	want := map[string]int64{}
+	var total int64
+	for _, s := range ds.Sources {
+		want[s.Type] += int64(len(s.Records) * loops)
+		total += int64(len(s.Records) * loops)
+	}
+	fmt.Fprintf(o.Out, "run %s starts at %s with %d worker(s) per type\n", st.RunID, st.StartTime.Format("15:04:05.000"), o.Workers)
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = time.Until(st.StartTime) + time.Duration(loops)*ds.Span + 30*time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var waitErr error
+	for {
+		got := env.Sink.Total()
+		if got >= total {
+			if err := env.WaitCommitted(wctx, want); err != nil {
+				waitErr = err
+			}
+			break
+		}
+		var parts []string
+		if s, err := env.Controller.Status(wctx); err == nil {
+			for _, typ := range ds.Types() {
+				parts = append(parts, fmt.Sprintf("%s %3.0f%%", typ, 100*s.Types[typ].Progress))
+			}
+		}
+		fmt.Fprintf(o.Out, "\r  t=%6.1fs  received %d/%d  committed: %s   ", time.Since(st.StartTime).Seconds(), got, total, strings.Join(parts, ", "))
+		select {
+		case <-wctx.Done():
+			waitErr = fmt.Errorf("run did not finish within %s: received %d of %d", timeout, env.Sink.Total(), total)
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	fmt.Fprintln(o.Out)
+	finished := time.Now()
+	if s, err := env.Controller.Stop(context.Background()); err == nil {
+		_ = s
+	}
+	env.Close()
+	rep := env.Sink.Report(sink.Expectation{Sources: sink.ExpectDataset(ds), Start: st.StartTime, Span: ds.Span, Loops: loops})
+	res := &Result{Report: rep, Start: st.StartTime, Finished: finished, Loaded: loaded}
+	if waitErr != nil {
+		return res, waitErr
+	}
+	return res, nil
+}
+
+// PrintReport writes a per-type table.
+func PrintReport(w io.Writer, r *sink.Report) {
+	fmt.Fprintf(w, "%-12s %9s %9s %9s %6s %6s %6s %9s %9s %9s %9s\n", "type", "expected", "sent", "received", "lost", "dup", "early", "late p50", "late p99", "p99.9", "late max")
+	var types []string
+	for t := range r.Types {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	row := func(name string, t *sink.TypeReport) {
+		fmt.Fprintf(w, "%-12s %9d %9d %9d %6d %6d %6d %7.2fms %7.2fms %7.2fms %7.2fms\n", name, t.Expected, t.Received+t.Duplicated,
+			t.Received, t.Lost, t.Duplicated, t.Early, t.LateP50ms, t.LateP99ms, t.LateP999ms, t.LateMaxms)
+	}
+	for _, t := range types {
+		row(t, r.Types[t])
+	}
+	row("TOTAL", r.Total)
+	verdict := "OK: nothing lost, nothing early"
+	if !r.OK() {
+		verdict = fmt.Sprintf("FAIL: %d lost, %d early", r.Total.Lost, r.Total.Early)
+	}
+	fmt.Fprintln(w, verdict)
+}

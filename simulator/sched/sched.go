@@ -1,0 +1,169 @@
+// Package sched owns the worker's timing: ONE scheduler goroutine per worker holding every pending
+// record in a min-heap of absolute deadlines, handing due records to per-destination senders that
+// write them in batches. Nothing here sleeps "after the previous record": every wait is until an
+// absolute due time, so a late record never delays the ones after it.
+package sched
+
+import (
+	"sync"
+	"time"
+)
+
+// Owner is told when an item it owns was written, and whether it is cancelled.
+type Owner interface {
+	Cancelled() bool
+	Done(it *Item)
+}
+
+// Item is one record waiting for its due time.
+type Item struct {
+	Due     int64 // unix nanoseconds
+	seq     uint64
+	Payload []byte
+	Dest    *Dest
+	Owner   Owner
+	Offset  int64
+	Loop    int
+	Sent    int64 // unix nanoseconds when the write completed
+	done    bool  // set by the owner's tracker
+}
+
+// MarkDone records completion (for Owner implementations).
+func (it *Item) MarkDone() { it.done = true }
+
+// IsDone reports MarkDone.
+func (it *Item) IsDone() bool { return it.done }
+
+// Scheduler is the single timing loop of a worker.
+type Scheduler struct {
+	mu    sync.Mutex
+	h     []*Item
+	seq   uint64
+	wake  chan struct{}
+	touch []*Dest
+	// NoWait sends every record as soon as it is pushed (the unscheduled ceiling benchmark).
+	NoWait bool
+}
+
+// New returns a scheduler; call Run.
+func New() *Scheduler { return &Scheduler{wake: make(chan struct{}, 1)} }
+
+// Len is the number of pending items.
+func (s *Scheduler) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.h)
+}
+
+// Push adds items (any order).
+func (s *Scheduler) Push(items ...*Item) {
+	if len(items) == 0 {
+		return
+	}
+	s.mu.Lock()
+	first := int64(-1)
+	if len(s.h) > 0 {
+		first = s.h[0].Due
+	}
+	for _, it := range items {
+		s.seq++
+		it.seq = s.seq
+		s.h = append(s.h, it)
+		s.up(len(s.h) - 1)
+	}
+	earlier := first < 0 || s.h[0].Due < first
+	s.mu.Unlock()
+	if earlier {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run dispatches due items until stop is closed.
+func (s *Scheduler) Run(stop <-chan struct{}) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now().UnixNano()
+		s.mu.Lock()
+		for len(s.h) > 0 && (s.NoWait || s.h[0].Due <= now) {
+			it := s.pop()
+			if it.Owner != nil && it.Owner.Cancelled() {
+				continue
+			}
+			if it.Dest.enqueue(it) {
+				s.touch = append(s.touch, it.Dest)
+			}
+		}
+		next := int64(-1)
+		if len(s.h) > 0 {
+			next = s.h[0].Due
+		}
+		s.mu.Unlock()
+		for _, d := range s.touch {
+			d.kick()
+		}
+		clear(s.touch)
+		s.touch = s.touch[:0]
+		wait := time.Hour
+		if next >= 0 {
+			wait = time.Duration(next - time.Now().UnixNano())
+			if wait <= 0 {
+				continue
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-stop:
+			return
+		case <-s.wake:
+			if !timer.Stop() {
+				<-timer.C
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+func (s *Scheduler) less(i, j int) bool {
+	a, b := s.h[i], s.h[j]
+	return a.Due < b.Due || (a.Due == b.Due && a.seq < b.seq)
+}
+
+func (s *Scheduler) up(j int) {
+	for {
+		i := (j - 1) / 2
+		if i == j || !s.less(j, i) {
+			break
+		}
+		s.h[i], s.h[j] = s.h[j], s.h[i]
+		j = i
+	}
+}
+
+func (s *Scheduler) pop() *Item {
+	n := len(s.h) - 1
+	top := s.h[0]
+	s.h[0] = s.h[n]
+	s.h[n] = nil
+	s.h = s.h[:n]
+	i := 0
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && s.less(r, l) {
+			j = r
+		}
+		if !s.less(j, i) {
+			break
+		}
+		s.h[i], s.h[j] = s.h[j], s.h[i]
+		i = j
+	}
+	return top
+}

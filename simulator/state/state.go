@@ -1,0 +1,139 @@
+// Package state owns the simulator's shared vocabulary on Kafka: topic and group names, the stage and
+// manifest documents of the compacted state topic (written only by the controller), the commit
+// metadata workers attach to offsets, and a reader that tails the state topic.
+package state
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/simlab/simlab/simulator/dataset"
+)
+
+// Stages of a simulation.
+const (
+	StageEmpty   = "empty"
+	StageLoaded  = "loaded"
+	StageRunning = "running"
+	StageStopped = "stopped"
+)
+
+// Keys in the state topic.
+const (
+	KeyStage       = "stage"
+	ManifestPrefix = "manifest/"
+)
+
+// OffsetHeader is the record header carrying the offset from the start in nanoseconds.
+const OffsetHeader = "off"
+
+// Names derives topic and group names from a prefix.
+type Names struct{ Prefix string }
+
+// StateTopic is the compacted state topic.
+func (n Names) StateTopic() string { return n.Prefix + ".state" }
+
+// RecordsTopic is the topic of a type's records.
+func (n Names) RecordsTopic(typ string) string { return n.Prefix + ".records." + typ }
+
+// Group is the consumer group of a type's workers.
+func (n Names) Group(typ string) string { return n.Prefix + ".workers." + typ }
+
+// Stage is the value under KeyStage.
+type Stage struct {
+	Stage       string        `json:"stage"`
+	Fingerprint string        `json:"fingerprint,omitempty"`
+	Types       []string      `json:"types,omitempty"`
+	RunID       string        `json:"run_id,omitempty"`
+	StartTime   time.Time     `json:"start_time,omitzero"`
+	Span        time.Duration `json:"span_ns,omitempty"`
+	Repeat      bool          `json:"repeat,omitempty"`
+	Loops       int           `json:"loops,omitempty"`
+	StoppedAt   time.Time     `json:"stopped_at,omitzero"`
+}
+
+// LoopCount is the number of loops a run plays (0: unbounded).
+func (s Stage) LoopCount() int {
+	if !s.Repeat {
+		return 1
+	}
+	return s.Loops
+}
+
+// SourceEntry is one source in a manifest: where its records are and where they go.
+type SourceEntry struct {
+	Instance  string               `json:"instance"`
+	Partition int32                `json:"partition"`
+	Records   int                  `json:"records"`
+	Config    dataset.SourceConfig `json:"config"`
+}
+
+// PartitionRange is the offset range [Start, End) of one partition's records.
+type PartitionRange struct {
+	Partition int32 `json:"partition"`
+	Start     int64 `json:"start"`
+	End       int64 `json:"end"`
+}
+
+// Manifest describes one loaded type; it is the value under ManifestPrefix+type.
+type Manifest struct {
+	Type         string           `json:"type"`
+	Fingerprint  string           `json:"fingerprint"`
+	Partitioning string           `json:"partitioning"`
+	Span         time.Duration    `json:"span_ns"`
+	Sources      []SourceEntry    `json:"sources"`
+	Partitions   []PartitionRange `json:"partitions"`
+}
+
+// Records is the number of records of the type (one loop).
+func (m *Manifest) Records() int64 {
+	var n int64
+	for _, p := range m.Partitions {
+		n += p.End - p.Start
+	}
+	return n
+}
+
+// CommitMeta is stored as commit metadata with each committed offset.
+type CommitMeta struct {
+	Run  string `json:"run"`
+	Loop int    `json:"loop"`
+}
+
+// Encode renders commit metadata (short: real Kafka limits it to 4096 bytes).
+func (c CommitMeta) Encode() string {
+	return `{"run":` + strconv.Quote(c.Run) + `,"loop":` + strconv.Itoa(c.Loop) + `}`
+}
+
+// DecodeCommitMeta parses commit metadata; ok is false for anything else (e.g. empty).
+func DecodeCommitMeta(s string) (CommitMeta, bool) {
+	var c CommitMeta
+	if s == "" || json.Unmarshal([]byte(s), &c) != nil || c.Run == "" {
+		return CommitMeta{}, false
+	}
+	return c, true
+}
+
+// Progress computes how many sends a committed position stands for in a run over a partition range.
+func Progress(r PartitionRange, off int64, meta CommitMeta) int64 {
+	n := r.End - r.Start
+	done := off - r.Start
+	if done < 0 {
+		done = 0
+	}
+	if done > n {
+		done = n
+	}
+	return int64(meta.Loop)*n + done
+}
+
+// ParseOffsetHeader parses the off header.
+func ParseOffsetHeader(v []byte) (time.Duration, error) {
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad %s header %q", OffsetHeader, v)
+	}
+	return time.Duration(n), nil
+}

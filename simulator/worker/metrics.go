@@ -1,0 +1,45 @@
+package worker
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Metrics are the worker's Prometheus metrics.
+type Metrics struct {
+	Registry   *prometheus.Registry
+	sent       prometheus.Counter
+	late       prometheus.Counter
+	lateness   prometheus.Histogram
+	assigned   prometheus.Gauge
+	rebalances prometheus.Counter
+	commits    prometheus.Counter
+	connects   prometheus.Counter
+	sendErrors prometheus.Counter
+}
+
+// NewMetrics registers the worker's metrics in a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry(),
+		sent:       prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_records_sent_total", Help: "Records written to the SUT."}),
+		late:       prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_records_late_total", Help: "Records written more than 10 ms after their due time."}),
+		lateness:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "simulator_worker_lateness_seconds", Help: "Due time to write completed, at the worker.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		assigned:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "simulator_worker_assigned_partitions", Help: "Partitions (sources, with per-source partitioning) assigned to this worker."}),
+		rebalances: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_rebalances_total", Help: "Assignments, revocations and losses."}),
+		commits:    prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_commits_total", Help: "Successful offset commits."}),
+		connects:   prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_sut_connects_total", Help: "TCP connections opened to the SUT."}),
+		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_send_errors_total", Help: "Failed writes or dials to the SUT."}),
+	}
+	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func errCode(c int16) error {
+	if err := kerr.ErrorForCode(c); err != nil {
+		return err
+	}
+	return fmt.Errorf("error code %d", c)
+}

@@ -1,0 +1,76 @@
+package worker
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/simlab/simlab/simulator/sched"
+	"github.com/simlab/simlab/simulator/state"
+)
+
+// partState tracks one assigned partition: which loop is being fetched, and the position up to
+// which every dispatched record was written (the offset to commit).
+type partState struct {
+	topic     string
+	part      int32
+	rng       state.PartitionRange
+	loops     int // 0: unbounded
+	cancelled atomic.Bool
+
+	// fetch side (poll goroutine only)
+	fetchLoop int
+	lastDue   int64
+	paused    bool
+	exhausted bool
+
+	mu        sync.Mutex
+	inflight  []*sched.Item // dispatched-or-pending items in offset order
+	pos       int64         // next offset to commit
+	posLoop   int
+	committed int64
+	commLoop  int
+	dests     map[string]*sched.Dest
+}
+
+func (p *partState) Cancelled() bool { return p.cancelled.Load() }
+
+// track registers an item in offset order (poll goroutine, before Push).
+func (p *partState) track(it *sched.Item) {
+	p.mu.Lock()
+	p.inflight = append(p.inflight, it)
+	p.mu.Unlock()
+}
+
+// Done advances the commit position over every contiguous written item.
+func (p *partState) Done(it *sched.Item) {
+	p.mu.Lock()
+	it.MarkDone()
+	i := 0
+	for i < len(p.inflight) && p.inflight[i].IsDone() {
+		last := p.inflight[i]
+		p.pos, p.posLoop = last.Offset+1, last.Loop
+		if p.pos >= p.rng.End {
+			p.pos, p.posLoop = p.rng.Start, last.Loop+1
+		}
+		i++
+	}
+	if i > 0 {
+		n := copy(p.inflight, p.inflight[i:])
+		clear(p.inflight[n:])
+		p.inflight = p.inflight[:n]
+	}
+	p.mu.Unlock()
+}
+
+// position returns the commit position and whether it moved since the last commit.
+func (p *partState) position() (int64, int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pos, p.posLoop, p.pos != p.committed || p.posLoop != p.commLoop
+}
+
+func (p *partState) markCommitted(off int64, loop int) {
+	p.mu.Lock()
+	p.committed, p.commLoop = off, loop
+	p.mu.Unlock()
+}

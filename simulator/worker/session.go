@@ -1,0 +1,320 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/sched"
+	"github.com/simlab/simlab/simulator/state"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// adjust runs when partitions are assigned, before fetching: it reads the committed offsets with
+// their metadata and positions each partition at its committed offset and loop for this run, or
+// at the start of the partition's records when the commit belongs to another run.
+func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	w := s.w
+	committed, err := s.adm.FetchOffsets(ctx, w.cfg.Names.Group(w.cfg.Type))
+	if err != nil {
+		return nil, err
+	}
+	ranges := map[int32]state.PartitionRange{}
+	for _, r := range s.m.Partitions {
+		ranges[r.Partition] = r
+	}
+	out := map[string]map[int32]kgo.Offset{}
+	for topic, ps := range offs {
+		out[topic] = map[int32]kgo.Offset{}
+		for p := range ps {
+			rng := ranges[p]
+			at, loop := rng.Start, 0
+			if o, ok := committed.Lookup(topic, p); ok && o.Err == nil {
+				if meta, ok := state.DecodeCommitMeta(o.Metadata); ok && meta.Run == s.st.RunID && o.At >= rng.Start && o.At <= rng.End {
+					at, loop = o.At, meta.Loop
+				}
+			}
+			loops := s.st.LoopCount()
+			st := &partState{topic: topic, part: p, rng: rng, loops: loops, fetchLoop: loop,
+				pos: at, posLoop: loop, committed: at, commLoop: loop, dests: map[string]*sched.Dest{}}
+			if rng.End == rng.Start || (loops > 0 && loop >= loops) {
+				st.exhausted = true
+				at = rng.End
+			}
+			s.mu.Lock()
+			if old := s.parts[p]; old != nil {
+				old.cancelled.Store(true)
+			}
+			s.parts[p] = st
+			s.mu.Unlock()
+			w.cfg.Metrics.assigned.Inc()
+			w.cfg.Log.Debug("partition assigned", "partition", p, "offset", at, "loop", loop)
+			out[topic][p] = kgo.NewOffset().At(at).WithEpoch(-1)
+		}
+	}
+	w.cfg.Metrics.rebalances.Inc()
+	return out, nil
+}
+
+// revoked stops the partitions' sends, waits for writes in progress, and commits what was sent.
+func (s *session) revoked(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	parts := s.take(lost)
+	if len(parts) == 0 {
+		return
+	}
+	s.stopParts(parts)
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.commit(cctx, s.snapshot(parts), true)
+	s.closeDests(parts)
+	s.w.cfg.Metrics.rebalances.Inc()
+}
+
+// lost drops the partitions without committing (another member may own them already).
+func (s *session) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	parts := s.take(lost)
+	s.stopParts(parts)
+	s.closeDests(parts)
+	s.w.cfg.Metrics.rebalances.Inc()
+}
+
+func (s *session) take(tps map[string][]int32) []*partState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*partState
+	for _, ps := range tps {
+		for _, p := range ps {
+			if st := s.parts[p]; st != nil {
+				out = append(out, st)
+				delete(s.parts, p)
+				s.w.cfg.Metrics.assigned.Dec()
+			}
+		}
+	}
+	return out
+}
+
+func (s *session) stopParts(parts []*partState) {
+	for _, p := range parts {
+		p.cancelled.Store(true)
+	}
+	for _, p := range parts {
+		p.mu.Lock()
+		ds := make([]*sched.Dest, 0, len(p.dests))
+		for _, d := range p.dests {
+			ds = append(ds, d)
+		}
+		p.mu.Unlock()
+		for _, d := range ds {
+			d.Barrier()
+		}
+	}
+}
+
+func (s *session) closeDests(parts []*partState) {
+	if parts == nil {
+		s.mu.Lock()
+		for _, p := range s.parts {
+			parts = append(parts, p)
+		}
+		s.mu.Unlock()
+	}
+	for _, p := range parts {
+		p.mu.Lock()
+		ds := p.dests
+		p.dests = map[string]*sched.Dest{}
+		p.mu.Unlock()
+		for _, d := range ds {
+			d.Close()
+		}
+	}
+}
+
+// cancelAll stops every send of the session (stop, shutdown).
+func (s *session) cancelAll() {
+	s.mu.Lock()
+	var parts []*partState
+	for _, p := range s.parts {
+		parts = append(parts, p)
+	}
+	s.mu.Unlock()
+	s.stopParts(parts)
+}
+
+func (s *session) snapshot(parts []*partState) []*partState {
+	if parts != nil {
+		return parts
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*partState, 0, len(s.parts))
+	for _, p := range s.parts {
+		out = append(out, p)
+	}
+	return out
+}
+
+// commit commits every moved position with its run and loop as metadata. The metadata is set
+// through the pre-commit hook: a plain commit would overwrite it with an empty string.
+func (s *session) commit(ctx context.Context, parts []*partState, sync bool) {
+	offsets := map[int32]kgo.EpochOffset{}
+	metas := map[int32]string{}
+	type mark struct {
+		p    *partState
+		off  int64
+		loop int
+	}
+	var marks []mark
+	for _, p := range parts {
+		off, loop, moved := p.position()
+		if !moved {
+			continue
+		}
+		offsets[p.part] = kgo.EpochOffset{Epoch: -1, Offset: off}
+		metas[p.part] = state.CommitMeta{Run: s.st.RunID, Loop: loop}.Encode()
+		marks = append(marks, mark{p, off, loop})
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	pre := kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
+		for i := range req.Topics {
+			for j := range req.Topics[i].Partitions {
+				pp := &req.Topics[i].Partitions[j]
+				if m, ok := metas[pp.Partition]; ok {
+					pp.Metadata = &m
+				}
+			}
+		}
+		return nil
+	})
+	var failed error
+	s.cl.CommitOffsetsSync(pre, map[string]map[int32]kgo.EpochOffset{s.topic: offsets},
+		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			if err != nil {
+				failed = err
+				return
+			}
+			for _, t := range resp.Topics {
+				for _, p := range t.Partitions {
+					if p.ErrorCode != 0 {
+						failed = errCode(p.ErrorCode)
+					}
+				}
+			}
+		})
+	if failed != nil {
+		if ctx.Err() == nil {
+			s.w.cfg.Log.Warn("commit failed", "err", failed, "final", sync)
+		}
+		return
+	}
+	for _, m := range marks {
+		m.p.markCommitted(m.off, m.loop)
+	}
+	s.w.cfg.Metrics.commits.Inc()
+}
+
+// poll fetches records, turns them into scheduled items, and pauses partitions that are more than
+// the lookahead ahead of time.
+func (s *session) poll(ctx context.Context) {
+	w := s.w
+	start := s.st.StartTime.UnixNano()
+	span := int64(s.m.Span)
+	look := int64(w.cfg.Lookahead)
+	var items []*sched.Item
+	rewind := map[int32]kgo.EpochOffset{}
+	for ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		fs := s.cl.PollRecords(pctx, 50000)
+		cancel()
+		fs.EachError(func(t string, p int32, err error) {
+			if ctx.Err() == nil && pctx.Err() == nil {
+				w.cfg.Log.Debug("fetch", "partition", p, "err", err)
+			}
+		})
+		items = items[:0]
+		s.mu.Lock()
+		fs.EachRecord(func(r *kgo.Record) {
+			ps := s.parts[r.Partition]
+			if ps == nil || ps.Cancelled() || ps.exhausted || r.Offset < ps.rng.Start || r.Offset >= ps.rng.End {
+				return
+			}
+			var off int64
+			for _, h := range r.Headers {
+				if h.Key == state.OffsetHeader {
+					d, err := state.ParseOffsetHeader(h.Value)
+					if err == nil {
+						off = int64(d)
+					}
+				}
+			}
+			it := &sched.Item{Due: start + int64(ps.fetchLoop)*span + off, Payload: r.Value, Owner: ps,
+				Offset: r.Offset, Loop: ps.fetchLoop}
+			it.Dest = s.dest(ps, string(r.Key))
+			if it.Dest == nil {
+				return
+			}
+			ps.track(it)
+			ps.lastDue = it.Due
+			items = append(items, it)
+			if r.Offset+1 == ps.rng.End {
+				ps.fetchLoop++
+				if ps.loops > 0 && ps.fetchLoop >= ps.loops {
+					ps.exhausted = true
+				} else {
+					rewind[ps.part] = kgo.EpochOffset{Epoch: -1, Offset: ps.rng.Start}
+				}
+			}
+		})
+		// Flow control: fetch at most the lookahead ahead of time.
+		now := time.Now().UnixNano()
+		var pause, resume []int32
+		for p, ps := range s.parts {
+			if !ps.paused && ps.lastDue > now+look {
+				ps.paused = true
+				pause = append(pause, p)
+			} else if ps.paused && ps.lastDue < now+look/2 {
+				ps.paused = false
+				resume = append(resume, p)
+			}
+		}
+		s.mu.Unlock()
+		w.sch.Push(items...)
+		if len(rewind) > 0 {
+			s.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{s.topic: rewind})
+			rewind = map[int32]kgo.EpochOffset{}
+		}
+		if len(pause) > 0 {
+			s.cl.PauseFetchPartitions(map[string][]int32{s.topic: pause})
+		}
+		if len(resume) > 0 {
+			s.cl.ResumeFetchPartitions(map[string][]int32{s.topic: resume})
+		}
+		s.cl.AllowRebalance()
+	}
+}
+
+// dest returns the sender of a source in a partition, creating it on first use.
+func (s *session) dest(ps *partState, instance string) *sched.Dest {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if d := ps.dests[instance]; d != nil {
+		return d
+	}
+	e, ok := s.srcs[instance]
+	if !ok {
+		s.w.cfg.Log.Error("record of an unknown source", "source", instance, "partition", ps.part)
+		return nil
+	}
+	switch e.Config.Protocol {
+	case dataset.ProtoTCP:
+		d := sched.NewDest(s.w.cfg.Type+"/"+instance, e.Config.TCP.Address, e.Config.Framing, s.w.cfg.Log, s.w.hooks)
+		ps.dests[instance] = d
+		return d
+	default:
+		s.w.cfg.Log.Error("protocol not supported by this worker", "source", instance, "protocol", e.Config.Protocol)
+		return nil
+	}
+}

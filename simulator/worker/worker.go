@@ -1,0 +1,240 @@
+// Package worker owns the simulator's replay side: a member of the consumer group of one data-source
+// type that, for each assigned partition, resumes from the committed offset and loop (commit
+// metadata), hands every record to the worker's single scheduler to be sent at
+// start_time + loop × span + offset, commits after sending and on revoke, and leaves the group when
+// the run stops or the process ends.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/simlab/simlab/simulator/sched"
+	"github.com/simlab/simlab/simulator/state"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Config configures a worker.
+type Config struct {
+	Brokers        []string
+	Names          state.Names
+	Type           string
+	ControllerURL  string
+	CommitInterval time.Duration
+	Lookahead      time.Duration
+	Log            *slog.Logger
+	Metrics        *Metrics
+	// NoWait disables scheduling (benchmark ceiling): records are sent as soon as fetched.
+	NoWait bool
+	// InstanceID, if set, is the group member's client id (logs only).
+	InstanceID string
+}
+
+// Worker replays one type.
+type Worker struct {
+	cfg    Config
+	reader *state.Reader
+	sch    *sched.Scheduler
+	hooks  *sched.Hooks
+	ready  chan struct{}
+}
+
+// New returns a worker; call Run.
+func New(cfg Config) *Worker {
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = 200 * time.Millisecond
+	}
+	if cfg.Lookahead <= 0 {
+		cfg.Lookahead = 5 * time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	w := &Worker{cfg: cfg, reader: state.NewReader(cfg.Brokers, cfg.Names, cfg.Log), sch: sched.New()}
+	w.sch.NoWait = cfg.NoWait
+	m := cfg.Metrics
+	w.hooks = &sched.Hooks{
+		Sent: func(it *sched.Item) {
+			m.sent.Inc()
+			late := time.Duration(it.Sent - it.Due)
+			m.lateness.Observe(late.Seconds())
+			if late > 10*time.Millisecond {
+				m.late.Inc()
+			}
+		},
+		Reconnect: func() { m.connects.Inc() },
+		WriteErr:  func(error) { m.sendErrors.Inc() },
+	}
+	return w
+}
+
+// Ready reports whether the worker read the state topic.
+func (w *Worker) Ready() bool { return w.reader.Ready() }
+
+// Run replays until ctx ends: it waits for a running stage, plays the run, and leaves the group
+// when the run stops; it returns nil on ctx end after leaving the group.
+func (w *Worker) Run(ctx context.Context) error {
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
+	go func() {
+		if err := w.reader.Run(rctx); err != nil && rctx.Err() == nil {
+			w.cfg.Log.Error("state reader stopped", "err", err)
+		}
+	}()
+	schStop := make(chan struct{})
+	defer close(schStop)
+	go w.sch.Run(schStop)
+	for {
+		var st state.Stage
+		err := w.reader.WaitUntil(ctx, func(s state.Stage) bool {
+			st = s
+			return s.Stage == state.StageRunning && contains(s.Types, w.cfg.Type)
+		})
+		if err != nil {
+			return nil
+		}
+		m, err := w.fetchManifest(ctx, st)
+		if err != nil {
+			w.cfg.Log.Warn("fetching the type's sources from the controller", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if err := w.session(ctx, st, m); err != nil {
+			w.cfg.Log.Error("session ended with error", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *Worker) fetchManifest(ctx context.Context, st state.Stage) (*state.Manifest, error) {
+	if w.cfg.ControllerURL == "" {
+		if m := w.reader.Manifest(w.cfg.Type); m != nil && m.Fingerprint == st.Fingerprint {
+			return m, nil
+		}
+		return nil, errors.New("no controller URL and no manifest in the state topic")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	url := strings.TrimRight(w.cfg.ControllerURL, "/") + "/v1/types/" + w.cfg.Type + "/sources"
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	var m state.Manifest
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	if m.Fingerprint != st.Fingerprint {
+		return nil, fmt.Errorf("controller serves dataset %.12s, stage says %.12s", m.Fingerprint, st.Fingerprint)
+	}
+	return &m, nil
+}
+
+// session is one membership in the group for one run.
+type session struct {
+	w     *Worker
+	st    state.Stage
+	m     *state.Manifest
+	topic string
+	cl    *kgo.Client
+	adm   *kadm.Client
+	srcs  map[string]state.SourceEntry
+	mu    sync.Mutex
+	parts map[int32]*partState
+}
+
+func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest) error {
+	s := &session{w: w, st: st, m: m, topic: w.cfg.Names.RecordsTopic(w.cfg.Type), parts: map[int32]*partState{},
+		srcs: map[string]state.SourceEntry{}}
+	for _, e := range m.Sources {
+		s.srcs[e.Instance] = e
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(w.cfg.Brokers...),
+		kgo.ConsumerGroup(w.cfg.Names.Group(w.cfg.Type)),
+		kgo.ConsumeTopics(s.topic),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(100 * time.Millisecond),
+		kgo.SessionTimeout(6 * time.Second),
+		kgo.HeartbeatInterval(500 * time.Millisecond),
+		kgo.RebalanceTimeout(10 * time.Second),
+		kgo.AdjustFetchOffsetsFn(s.adjust),
+		kgo.OnPartitionsRevoked(s.revoked),
+		kgo.OnPartitionsLost(s.lost),
+		kgo.FetchMaxPartitionBytes(8 << 20),
+	}
+	if w.cfg.InstanceID != "" {
+		opts = append(opts, kgo.ClientID(w.cfg.InstanceID))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	s.cl, s.adm = cl, kadm.NewClient(cl)
+	w.cfg.Log.Info("joining group", "type", w.cfg.Type, "run", st.RunID)
+	sctx, scancel := context.WithCancel(ctx)
+	go func() { // end the session when the run stops or changes
+		_ = w.reader.WaitUntil(sctx, func(x state.Stage) bool { return x.Stage != state.StageRunning || x.RunID != st.RunID })
+		scancel()
+	}()
+	commitDone := make(chan struct{})
+	go func() {
+		defer close(commitDone)
+		t := time.NewTicker(w.cfg.CommitInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+				s.commit(sctx, s.snapshot(nil), false)
+			}
+		}
+	}()
+	s.poll(sctx)
+	// Stop sending at once, then commit what was sent and leave the group.
+	s.cancelAll()
+	<-commitDone
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ccancel()
+	s.commit(cctx, s.snapshot(nil), true)
+	cl.CloseAllowingRebalance() // revoked() runs for every partition (nothing left to send), then leave
+	s.closeDests(nil)
+	w.cfg.Log.Info("left group", "type", w.cfg.Type, "run", st.RunID)
+	return nil
+}
