@@ -139,13 +139,30 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	} else if c.Dir, err = prepareDir(opts.Dir); err != nil {
 		return nil, err
 	}
-	if err := c.start(ctx, opts); err != nil {
-		if stopErr := c.Stop(); stopErr != nil {
+	// Ports are picked free but bound only by the components; another
+	// program may take one in between. Then the component exits with
+	// "address already in use" and Start tries again with new ports.
+	for attempt := 1; ; attempt++ {
+		err = c.start(ctx, opts)
+		if err == nil {
+			return c, nil
+		}
+		stopErr := c.stopProcs()
+		if stopErr == nil && attempt < 3 && strings.Contains(err.Error(), "address already in use") && ctx.Err() == nil {
+			c.logf("localcluster: port taken, retrying: %v", err)
+			c.procs, c.Nodes = nil, nil
+			if err := os.RemoveAll(filepath.Join(c.Dir, "etcd")); err != nil {
+				return nil, fmt.Errorf("clearing etcd's data for a retry: %w", err)
+			}
+			continue
+		}
+		if stopErr != nil {
 			err = errors.Join(err, stopErr)
+		} else if c.tempDir {
+			_ = os.RemoveAll(c.Dir)
 		}
 		return nil, err
 	}
-	return c, nil
 }
 
 // prepareDir makes dir absolute and empty, refusing when its PID file names a
@@ -580,23 +597,29 @@ func MilliCPU(q string) (int64, error) {
 // Dir if Start created it. It is safe to call more than once.
 func (c *Cluster) Stop() error {
 	c.stop.Do(func() {
-		var errs []error
-		for i := len(c.procs) - 1; i >= 0; i-- {
-			if err := c.procs[i].stop(10 * time.Second); err != nil {
-				errs = append(errs, err)
+		c.stopErr = c.stopProcs()
+		if c.stopErr == nil && c.tempDir {
+			if err := os.RemoveAll(c.Dir); err != nil {
+				c.stopErr = fmt.Errorf("removing %s: %w", c.Dir, err)
 			}
 		}
-		if len(errs) == 0 {
-			_ = os.Remove(filepath.Join(c.Dir, PIDFile))
-			if c.tempDir {
-				if err := os.RemoveAll(c.Dir); err != nil {
-					errs = append(errs, fmt.Errorf("removing %s: %w", c.Dir, err))
-				}
-			}
-		}
-		c.stopErr = errors.Join(errs...)
 	})
 	return c.stopErr
+}
+
+// stopProcs stops the started processes in reverse order and, if all are
+// gone, removes the PID file.
+func (c *Cluster) stopProcs() error {
+	var errs []error
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		if err := c.procs[i].stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		_ = os.Remove(filepath.Join(c.Dir, PIDFile))
+	}
+	return errors.Join(errs...)
 }
 
 // StopDir stops the processes recorded in dir's PID file by a detached Start

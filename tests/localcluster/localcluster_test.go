@@ -21,6 +21,7 @@ import (
 // Ready nodes, a Deployment that becomes Available, and simulated CPU that the
 // metrics API reports after a test sets it (up and down).
 func TestLocalCluster(t *testing.T) {
+	t.Parallel()
 	c := StartT(t, Options{Nodes: 3, WaitForMetrics: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -127,6 +128,7 @@ spec:
 // TestStopEndsExactlyItsProcesses checks that Stop leaves none of the
 // cluster's PIDs running and removes the state directory it created.
 func TestStopEndsExactlyItsProcesses(t *testing.T) {
+	t.Parallel()
 	RequireBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -291,4 +293,82 @@ func mustRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return root
+}
+
+// TestHPAScalesOnSimulatedCPU proves the control plane runs the HPA loop on
+// simulated CPU: 300% of the request scales a Deployment to maxReplicas (and
+// never beyond), 10% scales it back to minReplicas after the (shortened)
+// downscale stabilisation window.
+func TestHPAScalesOnSimulatedCPU(t *testing.T) {
+	t.Parallel()
+	c := StartT(t, Options{Nodes: 2, HPADownscaleStabilization: 10 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const manifest = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: busy, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: busy}}
+  template:
+    metadata:
+      labels: {app: busy}
+      annotations: {"kwok.x-k8s.io/usage-cpu": "300m"}
+    spec:
+      containers:
+      - {name: busy, image: registry.invalid/busy:1, resources: {requests: {cpu: 100m}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: busy, namespace: default}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: busy}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+`
+	if err := c.Apply(ctx, []byte(manifest)); err != nil {
+		t.Fatal(err)
+	}
+	maxSeen := 0
+	replicas := func(want int) func(ctx context.Context) (bool, string, error) {
+		return func(ctx context.Context) (bool, string, error) {
+			var d struct {
+				Spec   struct{ Replicas int }
+				Status struct{ AvailableReplicas int }
+			}
+			if err := c.Get(ctx, "/apis/apps/v1/namespaces/default/deployments/busy", &d); err != nil {
+				return false, "", err
+			}
+			maxSeen = max(maxSeen, d.Spec.Replicas)
+			return d.Spec.Replicas == want && d.Status.AvailableReplicas == want,
+				fmt.Sprintf("spec %d, available %d", d.Spec.Replicas, d.Status.AvailableReplicas), nil
+		}
+	}
+	if err := Poll(ctx, time.Second, "scale-up to maxReplicas 3", replicas(3)); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Kubectl("annotate", "pods", "-l", "app=busy", "--overwrite", CPUAnnotation+"=10m")
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	if err := Poll(ctx, time.Second, "scale-down to minReplicas 1", replicas(1)); err != nil {
+		t.Fatal(err)
+	}
+	if maxSeen > 3 {
+		t.Errorf("the Deployment reached %d replicas, above maxReplicas 3", maxSeen)
+	}
+	// Deleted pods must go away (kwok's delete stage), not stay Terminating.
+	if err := Poll(ctx, 200*time.Millisecond, "one busy pod left", func(ctx context.Context) (bool, string, error) {
+		out, err := c.KubectlContext(ctx, nil, "get", "pods", "-l", "app=busy", "-o", "name")
+		if err != nil {
+			return false, "", err
+		}
+		n := len(strings.Fields(out))
+		return n == 1, fmt.Sprintf("%d pods", n), nil
+	}); err != nil {
+		t.Error(err)
+	}
 }
