@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,8 +40,8 @@ type Options struct {
 	NodeCPU, NodeMemory, NodePods string
 	// Dir holds the state (certificates, kubeconfigs, etcd data, logs, the
 	// PID file). Empty means a new temporary directory that Stop removes.
-	// An existing Dir is cleared first, unless its PID file names a process
-	// that still runs (then Start refuses).
+	// A Dir left by an earlier run is cleared first, unless its PID file
+	// names a process that still runs; any other non-empty Dir is refused.
 	Dir string
 	// BinDir holds the binaries `make tools` built; empty means DefaultBinDir.
 	BinDir string
@@ -179,8 +180,18 @@ func prepareDir(dir string) (string, error) {
 			}
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", fmt.Errorf("clearing %s: %w", dir, err)
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	if len(entries) > 0 {
+		// Clear only what a previous run left, never an unrelated directory.
+		if _, err := os.Stat(filepath.Join(dir, "pki", "ca.crt")); err != nil {
+			return "", fmt.Errorf("state directory %s is not empty and holds no earlier local cluster (no pki/ca.crt); refusing to clear it", dir)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return "", fmt.Errorf("clearing %s: %w", dir, err)
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("creating %s: %w", dir, err)
@@ -423,12 +434,12 @@ func probe(ctx context.Context, hc *http.Client, url, want string) (bool, string
 		return false, err.Error(), nil
 	}
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 4096)
-	n, _ := resp.Body.Read(buf)
-	b.Write(buf[:n])
-	if resp.StatusCode != http.StatusOK || !strings.Contains(b.String(), want) {
-		return false, fmt.Sprintf("%s: HTTP %d %s", url, resp.StatusCode, strings.TrimSpace(b.String())), nil
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return false, err.Error(), nil
+	}
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+		return false, fmt.Sprintf("%s: HTTP %d %s", url, resp.StatusCode, strings.TrimSpace(string(body))), nil
 	}
 	return true, "", nil
 }

@@ -372,3 +372,30 @@ spec:
 		t.Error(err)
 	}
 }
+
+func TestPrepareDirRefusesForeignDirectories(t *testing.T) {
+	dir := t.TempDir()
+	keep := filepath.Join(dir, "precious.txt")
+	if err := os.WriteFile(keep, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prepareDir(dir); err == nil || !strings.Contains(err.Error(), "refusing") {
+		t.Fatalf("prepareDir on a foreign directory: err %v, want a refusal", err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Fatalf("prepareDir removed a foreign file: %v", err)
+	}
+	// A directory an earlier run left (pki/ca.crt, no live PIDs) is cleared.
+	if err := os.MkdirAll(filepath.Join(dir, "pki"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pki", "ca.crt"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prepareDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("earlier run's state not cleared: %d entries left", len(entries))
+	}
+}
