@@ -19,6 +19,21 @@ DEPS_TARGETS   :=
 DEMO_TARGET    := demo-pending
 
 # --- simulator (simulator/) -------------------------------------------------
+SIM_BIN  := $(CACHE_DIR)/bin/simulator
+SIM_DEMO := $(CURDIR)/.demo/simulator
+DEMO_TARGET := demo-simulator
+BENCH_TARGETS += bench-simulator
+.PHONY: simulator demo-simulator bench-simulator test-simulator
+simulator: ## build the simulator binary into .cache/bin/simulator
+	$(GO) build -o $(SIM_BIN) ./simulator
+demo-simulator: simulator ## generate a small dataset and replay it through Kafka (kfake) to the built-in sink
+	@rm -rf $(SIM_DEMO) && mkdir -p $(SIM_DEMO)
+	@$(SIM_BIN) generate --out $(SIM_DEMO)/dataset --types 2 --sources 20 --records 100 --span 10s
+	@$(SIM_BIN) run --dataset $(SIM_DEMO)/dataset --workers 2 --report $(SIM_DEMO)/report.json
+bench-simulator: simulator ## simulator benchmarks: throughput, lateness, ceiling, handover, 10k sources
+	@ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(SIM_BIN) bench
+test-simulator: ## the simulator's tests only
+	$(GO) test -count=1 ./simulator/...
 # --- end simulator ---
 
 # --- ignition and artifacts (ignition/, infra/artifacts/) -------------------

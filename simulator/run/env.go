@@ -5,7 +5,6 @@ package run
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +18,8 @@ import (
 	"github.com/simlab/simlab/simulator/sink"
 	"github.com/simlab/simlab/simulator/state"
 	"github.com/simlab/simlab/simulator/worker"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Env is a broker, a controller, a sink and any number of workers on loopback.
@@ -151,11 +152,40 @@ func (e *Env) Close() {
 // WaitGroupMembers waits until the type's consumer group has n members with a stable assignment
 // (needs the embedded broker).
 func (e *Env) WaitGroupMembers(ctx context.Context, typ string, n int) error {
-	if e.Broker == nil {
-		return errors.New("no embedded broker")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...))
+	if err != nil {
+		return err
 	}
-	_, err := e.Broker.Cluster().WaitGroupStable(ctx, e.Names.Group(typ), n)
-	return err
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	group := e.Names.Group(typ)
+	for {
+		gs, err := adm.DescribeGroups(ctx, group)
+		if err == nil {
+			g, ok := gs[group]
+			if n == 0 && (!ok || g.Err != nil || len(g.Members) == 0) {
+				return nil
+			}
+			if ok && g.Err == nil && len(g.Members) == n && g.State == "Stable" {
+				assigned := 0
+				for _, m := range g.Members {
+					if ca, ok := m.Assigned.AsConsumer(); ok {
+						for _, t := range ca.Topics {
+							assigned += len(t.Partitions)
+						}
+					}
+				}
+				if n == 0 || assigned > 0 {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d members in %s: %w", n, group, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // WaitCommitted waits until the committed progress of every type reaches want records (all loops),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -102,6 +103,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var waitErr error
+	tty, n := isTerminal(o.Out), 0
 	for {
 		got := env.Sink.Total()
 		if got >= total {
@@ -116,7 +118,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				parts = append(parts, fmt.Sprintf("%s %3.0f%%", typ, 100*s.Types[typ].Progress))
 			}
 		}
-		fmt.Fprintf(o.Out, "\r  t=%6.1fs  received %d/%d  committed: %s   ", time.Since(st.StartTime).Seconds(), got, total, strings.Join(parts, ", "))
+		line := fmt.Sprintf("  t=%6.1fs  received %d/%d  committed: %s", time.Since(st.StartTime).Seconds(), got, total, strings.Join(parts, ", "))
+		if tty {
+			fmt.Fprintf(o.Out, "\r%s   ", line)
+		} else if n++; n%4 == 1 {
+			fmt.Fprintln(o.Out, line)
+		}
 		select {
 		case <-wctx.Done():
 			waitErr = fmt.Errorf("run did not finish within %s: received %d of %d", timeout, env.Sink.Total(), total)
@@ -125,7 +132,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		break
 	}
-	fmt.Fprintln(o.Out)
+	if tty {
+		fmt.Fprintln(o.Out)
+	}
 	finished := time.Now()
 	if s, err := env.Controller.Stop(context.Background()); err == nil {
 		_ = s
@@ -160,4 +169,13 @@ func PrintReport(w io.Writer, r *sink.Report) {
 		verdict = fmt.Sprintf("FAIL: %d lost, %d early", r.Total.Lost, r.Total.Early)
 	}
 	fmt.Fprintln(w, verdict)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

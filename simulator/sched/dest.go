@@ -42,9 +42,17 @@ type Dest struct {
 
 	writeMu sync.Mutex // held while writing; see Barrier
 	conn    net.Conn
-	bufs    net.Buffers
-	hdrs    []byte
+	// recent holds what was written in the last ResendWindow: when a connection fails, those
+	// records may have died in the SUT's socket buffers, so they are written again after the
+	// reconnect (the sink counts them as duplicates; none is lost).
+	recent []*Item
+	resend bool
+	bufs   net.Buffers
+	hdrs   []byte
 }
+
+// ResendWindow is how far back records are re-sent after a broken connection.
+var ResendWindow = time.Second
 
 // NewDest starts the sender goroutine of one destination.
 func NewDest(name, addr, framing string, log *slog.Logger, hooks *Hooks) *Dest {
@@ -160,6 +168,18 @@ func (d *Dest) write(batch *[]*Item) error {
 		if err != nil {
 			return err
 		}
+		if d.resend {
+			d.resend = false
+			var again []*Item
+			for _, it := range d.recent {
+				if it.Owner == nil || !it.Owner.Cancelled() {
+					again = append(again, &Item{Due: it.Due, Payload: it.Payload, Offset: it.Offset, Loop: it.Loop, Sent: -1})
+				}
+			}
+			d.recent = d.recent[:0]
+			b = append(again, b...)
+			*batch = b
+		}
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
@@ -191,11 +211,25 @@ func (d *Dest) write(batch *[]*Item) error {
 	if _, err := bufs.WriteTo(d.conn); err != nil {
 		d.conn.Close()
 		d.conn = nil
+		d.resend = true
 		return err
 	}
 	now := time.Now().UnixNano()
+	cut := 0
+	for cut < len(d.recent) && d.recent[cut].Sent < now-int64(ResendWindow) {
+		cut++
+	}
+	if cut > 0 {
+		n := copy(d.recent, d.recent[cut:])
+		clear(d.recent[n:])
+		d.recent = d.recent[:n]
+	}
 	for _, it := range b {
+		if it.Sent == -1 { // a re-send: already counted and acknowledged
+			continue
+		}
 		it.Sent = now
+		d.recent = append(d.recent, it)
 		if d.hooks != nil && d.hooks.Sent != nil {
 			d.hooks.Sent(it)
 		}

@@ -338,3 +338,31 @@ func (r *Report) WriteFile(path string) error {
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
+
+// CountBetween counts receipts with a receive time in [from, to).
+func (s *Sink) CountBetween(from, to time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, rs := range s.bySource {
+		for _, r := range rs {
+			if r.At >= from.UnixNano() && r.At < to.UnixNano() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// LastReceipt is the receive time of the latest record.
+func (s *Sink) LastReceipt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var last int64
+	for _, rs := range s.bySource {
+		for _, r := range rs {
+			last = max(last, r.At)
+		}
+	}
+	return time.Unix(0, last)
+}
