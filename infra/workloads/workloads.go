@@ -1,16 +1,36 @@
 // Package workloads owns what runs on the lab: the network simulator,
-// installed from charts/simulator with one worker Deployment and HPA per
-// data-source type.
+// installed from the repository's own chart (charts/simulator) with one
+// worker Deployment and HPA per data-source type, in its own namespace.
+//
+// The chart's values are a pure function of the stack config (Values), so
+// tests render the chart with exactly what the program installs.
 package workloads
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
+	helmv4 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v4"
+	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/config"
 )
+
+// ChartPath is the simulator chart's directory relative to the project root
+// (the directory holding Pulumi.yaml, where Pulumi runs the program and its
+// provider plugins). The Chart resource gets this relative path, so the state
+// is the same on every machine.
+const ChartPath = "./charts/simulator"
+
+// ReleaseName is the Helm release name the chart is rendered with; with it the
+// chart names its objects simulator-controller and simulator-worker-<type>.
+const ReleaseName = "simulator"
 
 // Args are the typed inputs of the workloads layer.
 type Args struct {
@@ -28,19 +48,137 @@ type Args struct {
 // Workloads is the workloads layer.
 type Workloads struct {
 	pulumi.ResourceState
+
+	// Namespace is the simulator's namespace.
+	Namespace pulumi.StringOutput
+	// ControllerURL is the controller's in-cluster base URL.
+	ControllerURL pulumi.StringOutput
 }
 
-// New registers the workloads layer.
+// New registers the workloads layer: the simulator's namespace and the
+// chart, rendered by the Kubernetes provider from ChartPath with Values.
+// The namespace waits for whatever the layer depends on (the storage layer),
+// the chart for the namespace.
 func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOption) (*Workloads, error) {
 	if args == nil {
 		return nil, fmt.Errorf("workloads: args are required")
+	}
+	if args.KafkaBootstrap == nil || args.DatasetClaim == nil {
+		return nil, fmt.Errorf("workloads: KafkaBootstrap and DatasetClaim are required (from the storage layer)")
+	}
+	if _, err := ChartDir(); err != nil {
+		return nil, fmt.Errorf("workloads: %w", err)
 	}
 	comp := &Workloads{}
 	if err := ctx.RegisterComponentResource("simlab:workloads:Workloads", name, comp, opts...); err != nil {
 		return nil, err
 	}
-	if err := ctx.RegisterResourceOutputs(comp, pulumi.Map{}); err != nil {
+	// Children do not inherit the component's DependsOn; hand it to the
+	// first child so nothing is applied before the storage layer is up.
+	given, err := pulumi.NewResourceOptions(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("workloads: reading options: %w", err)
+	}
+	child := []pulumi.ResourceOption{pulumi.Parent(comp)}
+	if args.Provider != nil {
+		child = append(child, pulumi.Provider(args.Provider))
+	}
+	sim := args.Simulator
+
+	ns, err := corev1.NewNamespace(ctx, name+"-namespace", &corev1.NamespaceArgs{
+		Metadata: &metav1.ObjectMetaArgs{
+			Name: pulumi.String(sim.Namespace),
+			Labels: pulumi.StringMap{
+				"app.kubernetes.io/part-of":    pulumi.String("simlab"),
+				"app.kubernetes.io/managed-by": pulumi.String("pulumi"),
+			},
+		},
+	}, append(child, pulumi.DependsOn(given.DependsOn))...)
+	if err != nil {
+		return nil, fmt.Errorf("simulator namespace %s: %w", sim.Namespace, err)
+	}
+
+	values := pulumi.All(args.KafkaBootstrap, args.DatasetClaim).ApplyT(func(xs []any) map[string]any {
+		return Values(sim, args.Versions, xs[0].(string), xs[1].(string))
+	}).(pulumi.MapOutput)
+
+	_, err = helmv4.NewChart(ctx, name+"-simulator", &helmv4.ChartArgs{
+		Chart:     pulumi.String(ChartPath),
+		Name:      pulumi.String(ReleaseName),
+		Namespace: ns.Metadata.Name().Elem(),
+		Values:    values,
+	}, append(child, pulumi.DependsOn([]pulumi.Resource{ns}))...)
+	if err != nil {
+		return nil, fmt.Errorf("simulator chart %s: %w", ChartPath, err)
+	}
+
+	comp.Namespace = ns.Metadata.Name().Elem()
+	comp.ControllerURL = pulumi.Sprintf("http://%s-controller.%s.svc:8080", ReleaseName, comp.Namespace)
+	if err := ctx.RegisterResourceOutputs(comp, pulumi.Map{
+		"namespace": comp.Namespace, "controllerURL": comp.ControllerURL,
+	}); err != nil {
 		return nil, err
 	}
 	return comp, nil
+}
+
+// Values returns the chart values for a stack's simulator config, the pinned
+// versions and the storage layer's Kafka bootstrap address and dataset claim.
+// Keys the config does not decide keep the chart's defaults (values.yaml).
+func Values(sim config.Simulator, versions config.Versions, kafkaBootstrap, datasetClaim string) map[string]any {
+	sources := make([]any, 0, len(sim.Sources))
+	for _, s := range sim.Sources {
+		sources = append(sources, map[string]any{
+			"type": s.Type, "instances": s.Instances, "protocol": s.Protocol,
+		})
+	}
+	return map[string]any{
+		"image": map[string]any{
+			"repository": sim.Image,
+			"tag":        versions.Simulator,
+		},
+		"kafka": map[string]any{
+			"bootstrap": kafkaBootstrap,
+		},
+		"dataset": map[string]any{
+			"claimName": datasetClaim,
+			// The config names the dataset by its absolute path in the share;
+			// the chart mounts the share's root and wants it relative.
+			"path": strings.TrimPrefix(sim.Dataset.Path, "/"),
+		},
+		"sut": map[string]any{
+			"address": sim.SUT.Address,
+		},
+		"workers": map[string]any{
+			"minReplicas":                    sim.MinWorkers,
+			"maxReplicas":                    sim.MaxWorkers,
+			"targetCPUUtilizationPercentage": sim.TargetCPUPercent,
+		},
+		"sources": sources,
+	}
+}
+
+// ChartDir returns the absolute directory of the simulator chart: ChartPath
+// under the project root, the nearest directory at or above the working
+// directory that holds Pulumi.yaml.
+func ChartDir() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the project root: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "Pulumi.yaml")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("finding the project root: no Pulumi.yaml at or above the working directory")
+		}
+		dir = parent
+	}
+	chart := filepath.Join(dir, filepath.FromSlash(ChartPath))
+	if _, err := os.Stat(filepath.Join(chart, "Chart.yaml")); err != nil {
+		return "", fmt.Errorf("the simulator chart: %w", err)
+	}
+	return chart, nil
 }
