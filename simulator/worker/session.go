@@ -36,7 +36,9 @@ func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offs
 				}
 			}
 			loops := s.st.LoopCount()
-			st := &partState{topic: topic, part: p, rng: rng, loops: loops, fetchLoop: loop,
+			// paused: true makes the poll loop resume the partition explicitly: the client keeps a
+			// pause from an earlier assignment of the same partition.
+			st := &partState{topic: topic, part: p, rng: rng, loops: loops, fetchLoop: loop, paused: true,
 				pos: at, posLoop: loop, committed: at, commLoop: loop, dests: map[string]*sched.Dest{}}
 			if rng.End == rng.Start || (loops > 0 && loop >= loops) {
 				st.exhausted = true
