@@ -66,7 +66,7 @@ func cluster(t *testing.T) *localcluster.Cluster {
 	sharedOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		shared, sharedErr = localcluster.Start(ctx, localcluster.Options{Nodes: 3, WaitForMetrics: true, Logf: t.Logf})
+		shared, sharedErr = localcluster.Start(ctx, localcluster.Options{Nodes: 3, WaitForMetrics: true})
 	})
 	if sharedErr != nil {
 		t.Fatalf("starting the local control plane: %v", sharedErr)

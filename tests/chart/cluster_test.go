@@ -1,0 +1,315 @@
+package chart_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/simlab/simlab/tests/localcluster"
+)
+
+// hpaJSON is the part of an autoscaling/v2 HorizontalPodAutoscaler the tests read.
+type hpaJSON struct {
+	Spec struct {
+		MinReplicas, MaxReplicas int
+	}
+	Status struct {
+		CurrentReplicas, DesiredReplicas int
+		Conditions                       []struct{ Type, Status, Reason string }
+		CurrentMetrics                   []struct {
+			Resource struct {
+				Current struct{ AverageUtilization *int }
+			}
+		}
+	}
+}
+
+func (h hpaJSON) condition(typ string) (status, reason string) {
+	for _, c := range h.Status.Conditions {
+		if c.Type == typ {
+			return c.Status, c.Reason
+		}
+	}
+	return "", ""
+}
+
+// utilisation is the HPA's observed CPU utilisation (-1 before metrics arrive).
+func (h hpaJSON) utilisation() int {
+	if len(h.Status.CurrentMetrics) == 0 || h.Status.CurrentMetrics[0].Resource.Current.AverageUtilization == nil {
+		return -1
+	}
+	return *h.Status.CurrentMetrics[0].Resource.Current.AverageUtilization
+}
+
+type deployJSON struct {
+	Spec   struct{ Replicas *int }
+	Status struct {
+		Replicas, AvailableReplicas, UpdatedReplicas int
+		Conditions                                   []struct{ Type, Status string }
+	}
+}
+
+func (d deployJSON) replicas() int {
+	if d.Spec.Replicas == nil {
+		return -1
+	}
+	return *d.Spec.Replicas
+}
+
+// settled reports a Deployment Available with want replicas, all up to date
+// and no surplus pods.
+func (d deployJSON) settled(want int) bool {
+	avail := false
+	for _, c := range d.Status.Conditions {
+		if c.Type == "Available" && c.Status == "True" {
+			avail = true
+		}
+	}
+	return avail && d.replicas() == want && d.Status.AvailableReplicas == want &&
+		d.Status.UpdatedReplicas == want && d.Status.Replicas == want
+}
+
+// workerScale is one worker type's observed scale.
+type workerScale struct {
+	name          string
+	min, max      int
+	deploy        deployJSON
+	hpa           hpaJSON
+	highestSpec   int // highest spec.replicas seen on the Deployment
+	highestWanted int // highest status.desiredReplicas seen on the HPA
+}
+
+func (w *workerScale) observe(ctx context.Context, c *localcluster.Cluster, ns string) error {
+	if err := c.Get(ctx, "/apis/apps/v1/namespaces/"+ns+"/deployments/"+w.name, &w.deploy); err != nil {
+		return err
+	}
+	if err := c.Get(ctx, "/apis/autoscaling/v2/namespaces/"+ns+"/horizontalpodautoscalers/"+w.name, &w.hpa); err != nil {
+		return err
+	}
+	w.highestSpec = max(w.highestSpec, w.deploy.replicas())
+	w.highestWanted = max(w.highestWanted, w.hpa.Status.DesiredReplicas)
+	return nil
+}
+
+func (w *workerScale) String() string {
+	st, re := w.hpa.condition("ScalingLimited")
+	return fmt.Sprintf("%s: spec %d available %d/%d, HPA current %d desired %d utilisation %d%% ScalingLimited=%s/%s",
+		w.name, w.deploy.replicas(), w.deploy.Status.AvailableReplicas, w.deploy.Status.Replicas,
+		w.hpa.Status.CurrentReplicas, w.hpa.Status.DesiredReplicas, w.hpa.utilisation(), st, re)
+}
+
+// datasetVolume is what the storage layer provides: a ReadWriteMany claim
+// bound to an NFS volume (nothing mounts it on simulated nodes).
+func datasetVolume(ns, claim string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: %[1]s-datasets}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteMany]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: nfs-test
+  nfs: {server: nfs.example.invalid, path: /exports/datasets}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: nfs-test
+  volumeName: %[1]s-datasets
+  resources: {requests: {storage: 1Gi}}
+`, ns, claim)
+}
+
+// TestClusterWorkersScaleOnCPUWithinPartitions applies the chart (the local
+// stack's program values, a second type with only 2 partitions and a
+// test-shortened scale-down window) to a real API server with simulated
+// nodes, waits for every Deployment to be Available, raises the workers'
+// simulated CPU far above the target and sees each HPA scale its workers up
+// to exactly min(maxWorkers, partitions) and never beyond; then lowers it and
+// sees them scale down to the minimum, not before the stabilisation window.
+func TestClusterWorkersScaleOnCPUWithinPartitions(t *testing.T) {
+	c := cluster(t)
+	t.Parallel()
+	const ns = "hpa-test"
+	const window = 15 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+
+	cfg := loadStack(t, "local")
+	values := runProgram(t, "local", cfg).simulatorRelease(t).Values
+	values = with(t, values, "workers.scaleDownStabilizationSeconds", int(window/time.Second))
+	sources := append(get(values, "sources").([]any), map[string]any{"type": "alarm-logs", "instances": 2, "protocol": "sftp"})
+	values = with(t, values, "sources", sources)
+	withCPU := func(cpu string) map[string]any {
+		return with(t, values, "workers.podAnnotations", map[string]any{localcluster.CPUAnnotation: cpu})
+	}
+	// pm-counters: 6 partitions, maxWorkers 3 -> 3; alarm-logs: 2 partitions -> 2.
+	workers := []*workerScale{
+		{name: "simulator-worker-pm-counters", min: cfg.Simulator.MinWorkers, max: min(cfg.Simulator.MaxWorkers, 6)},
+		{name: "simulator-worker-alarm-logs", min: cfg.Simulator.MinWorkers, max: 2},
+	}
+	if workers[0].max != 3 || workers[0].min != 1 {
+		t.Fatalf("the local stack changed (min %d, max %d); adjust this test", workers[0].min, workers[0].max)
+	}
+
+	if err := c.Apply(ctx, []byte(datasetVolume(ns, str(values, "dataset", "claimName")))); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(v map[string]any) {
+		t.Helper()
+		if err := c.Apply(ctx, manifest(t, render(t, "simulator", ns, v))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	observeAll := func(ctx context.Context) (string, error) {
+		var s []string
+		for _, w := range workers {
+			if err := w.observe(ctx, c, ns); err != nil {
+				return "", err
+			}
+			if w.highestSpec > w.max || w.highestWanted > w.max {
+				return "", fmt.Errorf("%s went above maxReplicas %d: spec %d, desired %d", w.name, w.max, w.highestSpec, w.highestWanted)
+			}
+			s = append(s, w.String())
+		}
+		return strings.Join(s, "; "), nil
+	}
+
+	// Idle: every Deployment Available at the minimum, and the HPAs read metrics.
+	apply(withCPU("1m"))
+	err := localcluster.Poll(ctx, time.Second, "every Deployment Available and the HPAs reading CPU", func(ctx context.Context) (bool, string, error) {
+		state, err := observeAll(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		var ctrl deployJSON
+		if err := c.Get(ctx, "/apis/apps/v1/namespaces/"+ns+"/deployments/simulator-controller", &ctrl); err != nil {
+			return false, "", err
+		}
+		ok := ctrl.settled(1)
+		for _, w := range workers {
+			active, _ := w.hpa.condition("ScalingActive")
+			ok = ok && w.deploy.settled(w.min) && active == "True" && w.hpa.utilisation() >= 0
+		}
+		return ok, fmt.Sprintf("controller available %d; %s", ctrl.Status.AvailableReplicas, state), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Busy: 1500m on a 500m request is 300% against a 60% target, so each HPA
+	// wants far more workers than partitions and is held at its maximum.
+	apply(withCPU("1500m"))
+	err = localcluster.Poll(ctx, time.Second, "workers scaled up to their maximum", func(ctx context.Context) (bool, string, error) {
+		state, err := observeAll(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		ok := true
+		for _, w := range workers {
+			limited, reason := w.hpa.condition("ScalingLimited")
+			ok = ok && w.deploy.settled(w.max) && w.hpa.Status.CurrentReplicas == w.max &&
+				limited == "True" && reason == "TooManyReplicas" && w.hpa.utilisation() > 60
+		}
+		return ok, state, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range workers {
+		t.Logf("scaled up: %s", w)
+	}
+
+	// Idle again: 50m is 10%; the HPAs may scale down only after the window.
+	lowered := time.Now()
+	apply(withCPU("50m"))
+	err = localcluster.Poll(ctx, time.Second, "workers scaled down to their minimum", func(ctx context.Context) (bool, string, error) {
+		state, err := observeAll(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		ok := true
+		for _, w := range workers {
+			ok = ok && w.deploy.settled(w.min) && w.hpa.Status.CurrentReplicas == w.min
+		}
+		return ok, state, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(lowered)
+	if took < window {
+		t.Errorf("scaled down %v after the CPU dropped, before the %v stabilisation window", took, window)
+	}
+	for _, w := range workers {
+		t.Logf("scaled down after %v: %s (highest spec %d, highest desired %d, max %d)", took.Round(time.Second), w, w.highestSpec, w.highestWanted, w.max)
+		if w.highestSpec != w.max {
+			t.Errorf("%s: highest replicas %d, want exactly its maximum %d", w.name, w.highestSpec, w.max)
+		}
+	}
+}
+
+// TestClusterAcceptsEverythingTheProgramCreates runs the Pulumi program in
+// existing mode (stacks/Pulumi.local.yaml) under Pulumi's mock engine,
+// collects every Kubernetes object it registers and the objects of the charts
+// it installs from this repository (rendered with the program's values), and
+// server-side applies them all to a real API server: each must be accepted.
+func TestClusterAcceptsEverythingTheProgramCreates(t *testing.T) {
+	c := cluster(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	cfg := loadStack(t, "local")
+	p := runProgram(t, "local", cfg)
+	rel := p.simulatorRelease(t)
+	var first, rest []map[string]any
+	for _, o := range p.Objects {
+		if k := str(o, "kind"); k == "Namespace" || k == "CustomResourceDefinition" {
+			first = append(first, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	if !strings.Contains(string(manifest(t, first)), `"name":"`+cfg.Simulator.Namespace+`"`) {
+		t.Fatalf("the program registers no Namespace %q; objects: %d", cfg.Simulator.Namespace, len(p.Objects))
+	}
+	for _, r := range p.Releases {
+		if r.Chart != rel.Chart {
+			t.Logf("not rendered here: chart %q (%s) is not in this repository", r.Chart, r.Name)
+			continue
+		}
+		rest = append(rest, render(t, r.Name, r.Namespace, r.Values)...)
+	}
+	for _, o := range p.Other {
+		t.Logf("not applied here: %s (not a plain object or a local chart)", o)
+	}
+
+	all := append(append([]map[string]any{}, first...), rest...)
+	if len(first) > 0 {
+		if err := c.Apply(ctx, manifest(t, first)); err != nil {
+			t.Fatalf("applying namespaces and CRDs: %v", err)
+		}
+	}
+	if err := c.Apply(ctx, manifest(t, rest)); err != nil {
+		t.Fatalf("the API server rejected what the program would create: %v", err)
+	}
+	out, err := c.KubectlContext(ctx, bytes.NewReader(manifest(t, all)), "get", "-f", "-", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Fields(out)
+	if len(got) != len(all) {
+		t.Fatalf("applied %d objects, the API server has %d: %v", len(all), len(got), got)
+	}
+	t.Logf("accepted %d objects: %s", len(got), strings.Join(got, " "))
+}
