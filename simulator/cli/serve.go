@@ -110,6 +110,7 @@ func workerCmd() *cobra.Command {
 	var lf logFlags
 	var brokers, listen, sftpListen, prefix, typ, ctlURL string
 	var commit, look time.Duration
+	var noWait bool
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "run a worker of one data-source type",
@@ -134,7 +135,7 @@ func workerCmd() *cobra.Command {
 			host, _ := os.Hostname()
 			m := worker.NewMetrics()
 			w := worker.New(worker.Config{Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
-				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host})
+				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait})
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
@@ -164,6 +165,8 @@ func workerCmd() *cobra.Command {
 	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
 	f.DurationVar(&commit, "commit-interval", 200*time.Millisecond, "commit period (env SIMULATOR_COMMIT_INTERVAL)")
 	f.DurationVar(&look, "lookahead", 5*time.Second, "fetch at most this far ahead of due time (env SIMULATOR_LOOKAHEAD)")
+	f.BoolVar(&noWait, "no-wait", false, "benchmark only: send records as soon as fetched, ignoring due times")
+	f.MarkHidden("no-wait")
 	lf.add(f)
 	return c
 }

@@ -1,0 +1,290 @@
+// Package bench owns the simulator's benchmarks: Kafka -> TCP throughput and lateness of one worker
+// process at several rates, the unscheduled ceiling, partition handover on scale-out, and many
+// sources in one worker, printed as a table. The worker runs as a child process so its CPU time is
+// measured alone; broker, controller and sink run in the benchmark process.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/simlab/simlab/simulator/controller"
+	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/run"
+	"github.com/simlab/simlab/simulator/sink"
+)
+
+// Options selects what to run.
+type Options struct {
+	Exe      string        // the simulator binary (for worker child processes)
+	Duration time.Duration // replay length per rate scenario
+	Rates    []int         // records/s
+	Sources  int           // sources in the rate scenarios
+	Many     int           // sources in the many-sources scenario
+	Out      io.Writer
+	Log      *slog.Logger
+	Quick    bool // smaller sizes (smoke test)
+}
+
+// Row is one measured scenario.
+type Row struct {
+	Name       string
+	Records    int64
+	Rate       float64 // achieved records/s (wall)
+	CPU        float64 // worker CPU seconds
+	PerCore    float64 // records per worker CPU second
+	P50, P99   float64 // ms
+	P999, Max  float64
+	Lost       int64
+	Early      int64
+	Dup        int64
+	Extra      string
+	Load       time.Duration
+	sinkReport *sink.Report
+}
+
+// Run runs every scenario and prints the table.
+func Run(ctx context.Context, o Options) error {
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	tmp, err := os.MkdirTemp("", "simbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	var rows []Row
+	add := func(r Row, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Name, err)
+		}
+		rows = append(rows, r)
+		fmt.Fprintf(o.Out, "  done: %s\n", r.Name)
+		return nil
+	}
+	for _, rate := range o.Rates {
+		n := rate * int(o.Duration/time.Second)
+		if err := add(replay(ctx, o, tmp, fmt.Sprintf("scheduled %dk/s, %d sources", rate/1000, o.Sources), o.Sources, n/o.Sources, o.Duration, controller.PerSource, false)); err != nil {
+			return err
+		}
+	}
+	top := o.Rates[len(o.Rates)-1] * int(o.Duration/time.Second)
+	if err := add(replay(ctx, o, tmp, fmt.Sprintf("ceiling (no scheduling), %d sources", o.Sources), o.Sources, top/o.Sources, o.Duration, controller.PerSource, true)); err != nil {
+		return err
+	}
+	many := o.Many
+	if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, per-source partitions", many), many, 10, 10*time.Second, controller.PerSource, false)); err != nil {
+		return err
+	}
+	if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, keyed on 32 partitions", many), many, 10, 10*time.Second, controller.Keyed, false)); err != nil {
+		return err
+	}
+	for _, part := range []string{controller.PerSource, controller.Keyed} {
+		if err := add(handover(ctx, o, tmp, part)); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(o.Out)
+	fmt.Fprintln(o.Out, "| scenario | records | load | achieved rec/s | worker CPU s | rec/s per worker core | late p50 ms | p99 ms | p99.9 ms | max ms | lost | early | dup | notes |")
+	fmt.Fprintln(o.Out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	for _, r := range rows {
+		fmt.Fprintf(o.Out, "| %s | %d | %s | %.0f | %.2f | %.0f | %.2f | %.2f | %.2f | %.1f | %d | %d | %d | %s |\n",
+			r.Name, r.Records, r.Load.Round(time.Millisecond), r.Rate, r.CPU, r.PerCore, r.P50, r.P99, r.P999, r.Max, r.Lost, r.Early, r.Dup, r.Extra)
+	}
+	var sched, ceil float64
+	for _, r := range rows {
+		if r.Name == fmt.Sprintf("scheduled %dk/s, %d sources", o.Rates[len(o.Rates)-1]/1000, o.Sources) {
+			sched = r.PerCore
+		}
+		if r.Name == fmt.Sprintf("ceiling (no scheduling), %d sources", o.Sources) {
+			ceil = r.PerCore
+		}
+	}
+	if ceil > 0 {
+		fmt.Fprintf(o.Out, "\nscheduled / ceiling (records per worker CPU second, highest rate): %.2f\n", sched/ceil)
+	}
+	return nil
+}
+
+func genDS(tmp, name string, sources, records int, span time.Duration) (string, *dataset.Dataset, error) {
+	dir := filepath.Join(tmp, name)
+	g := dataset.DefaultGenOptions()
+	g.Types, g.SourcesPer, g.RecordsPer, g.Span, g.RecordSize = 1, sources, records, span, 100
+	if err := dataset.Generate(dir, g); err != nil {
+		return "", nil, err
+	}
+	d, err := dataset.Load(dir)
+	return dir, d, err
+}
+
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startWorker(o Options, env *run.Env, noWait bool) (*child, error) {
+	args := []string{"worker", "--kafka-brokers", env.Brokers[0], "--type", "type1", "--controller-url", env.URL,
+		"--listen", "127.0.0.1:0", "--log-level", "warn", "--log-format", "text"}
+	if noWait {
+		args = append(args, "--no-wait")
+	}
+	cmd := exec.Command(o.Exe, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(c.done) }()
+	return c, nil
+}
+
+func (c *child) stop() float64 {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(15 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+	if c.cmd.ProcessState == nil {
+		return 0
+	}
+	return (c.cmd.ProcessState.UserTime() + c.cmd.ProcessState.SystemTime()).Seconds()
+}
+
+func replay(ctx context.Context, o Options, tmp, name string, sources, perSource int, span time.Duration, part string, noWait bool) (Row, error) {
+	row := Row{Name: name}
+	dir, d, err := genDS(tmp, "ds-"+strconv.Itoa(len(name))+"-"+strconv.FormatInt(time.Now().UnixNano(), 36), sources, perSource, span)
+	if err != nil {
+		return row, err
+	}
+	env, err := run.NewEnv(run.EnvOptions{Log: o.Log})
+	if err != nil {
+		return row, err
+	}
+	defer env.Close()
+	lr, err := env.Controller.Load(ctx, dir, controller.LoadRequest{Partitioning: part, Partitions: 32, AddressOverride: env.Sink.Addr()})
+	if err != nil {
+		return row, err
+	}
+	row.Load, _ = time.ParseDuration(lr.Took)
+	w, err := startWorker(o, env, noWait)
+	if err != nil {
+		return row, err
+	}
+	delay := 3 * time.Second
+	if sources > 2000 {
+		delay = 8 * time.Second
+	}
+	st, err := env.Controller.Start(ctx, controller.StartRequest{Delay: delay.String()})
+	if err != nil {
+		w.stop()
+		return row, err
+	}
+	total := int64(d.RecordCount())
+	row.Records = total
+	wctx, cancel := context.WithTimeout(ctx, delay+span+60*time.Second)
+	defer cancel()
+	var first time.Time
+	for env.Sink.Total() < total {
+		if first.IsZero() && env.Sink.Total() > 0 {
+			first = time.Now()
+		}
+		select {
+		case <-wctx.Done():
+			w.stop()
+			return row, fmt.Errorf("received %d of %d", env.Sink.Total(), total)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	end := time.Now()
+	row.CPU = w.stop()
+	rep := env.Sink.Report(sink.Expectation{Sources: sink.ExpectDataset(d), Start: st.StartTime, Span: d.Span, Loops: 1})
+	t := rep.Total
+	row.P50, row.P99, row.P999, row.Max = t.LateP50ms, t.LateP99ms, t.LateP999ms, t.LateMaxms
+	row.Lost, row.Early, row.Dup = t.Lost, t.Early, t.Duplicated
+	if noWait {
+		row.Rate = float64(total) / end.Sub(first).Seconds()
+		row.P50, row.P99, row.P999, row.Max = 0, 0, 0, 0
+		row.Early = 0
+		row.Extra = "all records due at once; lateness not meaningful, early not applicable"
+	} else {
+		row.Rate = float64(total) / span.Seconds()
+	}
+	if row.CPU > 0 {
+		row.PerCore = float64(total) / row.CPU
+	}
+	return row, nil
+}
+
+// handover measures the time from a second worker's start to a stable group with both members
+// owning partitions, and the lateness of the records around it.
+func handover(ctx context.Context, o Options, tmp, part string) (Row, error) {
+	row := Row{Name: "handover on scale-out 1->2, 200 sources, " + part}
+	dir, d, err := genDS(tmp, "ho-"+part, 200, 100, 10*time.Second)
+	if err != nil {
+		return row, err
+	}
+	env, err := run.NewEnv(run.EnvOptions{Log: o.Log})
+	if err != nil {
+		return row, err
+	}
+	defer env.Close()
+	lr, err := env.Controller.Load(ctx, dir, controller.LoadRequest{Partitioning: part, Partitions: 32, AddressOverride: env.Sink.Addr()})
+	if err != nil {
+		return row, err
+	}
+	row.Load, _ = time.ParseDuration(lr.Took)
+	w1, err := startWorker(o, env, false)
+	if err != nil {
+		return row, err
+	}
+	defer w1.stop()
+	st, err := env.Controller.Start(ctx, controller.StartRequest{Delay: "3s"})
+	if err != nil {
+		return row, err
+	}
+	total := int64(d.RecordCount())
+	row.Records = total
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for env.Sink.Total() < total/4 {
+		select {
+		case <-wctx.Done():
+			return row, fmt.Errorf("stalled before scale-out")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	t0 := time.Now()
+	w2, err := startWorker(o, env, false)
+	if err != nil {
+		return row, err
+	}
+	defer w2.stop()
+	if err := env.WaitGroupMembers(wctx, "type1", 2); err != nil {
+		return row, err
+	}
+	ho := time.Since(t0)
+	for env.Sink.Total() < total {
+		select {
+		case <-wctx.Done():
+			return row, fmt.Errorf("received %d of %d", env.Sink.Total(), total)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	rep := env.Sink.Report(sink.Expectation{Sources: sink.ExpectDataset(d), Start: st.StartTime, Span: d.Span, Loops: 1})
+	t := rep.Total
+	row.P50, row.P99, row.P999, row.Max = t.LateP50ms, t.LateP99ms, t.LateP999ms, t.LateMaxms
+	row.Lost, row.Early, row.Dup = t.Lost, t.Early, t.Duplicated
+	row.Rate = float64(total) / d.Span.Seconds()
+	row.Extra = fmt.Sprintf("handover %.2f s (new process start -> stable group, both members assigned)", ho.Seconds())
+	return row, nil
+}
