@@ -10,6 +10,7 @@ import (
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+	"gopkg.in/yaml.v3"
 
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/workloads"
@@ -79,6 +80,28 @@ func TestChartDirFindsTheRepositoryChart(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("chart file %s: %v", f, err)
 		}
+	}
+}
+
+// The chart's appVersion (its default image tag) must be the pinned
+// simulator version: versions.go is the one place versions live.
+func TestChartAppVersionIsThePinnedSimulatorVersion(t *testing.T) {
+	dir, err := workloads.ChartDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chart struct {
+		AppVersion string `yaml:"appVersion"`
+	}
+	if err := yaml.Unmarshal(data, &chart); err != nil {
+		t.Fatalf("Chart.yaml: %v", err)
+	}
+	if want := config.DefaultVersions().Simulator; chart.AppVersion != want {
+		t.Errorf("charts/simulator/Chart.yaml appVersion %q, want %q (infra/config/versions.go)", chart.AppVersion, want)
 	}
 }
 
