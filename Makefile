@@ -64,6 +64,21 @@ bench-cluster-up: tools ## time `make cluster-up` (NODES) until all nodes are Re
 	  $(CACHE_DIR)/localcluster down -dir $(CACHE_DIR)/cluster-bench >/dev/null || exit 1; \
 	  printf '| %d | %d | %.2f |\n' $$i $(NODES) $$(awk "BEGIN{print $$e - $$s}"); done
 # end local control plane
+# chart (charts/simulator, infra/workloads, tests/chart; images: docs/IMAGES.md)
+HELM          := $(TOOLS_BIN)/helm-$(HELM_VERSION)
+SIM_IMAGE     ?= $(shell sed -n 's/^[[:space:]]*Image:[[:space:]]*"\([^"]*simulator\)",.*/\1/p' infra/config/defaults.go)
+SIM_IMAGE_TAG ?= $(shell sed -n 's/^[[:space:]]*Simulator:[[:space:]]*"\([^"]*\)",.*/\1/p' infra/config/versions.go)
+DOCKER        ?= docker
+.PHONY: chart-lint test-chart image image-push
+chart-lint: $(HELM) ## helm lint --strict charts/simulator with the pinned helm
+	$(HELM) lint --strict charts/simulator
+test-chart: tools ## the chart's and workloads layer's tests (render, schema, HPA on the local control plane)
+	$(GO) test -count=1 -timeout 20m ./infra/workloads/... ./tests/chart/...
+image: ## build the simulator image $(SIM_IMAGE):$(SIM_IMAGE_TAG) (needs docker with BuildKit)
+	$(DOCKER) build -f simulator/Dockerfile -t $(SIM_IMAGE):$(SIM_IMAGE_TAG) .
+image-push: image ## push the simulator image
+	$(DOCKER) push $(SIM_IMAGE):$(SIM_IMAGE_TAG)
+# end chart
 # --- end workloads ---
 
 # --- storage (infra/storage/) -----------------------------------------------
