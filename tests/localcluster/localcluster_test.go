@@ -68,24 +68,11 @@ spec:
 	if err := c.Apply(ctx, []byte(deploy)); err != nil {
 		t.Fatal(err)
 	}
-	if err := Poll(ctx, 200*time.Millisecond, "deployment web Available with 2 replicas", func(ctx context.Context) (bool, string, error) {
-		var d struct {
-			Status struct {
-				AvailableReplicas int
-				Conditions        []struct{ Type, Status string }
-			}
-		}
-		if err := c.Get(ctx, "/apis/apps/v1/namespaces/default/deployments/web", &d); err != nil {
-			return false, "", err
-		}
-		for _, cond := range d.Status.Conditions {
-			if cond.Type == "Available" && cond.Status == "True" && d.Status.AvailableReplicas == 2 {
-				return true, "", nil
-			}
-		}
-		return false, fmt.Sprintf("%+v", d.Status), nil
-	}); err != nil {
+	if err := c.WaitDeploymentsReady(ctx, "default"); err != nil {
 		t.Fatal(err)
+	}
+	if d, err := c.Deployment(ctx, "default", "web"); err != nil || d.Available != 2 {
+		t.Fatalf("deployment web: %+v, %v; want 2 available", d, err)
 	}
 
 	out, err = c.Kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}")
@@ -335,16 +322,12 @@ spec:
 	maxSeen := 0
 	replicas := func(want int) func(ctx context.Context) (bool, string, error) {
 		return func(ctx context.Context) (bool, string, error) {
-			var d struct {
-				Spec   struct{ Replicas int }
-				Status struct{ AvailableReplicas int }
-			}
-			if err := c.Get(ctx, "/apis/apps/v1/namespaces/default/deployments/busy", &d); err != nil {
+			d, err := c.Deployment(ctx, "default", "busy")
+			if err != nil {
 				return false, "", err
 			}
-			maxSeen = max(maxSeen, d.Spec.Replicas)
-			return d.Spec.Replicas == want && d.Status.AvailableReplicas == want,
-				fmt.Sprintf("spec %d, available %d", d.Spec.Replicas, d.Status.AvailableReplicas), nil
+			maxSeen = max(maxSeen, d.Replicas)
+			return d.Replicas == want && d.Available == want, fmt.Sprintf("%+v", d), nil
 		}
 	}
 	if err := Poll(ctx, time.Second, "scale-up to maxReplicas 3", replicas(3)); err != nil {
