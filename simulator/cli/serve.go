@@ -111,6 +111,7 @@ func workerCmd() *cobra.Command {
 	var brokers, listen, sftpListen, prefix, typ, ctlURL string
 	var commit, look time.Duration
 	var noWait bool
+	var hostKeyFile string
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "run a worker of one data-source type",
@@ -133,9 +134,16 @@ func workerCmd() *cobra.Command {
 				return errors.New("--controller-url (SIMULATOR_CONTROLLER_URL) is required")
 			}
 			host, _ := os.Hostname()
+			var hostKey []byte
+			if hostKeyFile != "" {
+				if hostKey, err = os.ReadFile(hostKeyFile); err != nil {
+					return fmt.Errorf("--sftp-host-key-file: %w", err)
+				}
+			}
 			m := worker.NewMetrics()
 			w := worker.New(worker.Config{Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
-				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait})
+				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait,
+				SFTPListen: sftpListen, SFTPHostKey: hostKey})
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
@@ -151,7 +159,6 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			defer stop()
-			_ = sftpListen
 			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs)
 			return w.Run(cmd.Context())
 		},
@@ -161,7 +168,8 @@ func workerCmd() *cobra.Command {
 	f.StringVar(&typ, "type", "", "data-source type to replay (env SIMULATOR_TYPE)")
 	f.StringVar(&ctlURL, "controller-url", "", "controller base URL (env SIMULATOR_CONTROLLER_URL)")
 	f.StringVar(&listen, "listen", ":8081", "HTTP address for /metrics, /healthz, /readyz (env SIMULATOR_LISTEN)")
-	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources (env SIMULATOR_SFTP_LISTEN)")
+	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources, opened on first use (env SIMULATOR_SFTP_LISTEN)")
+	f.StringVar(&hostKeyFile, "sftp-host-key-file", "", "PEM private host key for the SFTP server; default: a fresh ed25519 key (env SIMULATOR_SFTP_HOST_KEY_FILE)")
 	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
 	f.DurationVar(&commit, "commit-interval", 200*time.Millisecond, "commit period (env SIMULATOR_COMMIT_INTERVAL)")
 	f.DurationVar(&look, "lookahead", 5*time.Second, "fetch at most this far ahead of due time (env SIMULATOR_LOOKAHEAD)")

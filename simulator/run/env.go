@@ -212,3 +212,10 @@ func (e *Env) WaitCommitted(ctx context.Context, want map[string]int64) error {
 		}
 	}
 }
+
+// Worker returns worker i.
+func (e *Env) Worker(i int) *worker.Worker {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.workers[i].w
+}

@@ -40,6 +40,10 @@ type Dest struct {
 	closed  bool
 	doneCh  chan struct{}
 
+	// deliver, if set, replaces the TCP connection (e.g. publishing files for SFTP pulls).
+	deliver func([]*Item) error
+	onClose func()
+
 	writeMu sync.Mutex // held while writing; see Barrier
 	conn    net.Conn
 	// recent holds what was written in the last ResendWindow: when a connection fails, those
@@ -57,6 +61,15 @@ var ResendWindow = time.Second
 // NewDest starts the sender goroutine of one destination.
 func NewDest(name, addr, framing string, log *slog.Logger, hooks *Hooks) *Dest {
 	d := &Dest{Name: name, Addr: addr, Framing: framing, log: log, hooks: hooks,
+		kickCh: make(chan struct{}, 1), closeCh: make(chan struct{}), doneCh: make(chan struct{})}
+	go d.loop()
+	return d
+}
+
+// NewFuncDest starts a destination that hands each batch to deliver instead of a TCP connection;
+// onClose (optional) runs when the dest is closed.
+func NewFuncDest(name string, deliver func([]*Item) error, onClose func(), log *slog.Logger, hooks *Hooks) *Dest {
+	d := &Dest{Name: name, deliver: deliver, onClose: onClose, log: log, hooks: hooks,
 		kickCh: make(chan struct{}, 1), closeCh: make(chan struct{}), doneCh: make(chan struct{})}
 	go d.loop()
 	return d
@@ -102,6 +115,9 @@ func (d *Dest) loop() {
 	defer func() {
 		if d.conn != nil {
 			d.conn.Close()
+		}
+		if d.onClose != nil {
+			d.onClose()
 		}
 	}()
 	backoff := 50 * time.Millisecond
@@ -161,6 +177,15 @@ func (d *Dest) write(batch *[]*Item) error {
 	}
 	*batch = b
 	if len(b) == 0 {
+		return nil
+	}
+	if d.deliver != nil {
+		if err := d.deliver(b); err != nil {
+			return err
+		}
+		d.acked(b, time.Now().UnixNano())
+		clear(b)
+		*batch = b[:0]
 		return nil
 	}
 	if d.conn == nil {
@@ -225,11 +250,23 @@ func (d *Dest) write(batch *[]*Item) error {
 		d.recent = d.recent[:n]
 	}
 	for _, it := range b {
+		if it.Sent != -1 {
+			d.recent = append(d.recent, it)
+		}
+	}
+	d.acked(b, now)
+	clear(b)
+	*batch = b[:0]
+	return nil
+}
+
+// acked records a written batch: times, hooks, and completion for the owners.
+func (d *Dest) acked(b []*Item, now int64) {
+	for _, it := range b {
 		if it.Sent == -1 { // a re-send: already counted and acknowledged
 			continue
 		}
 		it.Sent = now
-		d.recent = append(d.recent, it)
 		if d.hooks != nil && d.hooks.Sent != nil {
 			d.hooks.Sent(it)
 		}
@@ -237,7 +274,4 @@ func (d *Dest) write(batch *[]*Item) error {
 			it.Owner.Done(it)
 		}
 	}
-	clear(b)
-	*batch = b[:0]
-	return nil
 }

@@ -2,10 +2,15 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/simlab/simlab/simulator/dataset"
 	"github.com/simlab/simlab/simulator/sched"
+	"github.com/simlab/simlab/simulator/sftpd"
 	"github.com/simlab/simlab/simulator/state"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -315,8 +320,51 @@ func (s *session) dest(ps *partState, instance string) *sched.Dest {
 		d := sched.NewDest(s.w.cfg.Type+"/"+instance, e.Config.TCP.Address, e.Config.Framing, s.w.cfg.Log, s.w.hooks)
 		ps.dests[instance] = d
 		return d
+	case dataset.ProtoSFTP:
+		d, err := s.sftpDest(ps, instance, e)
+		if err != nil {
+			s.w.cfg.Log.Error("sftp source cannot be served", "source", instance, "err", err)
+			return nil
+		}
+		ps.dests[instance] = d
+		return d
 	default:
 		s.w.cfg.Log.Error("protocol not supported by this worker", "source", instance, "protocol", e.Config.Protocol)
 		return nil
 	}
+}
+
+// sftpDest publishes each due record as a file <pattern with {seq}> in the source's root, where seq
+// is loop × records-in-partition + position: stable across handovers and loops.
+func (s *session) sftpDest(ps *partState, instance string, e state.SourceEntry) (*sched.Dest, error) {
+	srv, err := s.w.SFTP()
+	if err != nil {
+		return nil, err
+	}
+	c := e.Config.SFTP
+	keys, err := sftpd.ParseAuthorizedKeys(c.AuthorizedKeys)
+	if err != nil {
+		return nil, err
+	}
+	acct := sftpd.Account{User: c.User, AuthorizedKeys: keys}
+	if c.PasswordEnv != "" {
+		acct.Password = os.Getenv(c.PasswordEnv)
+		if acct.Password == "" && len(keys) == 0 {
+			return nil, fmt.Errorf("environment variable %s (sftp.password_env) is empty", c.PasswordEnv)
+		}
+	}
+	srv.Add(acct)
+	n := ps.rng.End - ps.rng.Start
+	pattern := c.FilePattern
+	deliver := func(items []*sched.Item) error {
+		for _, it := range items {
+			seq := int64(it.Loop)*n + it.Offset - ps.rng.Start
+			name := strings.ReplaceAll(pattern, "{seq}", strconv.FormatInt(seq, 10))
+			if err := srv.Put(c.User, name, it.Payload); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return sched.NewFuncDest(s.w.cfg.Type+"/"+instance, deliver, func() { srv.Remove(c.User) }, s.w.cfg.Log, s.w.hooks), nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/simlab/simlab/simulator/sched"
+	"github.com/simlab/simlab/simulator/sftpd"
 	"github.com/simlab/simlab/simulator/state"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,6 +37,10 @@ type Config struct {
 	NoWait bool
 	// InstanceID, if set, is the group member's client id (logs only).
 	InstanceID string
+	// SFTPListen is where the SFTP server for sftp sources listens (started on first use).
+	SFTPListen string
+	// SFTPHostKey is the server's private host key (PEM); empty: a fresh ed25519 key.
+	SFTPHostKey []byte
 }
 
 // Worker replays one type.
@@ -44,7 +49,28 @@ type Worker struct {
 	reader *state.Reader
 	sch    *sched.Scheduler
 	hooks  *sched.Hooks
-	ready  chan struct{}
+
+	sftpMu sync.Mutex
+	sftp   *sftpd.Server
+}
+
+// SFTP returns the worker's SFTP server, starting it on first use.
+func (w *Worker) SFTP() (*sftpd.Server, error) {
+	w.sftpMu.Lock()
+	defer w.sftpMu.Unlock()
+	if w.sftp != nil {
+		return w.sftp, nil
+	}
+	if w.cfg.SFTPListen == "" {
+		return nil, errors.New("sftp sources need --sftp-listen")
+	}
+	s, err := sftpd.Listen(w.cfg.SFTPListen, w.cfg.SFTPHostKey, w.cfg.Log)
+	if err != nil {
+		return nil, err
+	}
+	w.cfg.Log.Info("sftp server listening", "addr", s.Addr())
+	w.sftp = s
+	return s, nil
 }
 
 // New returns a worker; call Run.
@@ -91,6 +117,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	schStop := make(chan struct{})
 	defer close(schStop)
+	defer func() {
+		w.sftpMu.Lock()
+		if w.sftp != nil {
+			w.sftp.Close()
+		}
+		w.sftpMu.Unlock()
+	}()
 	go w.sch.Run(schStop)
 	for {
 		var st state.Stage

@@ -1,0 +1,96 @@
+package run
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pkg/sftp"
+	"github.com/simlab/simlab/simulator/controller"
+	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/worker"
+	"golang.org/x/crypto/ssh"
+)
+
+func TestSFTPPullPasswordAndKey(t *testing.T) {
+	dir, d := gen(t, small(1, 2, 30, 1500*time.Millisecond))
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SIMTEST_SFTP_PW", "s3cret")
+	cfgs := map[string]dataset.SourceConfig{
+		"ne00001": {Protocol: "sftp", SFTP: &dataset.SFTPConfig{User: "ne1", PasswordEnv: "SIMTEST_SFTP_PW"}},
+		"ne00002": {Protocol: "sftp", SFTP: &dataset.SFTPConfig{User: "ne2", FilePattern: "rec-{seq}.txt",
+			AuthorizedKeys: []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))}}},
+	}
+	for inst, c := range cfgs {
+		b, _ := json.Marshal(c)
+		if err := os.WriteFile(filepath.Join(dir, "type1", inst, dataset.ConfigFile), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t, EnvOptions{})
+	ctx := ctxFor(t, 60*time.Second)
+	if _, err := e.Controller.Load(ctx, dir, controller.LoadRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	i := e.AddWorker("type1", func(c *worker.Config) { c.SFTPListen = "127.0.0.1:0" })
+	srv, err := e.Worker(i).SFTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := &ssh.ClientConfig{User: "ne1", Auth: []ssh.AuthMethod{ssh.Password("s3cret")}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+	key := &ssh.ClientConfig{User: "ne2", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go e.Sink.PullSFTP(pctx, srv.Addr(), pw, 20*time.Millisecond)
+	go e.Sink.PullSFTP(pctx, srv.Addr(), key, 20*time.Millisecond)
+	st, err := e.Controller.Start(ctx, controller.StartRequest{Delay: "300ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReport(t, finish(t, ctx, e, d, st), int64(d.RecordCount()), 0)
+
+	// Read-only, and only with the right secret.
+	conn, err := ssh.Dial("tcp", srv.Addr(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cl, err := sftp.NewClient(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	infos, err := cl.ReadDir("/")
+	if err != nil || len(infos) != 30 || !strings.HasPrefix(infos[0].Name(), "rec-") {
+		t.Fatalf("listing: %d files, %v", len(infos), err)
+	}
+	if f, err := cl.Create("/evil"); err == nil {
+		f.Close()
+		t.Error("creating a file succeeded on a read-only root")
+	}
+	if err := cl.Remove("/" + infos[0].Name()); err == nil {
+		t.Error("removing a file succeeded on a read-only root")
+	}
+	bad := *pw
+	bad.Auth = []ssh.AuthMethod{ssh.Password("wrong")}
+	if c, err := ssh.Dial("tcp", srv.Addr(), &bad); err == nil {
+		c.Close()
+		t.Error("wrong password accepted")
+	}
+	other := *key
+	other.User = "ne1"
+	if c, err := ssh.Dial("tcp", srv.Addr(), &other); err == nil {
+		c.Close()
+		t.Error("ne2's key accepted for ne1")
+	}
+}
