@@ -46,12 +46,14 @@ test-simulator: ## the simulator's tests only
 # local control plane (tests/tools, tests/localcluster; docs/LOCAL-CLUSTER.md)
 include tests/tools/tools.mk
 NODES ?= 3
+# More flags for `localcluster up`, e.g. CLUSTER_FLAGS="-hpa-downscale=30s -wait-metrics".
+CLUSTER_FLAGS ?=
 TEST_DEPS += tools
 .PHONY: tools cluster-up cluster-down
 tools: $(TOOLS_OUT) ## build the local control plane's binaries into .cache/bin (cached by version)
 	@echo "tools: up to date in $(TOOLS_BIN)"
 cluster-up: tools ## start a local control plane with NODES simulated nodes (state in .cache/cluster)
-	$(GO) run ./tests/localcluster/cmd/localcluster up -dir $(CACHE_DIR)/cluster -bin $(TOOLS_BIN) -nodes $(NODES)
+	$(GO) run ./tests/localcluster/cmd/localcluster up -dir $(CACHE_DIR)/cluster -bin $(TOOLS_BIN) -nodes $(NODES) $(CLUSTER_FLAGS)
 cluster-down: ## stop exactly the processes cluster-up started (by PID)
 	$(GO) run ./tests/localcluster/cmd/localcluster down -dir $(CACHE_DIR)/cluster
 BENCH_TARGETS += bench-cluster-up
