@@ -25,7 +25,7 @@ KUBE_OUT := $(foreach b,$(KUBE_BINS),$(TOOLS_BIN)/$(b)-$(KUBE_VERSION)) $(TOOLS_
 $(KUBE_OUT) &:
 	@mkdir -p $(TOOLS_BIN)/.stage-$(KUBE_VERSION)
 	@echo "tools: building $(KUBE_BINS) $(KUBE_VERSION) and etcd $(ETCD_VERSION) (cold: ~15 CPU-minutes)"
-	cd $(TOOLS_DIR) && $(GO) build -trimpath -ldflags='$(KUBE_LDFLAGS)' -o $(TOOLS_BIN)/.stage-$(KUBE_VERSION)/ \
+	cd $(TOOLS_DIR) && $(GO) build -buildvcs=false -trimpath -ldflags='$(KUBE_LDFLAGS)' -o $(TOOLS_BIN)/.stage-$(KUBE_VERSION)/ \
 	  $(addprefix k8s.io/kubernetes/cmd/,$(KUBE_BINS)) ./etcd
 	@for b in $(KUBE_BINS); do mv -f $(TOOLS_BIN)/.stage-$(KUBE_VERSION)/$$b $(TOOLS_BIN)/$$b-$(KUBE_VERSION); done
 	@mv -f $(TOOLS_BIN)/.stage-$(KUBE_VERSION)/etcd $(TOOLS_BIN)/etcd-$(ETCD_VERSION)
