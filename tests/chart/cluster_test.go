@@ -357,3 +357,40 @@ func served(ctx context.Context, c *localcluster.Cluster, apiVersion string) (bo
 	}
 	return err == nil, err
 }
+
+// TestClusterHelmInstallDryRunPrintsNotes: installing the chart with plain
+// helm (as a team without Pulumi would) passes the API server's dry run, and
+// NOTES.txt tells the user the controller URL, each type's topic and
+// replica range, and how to load the configured dataset.
+func TestClusterHelmInstallDryRunPrintsNotes(t *testing.T) {
+	c := cluster(t)
+	t.Parallel()
+	cfg := loadStack(t, "local")
+	rel := runProgram(t, "local", cfg).simulatorRelease(t)
+	const ns = "helm-notes"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.KubectlContext(ctx, nil, "create", "namespace", ns); err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := workloads.ChartDir()
+	out, err := helm(t, "install", rel.Name, dir, "--namespace", ns, "-f", valuesFile(t, rel.Values),
+		"--dry-run=server", "--kubeconfig", c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, notes, ok := strings.Cut(out, "\nNOTES:\n")
+	if !ok {
+		t.Fatalf("no NOTES in helm's output:\n%s", out)
+	}
+	for _, want := range []string{
+		"http://simulator-controller." + ns + ".svc:8080",
+		"pm-counters (tcp): topic sim.records.pm-counters, 6 partitions, replicas 1..3",
+		`"path": "datasets/default", "address_override": "sut.simulator.svc:9000"`,
+		"PVC " + str(rel.Values, "dataset", "claimName") + " mounted read-only at /data",
+	} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("NOTES lack %q:\n%s", want, notes)
+		}
+	}
+}
