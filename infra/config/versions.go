@@ -44,7 +44,7 @@ func DefaultVersions() Versions {
 		CNIPlugins:       "v1.8.0",
 		Flannel:          "v0.27.4",
 		FlannelCNIPlugin: "v1.8.0-flannel1",
-		MetricsServer:    "v0.8.0",
+		MetricsServer:    "v0.9.0",
 		Rook:             "v1.18.6",
 		Ceph:             "v19.2.3",
 		Strimzi:          "0.48.0",
