@@ -161,19 +161,10 @@ func FromEnvironment() (*Loaded, error) {
 
 // build checks shape, decodes over defaults and validates.
 func build(raw map[string]any, lines map[string]int, errs *Errors) (*Loaded, error) {
-	// Shape-check each top-level key, so each error names simlab:<key>...
+	// Shape-check everything against the Go types, so each error names its full key.
 	cleaned := map[string]any{}
-	fields := jsonFields(reflect.TypeOf(Config{}))
-	for _, k := range sortedKeys(raw) {
-		full := Namespace + ":" + k
-		f, ok := fields[k]
-		if !ok {
-			errs.add(full, lines[full], "unknown key%s (known keys: %s)", suggest(k, fields), strings.Join(sortedFieldNames(fields), ", "))
-			continue
-		}
-		if v, ok := checkShape(full, raw[k], f.Type, lines, errs); ok {
-			cleaned[k] = v
-		}
+	if v, ok := checkShape(Namespace, raw, reflect.TypeOf(Config{}), lines, errs); ok {
+		cleaned = v.(map[string]any)
 	}
 	cfg := Default()
 	// Provider blocks get their own defaults before the stack's values land on them.

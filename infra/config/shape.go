@@ -34,7 +34,7 @@ func checkShape(key string, raw any, t reflect.Type, lines map[string]int, errs 
 		fields := jsonFields(t)
 		out := map[string]any{}
 		for _, k := range sortedKeys(m) {
-			sub := key + "." + k
+			sub := join(key, k)
 			f, ok := fields[k]
 			if !ok {
 				errs.add(sub, lines[sub], "unknown key%s (known keys: %s)", suggest(k, fields), strings.Join(sortedFieldNames(fields), ", "))
@@ -100,6 +100,15 @@ func checkShape(key string, raw any, t reflect.Type, lines map[string]int, errs 
 	}
 	errs.add(key, line, "unsupported type %s", t)
 	return nil, false
+}
+
+// join builds a child key: the namespace joins with ":" (simlab:workers),
+// everything below with "." (simlab:workers.count).
+func join(key, child string) string {
+	if key == Namespace {
+		return Namespace + ":" + child
+	}
+	return key + "." + child
 }
 
 func describe(v any) string {
