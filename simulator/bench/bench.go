@@ -76,6 +76,12 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	for _, rate := range o.Rates {
+		n := rate * int(o.Duration/time.Second)
+		if err := add(naive(ctx, o, tmp, fmt.Sprintf("naive goroutine-per-source, no Kafka, %dk/s", rate/1000), o.Sources, n/o.Sources, o.Duration)); err != nil {
+			return err
+		}
+	}
 	top := o.Rates[len(o.Rates)-1] * int(o.Duration/time.Second)
 	if err := add(replay(ctx, o, tmp, fmt.Sprintf("ceiling (no scheduling), %d sources", o.Sources), o.Sources, top/o.Sources, o.Duration, controller.PerSource, true)); err != nil {
 		return err
@@ -135,6 +141,9 @@ func startWorker(o Options, env *run.Env, noWait bool) (*child, error) {
 		"--listen", "127.0.0.1:0", "--log-level", "warn", "--log-format", "text"}
 	if noWait {
 		args = append(args, "--no-wait")
+	}
+	if p := os.Getenv("SIMULATOR_BENCH_CPU_PROFILE"); p != "" {
+		args = append(args, "--cpu-profile", p)
 	}
 	cmd := exec.Command(o.Exe, args...)
 	cmd.Stderr = os.Stderr
@@ -286,5 +295,45 @@ func handover(ctx context.Context, o Options, tmp, part string) (Row, error) {
 	row.Lost, row.Early, row.Dup = t.Lost, t.Early, t.Duplicated
 	row.Rate = float64(total) / d.Span.Seconds()
 	row.Extra = fmt.Sprintf("handover %.2f s (new process start -> stable group, both members assigned)", ho.Seconds())
+	return row, nil
+}
+
+// naive runs the goroutine-per-source replayer (no Kafka) as a child process against the sink.
+func naive(ctx context.Context, o Options, tmp, name string, sources, perSource int, span time.Duration) (Row, error) {
+	row := Row{Name: name}
+	dir, d, err := genDS(tmp, "naive-"+strconv.FormatInt(time.Now().UnixNano(), 36), sources, perSource, span)
+	if err != nil {
+		return row, err
+	}
+	s, err := sink.Listen("127.0.0.1:0", dataset.FramingNewline)
+	if err != nil {
+		return row, err
+	}
+	defer s.Close()
+	start := time.Now().Add(2 * time.Second)
+	cmd := exec.CommandContext(ctx, o.Exe, "bench-naive", "--dataset", dir, "--sut", s.Addr(), "--start", strconv.FormatInt(start.UnixNano(), 10))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return row, err
+	}
+	row.CPU = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	total := int64(d.RecordCount())
+	row.Records = total
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for s.Total() < total {
+		select {
+		case <-wctx.Done():
+			return row, fmt.Errorf("received %d of %d", s.Total(), total)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	rep := s.Report(sink.Expectation{Sources: sink.ExpectDataset(d), Start: start, Span: d.Span, Loops: 1})
+	t := rep.Total
+	row.P50, row.P99, row.P999, row.Max = t.LateP50ms, t.LateP99ms, t.LateP999ms, t.LateMaxms
+	row.Lost, row.Early, row.Dup = t.Lost, t.Early, t.Duplicated
+	row.Rate = float64(total) / span.Seconds()
+	row.PerCore = float64(total) / row.CPU
+	row.Extra = "baseline: CPU includes process start and dataset parsing"
 	return row, nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/simlab/simlab/simulator/bench"
+	"github.com/simlab/simlab/simulator/dataset"
 	"github.com/spf13/cobra"
 )
 
@@ -29,5 +30,27 @@ func benchCmd() *cobra.Command {
 	f.DurationVar(&o.Duration, "duration", o.Duration, "replay length of each rate scenario")
 	f.IntVar(&o.Sources, "sources", o.Sources, "sources in the rate scenarios")
 	f.IntVar(&o.Many, "many", o.Many, "sources in the many-sources scenario")
+	return c
+}
+
+func benchNaiveCmd() *cobra.Command {
+	var dir, sut string
+	var startNs int64
+	c := &cobra.Command{
+		Use:    "bench-naive",
+		Short:  "benchmark baseline: goroutine-per-source replay without Kafka",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ds, err := dataset.Load(dir)
+			if err != nil {
+				return err
+			}
+			return bench.Naive(cmd.Context(), ds, sut, time.Unix(0, startNs))
+		},
+	}
+	c.Flags().StringVar(&dir, "dataset", "", "dataset")
+	c.Flags().StringVar(&sut, "sut", "", "TCP address")
+	c.Flags().Int64Var(&startNs, "start", 0, "start, unix ns")
 	return c
 }

@@ -32,7 +32,7 @@ func Main(args []string) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(datasetCmd(), generateCmd(), brokerCmd(), controllerCmd(), workerCmd(), sinkCmd(), runCmd(), benchCmd())
+	root.AddCommand(datasetCmd(), generateCmd(), brokerCmd(), controllerCmd(), workerCmd(), sinkCmd(), runCmd(), benchCmd(), benchNaiveCmd())
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

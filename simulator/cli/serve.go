@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -109,9 +110,9 @@ func controllerCmd() *cobra.Command {
 func workerCmd() *cobra.Command {
 	var lf logFlags
 	var brokers, listen, sftpListen, prefix, typ, ctlURL string
-	var commit, look time.Duration
+	var commit, look, hb, sess time.Duration
 	var noWait bool
-	var hostKeyFile string
+	var hostKeyFile, cpuProfile string
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "run a worker of one data-source type",
@@ -142,7 +143,7 @@ func workerCmd() *cobra.Command {
 			}
 			m := worker.NewMetrics()
 			w := worker.New(worker.Config{Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
-				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait,
+				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait, HeartbeatInterval: hb, SessionTimeout: sess,
 				SFTPListen: sftpListen, SFTPHostKey: hostKey})
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
@@ -159,6 +160,14 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			defer stop()
+			if cpuProfile != "" {
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				pprof.StartCPUProfile(pf)
+				defer pprof.StopCPUProfile()
+			}
 			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs)
 			return w.Run(cmd.Context())
 		},
@@ -173,8 +182,12 @@ func workerCmd() *cobra.Command {
 	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
 	f.DurationVar(&commit, "commit-interval", 200*time.Millisecond, "commit period (env SIMULATOR_COMMIT_INTERVAL)")
 	f.DurationVar(&look, "lookahead", 5*time.Second, "fetch at most this far ahead of due time (env SIMULATOR_LOOKAHEAD)")
+	f.DurationVar(&hb, "heartbeat-interval", 200*time.Millisecond, "group heartbeat; bounds how fast a rebalance starts (env SIMULATOR_HEARTBEAT_INTERVAL)")
+	f.DurationVar(&sess, "session-timeout", 6*time.Second, "a crashed worker's partitions move after this (env SIMULATOR_SESSION_TIMEOUT)")
 	f.BoolVar(&noWait, "no-wait", false, "benchmark only: send records as soon as fetched, ignoring due times")
 	f.MarkHidden("no-wait")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile here (benchmarks)")
+	f.MarkHidden("cpu-profile")
 	lf.add(f)
 	return c
 }

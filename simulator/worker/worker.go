@@ -37,6 +37,10 @@ type Config struct {
 	NoWait bool
 	// InstanceID, if set, is the group member's client id (logs only).
 	InstanceID string
+	// HeartbeatInterval bounds how fast a rebalance is noticed (default 200ms).
+	HeartbeatInterval time.Duration
+	// SessionTimeout is how long a crashed worker keeps its partitions (default 6s, Kafka's minimum).
+	SessionTimeout time.Duration
 	// SFTPListen is where the SFTP server for sftp sources listens (started on first use).
 	SFTPListen string
 	// SFTPHostKey is the server's private host key (PEM); empty: a fresh ed25519 key.
@@ -80,6 +84,12 @@ func New(cfg Config) *Worker {
 	}
 	if cfg.Lookahead <= 0 {
 		cfg.Lookahead = 5 * time.Second
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 200 * time.Millisecond
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 6 * time.Second
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
@@ -223,8 +233,8 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(100 * time.Millisecond),
-		kgo.SessionTimeout(6 * time.Second),
-		kgo.HeartbeatInterval(500 * time.Millisecond),
+		kgo.SessionTimeout(w.cfg.SessionTimeout),
+		kgo.HeartbeatInterval(w.cfg.HeartbeatInterval),
 		kgo.RebalanceTimeout(10 * time.Second),
 		kgo.AdjustFetchOffsetsFn(s.adjust),
 		kgo.OnPartitionsRevoked(s.revoked),
