@@ -32,6 +32,20 @@ type Options struct {
 	Out      io.Writer
 	Log      *slog.Logger
 	Quick    bool // smaller sizes (smoke test)
+	// Scenarios to run: rates, naive, ceiling, many, handover (empty: all).
+	Scenarios []string
+}
+
+func (o Options) want(s string) bool {
+	if len(o.Scenarios) == 0 {
+		return true
+	}
+	for _, x := range o.Scenarios {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // Row is one measured scenario.
@@ -71,29 +85,41 @@ func Run(ctx context.Context, o Options) error {
 		return nil
 	}
 	for _, rate := range o.Rates {
+		if !o.want("rates") {
+			break
+		}
 		n := rate * int(o.Duration/time.Second)
 		if err := add(replay(ctx, o, tmp, fmt.Sprintf("scheduled %dk/s, %d sources", rate/1000, o.Sources), o.Sources, n/o.Sources, o.Duration, controller.PerSource, false)); err != nil {
 			return err
 		}
 	}
 	for _, rate := range o.Rates {
+		if !o.want("naive") {
+			break
+		}
 		n := rate * int(o.Duration/time.Second)
 		if err := add(naive(ctx, o, tmp, fmt.Sprintf("naive goroutine-per-source, no Kafka, %dk/s", rate/1000), o.Sources, n/o.Sources, o.Duration)); err != nil {
 			return err
 		}
 	}
 	top := o.Rates[len(o.Rates)-1] * int(o.Duration/time.Second)
-	if err := add(replay(ctx, o, tmp, fmt.Sprintf("ceiling (no scheduling), %d sources", o.Sources), o.Sources, top/o.Sources, o.Duration, controller.PerSource, true)); err != nil {
+	if !o.want("ceiling") {
+	} else if err := add(replay(ctx, o, tmp, fmt.Sprintf("ceiling (no scheduling), %d sources", o.Sources), o.Sources, top/o.Sources, o.Duration, controller.PerSource, true)); err != nil {
 		return err
 	}
 	many := o.Many
-	if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, per-source partitions", many), many, 10, 10*time.Second, controller.PerSource, false)); err != nil {
+	if !o.want("many") {
+	} else if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, per-source partitions", many), many, 10, 10*time.Second, controller.PerSource, false)); err != nil {
 		return err
 	}
-	if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, keyed on 32 partitions", many), many, 10, 10*time.Second, controller.Keyed, false)); err != nil {
+	if !o.want("many") {
+	} else if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, keyed on 32 partitions", many), many, 10, 10*time.Second, controller.Keyed, false)); err != nil {
 		return err
 	}
 	for _, part := range []string{controller.PerSource, controller.Keyed} {
+		if !o.want("handover") {
+			break
+		}
 		if err := add(handover(ctx, o, tmp, part)); err != nil {
 			return err
 		}

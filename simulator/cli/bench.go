@@ -30,6 +30,7 @@ func benchCmd() *cobra.Command {
 	f.DurationVar(&o.Duration, "duration", o.Duration, "replay length of each rate scenario")
 	f.IntVar(&o.Sources, "sources", o.Sources, "sources in the rate scenarios")
 	f.IntVar(&o.Many, "many", o.Many, "sources in the many-sources scenario")
+	f.StringSliceVar(&o.Scenarios, "scenarios", nil, "subset to run: rates, naive, ceiling, many, handover (default all)")
 	return c
 }
 

@@ -122,6 +122,21 @@ func (d *Dest) loop() {
 	}()
 	backoff := 50 * time.Millisecond
 	var batch []*Item
+	if d.deliver == nil {
+		// Connect now, ahead of the first due record (records are fetched up to the lookahead
+		// early), so the first send does not pay for the dial. Failures are retried on send.
+		d.writeMu.Lock()
+		if c, err := net.DialTimeout("tcp", d.Addr, 2*time.Second); err == nil {
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetNoDelay(true)
+			}
+			d.conn = c
+			if d.hooks != nil && d.hooks.Reconnect != nil {
+				d.hooks.Reconnect()
+			}
+		}
+		d.writeMu.Unlock()
+	}
 	for {
 		select {
 		case <-d.closeCh:
