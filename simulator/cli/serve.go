@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,6 +21,7 @@ import (
 	"github.com/simlab/simlab/simulator/state"
 	"github.com/simlab/simlab/simulator/worker"
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 )
 
 func brokerCmd() *cobra.Command {
@@ -193,7 +195,9 @@ func workerCmd() *cobra.Command {
 }
 
 func sinkCmd() *cobra.Command {
-	var listen, framing, dsDir, ctlURL, report string
+	var listen, framing, dsDir, ctlURL, report, pwEnv, keyFile string
+	var pulls []string
+	var pullEvery time.Duration
 	c := &cobra.Command{
 		Use:   "sink",
 		Short: "receive records like a SUT; on interrupt, write a JSON report",
@@ -214,6 +218,35 @@ func sinkCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "sink listening on", s.Addr())
+			if len(pulls) > 0 {
+				var auth []ssh.AuthMethod
+				if pwEnv != "" {
+					auth = append(auth, ssh.Password(os.Getenv(pwEnv)))
+				}
+				if keyFile != "" {
+					b, err := os.ReadFile(keyFile)
+					if err != nil {
+						return fmt.Errorf("--sftp-key-file: %w", err)
+					}
+					signer, err := ssh.ParsePrivateKey(b)
+					if err != nil {
+						return fmt.Errorf("--sftp-key-file %s: %w", keyFile, err)
+					}
+					auth = append(auth, ssh.PublicKeys(signer))
+				}
+				if len(auth) == 0 {
+					return errors.New("--sftp-pull needs --sftp-password-env or --sftp-key-file")
+				}
+				for _, p := range pulls {
+					user, addr, ok := strings.Cut(p, "@")
+					if !ok || user == "" || addr == "" {
+						return fmt.Errorf("--sftp-pull %q: want user@host:port", p)
+					}
+					// The sink is a test stand-in for the SUT: it does not pin the worker's host key.
+					cfg := &ssh.ClientConfig{User: user, Auth: auth, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+					go s.PullSFTP(cmd.Context(), addr, cfg, pullEvery)
+				}
+			}
 			<-cmd.Context().Done()
 			s.Close()
 			e := sink.Expectation{Sources: map[string]int{}, Loops: 1}
@@ -244,6 +277,10 @@ func sinkCmd() *cobra.Command {
 	f.StringVar(&dsDir, "dataset", "", "dataset directory, for the expected counts")
 	f.StringVar(&ctlURL, "controller-url", "", "controller URL, for the run's start time")
 	f.StringVar(&report, "report", "", "write the JSON report here")
+	f.StringArrayVar(&pulls, "sftp-pull", nil, "pull a source's files from a worker: user@host:port (repeatable)")
+	f.StringVar(&pwEnv, "sftp-password-env", "", "environment variable holding the SFTP password")
+	f.StringVar(&keyFile, "sftp-key-file", "", "private key file for SFTP public-key login")
+	f.DurationVar(&pullEvery, "sftp-interval", 50*time.Millisecond, "SFTP polling interval")
 	return c
 }
 

@@ -249,7 +249,7 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 		return err
 	}
 	s.cl, s.adm = cl, kadm.NewClient(cl)
-	w.cfg.Log.Info("joining group", "type", w.cfg.Type, "run", st.RunID)
+	w.cfg.Log.Info("joining group", "run", st.RunID)
 	sctx, scancel := context.WithCancel(ctx)
 	go func() { // end the session when the run stops or changes
 		_ = w.reader.WaitUntil(sctx, func(x state.Stage) bool { return x.Stage != state.StageRunning || x.RunID != st.RunID })
@@ -278,6 +278,6 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 	s.commit(cctx, s.snapshot(nil), true)
 	cl.CloseAllowingRebalance() // revoked() runs for every partition (nothing left to send), then leave
 	s.closeDests(nil)
-	w.cfg.Log.Info("left group", "type", w.cfg.Type, "run", st.RunID)
+	w.cfg.Log.Info("left group", "run", st.RunID)
 	return nil
 }
