@@ -24,7 +24,8 @@ type partState struct {
 	exhausted bool
 
 	mu        sync.Mutex
-	inflight  []*sched.Item // dispatched-or-pending items in offset order
+	inflight  []*sched.Item // dispatched-or-pending items in offset order, from index head
+	head      int
 	pos       int64         // next offset to commit
 	posLoop   int
 	committed int64
@@ -45,19 +46,22 @@ func (p *partState) track(it *sched.Item) {
 func (p *partState) Done(it *sched.Item) {
 	p.mu.Lock()
 	it.MarkDone()
-	i := 0
-	for i < len(p.inflight) && p.inflight[i].IsDone() {
-		last := p.inflight[i]
+	for p.head < len(p.inflight) && p.inflight[p.head].IsDone() {
+		last := p.inflight[p.head]
+		p.inflight[p.head] = nil
 		p.pos, p.posLoop = last.Offset+1, last.Loop
 		if p.pos >= p.rng.End {
 			p.pos, p.posLoop = p.rng.Start, last.Loop+1
 		}
-		i++
+		p.head++
 	}
-	if i > 0 {
-		n := copy(p.inflight, p.inflight[i:])
+	// Compact now and then, not per record: the queue holds up to a lookahead of records.
+	if p.head == len(p.inflight) {
+		p.inflight, p.head = p.inflight[:0], 0
+	} else if p.head >= 1024 && p.head*2 >= len(p.inflight) {
+		n := copy(p.inflight, p.inflight[p.head:])
 		clear(p.inflight[n:])
-		p.inflight = p.inflight[:n]
+		p.inflight, p.head = p.inflight[:n], 0
 	}
 	p.mu.Unlock()
 }
