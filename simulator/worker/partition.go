@@ -26,7 +26,7 @@ type partState struct {
 	mu        sync.Mutex
 	inflight  []*sched.Item // dispatched-or-pending items in offset order, from index head
 	head      int
-	pos       int64         // next offset to commit
+	pos       int64 // next offset to commit
 	posLoop   int
 	committed int64
 	commLoop  int
