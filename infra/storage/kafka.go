@@ -1,0 +1,201 @@
+package storage
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
+	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
+	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	yamlv2 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/yaml/v2"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Names of the Kafka objects.
+const (
+	// KafkaClusterName names the Kafka CR; Strimzi names the bootstrap
+	// Service <name>-kafka-bootstrap.
+	KafkaClusterName = "simlab"
+	// KafkaNodePoolName is the single pool of combined controller+broker nodes.
+	KafkaNodePoolName = "dual"
+	// KafkaPort is the plain in-cluster listener's port.
+	KafkaPort = 9092
+	// StrimziChartRepo and StrimziChart locate the operator chart.
+	StrimziChartRepo = "https://strimzi.io/charts/"
+	StrimziChart     = "strimzi-kafka-operator"
+	// TopicPrefix is the simulator's topic prefix (chart value
+	// kafka.topicPrefix, docs/API.md): topics <prefix>.state and
+	// <prefix>.records.<type>.
+	TopicPrefix = "sim"
+	// StateMaxMessageBytes is the state topic's max.message.bytes, as the
+	// simulator's controller creates it (a manifest per type is one record).
+	StateMaxMessageBytes = 64 << 20
+)
+
+// KafkaBootstrap is the in-cluster bootstrap address of the Kafka cluster.
+var KafkaBootstrap = fmt.Sprintf("%s-kafka-bootstrap.%s.svc:%d", KafkaClusterName, KafkaNamespace, KafkaPort)
+
+// StrimziCRDsURL is the pinned Strimzi release's CRD manifest (a release
+// asset). Like Rook's, the CRDs are their own resource and the chart
+// installs none (skipCrds).
+func StrimziCRDsURL(strimziVersion string) string {
+	return "https://github.com/strimzi/strimzi-kafka-operator/releases/download/" + strimziVersion +
+		"/strimzi-crds-" + strimziVersion + ".yaml"
+}
+
+// RecordsTopic is the simulator's topic of one data-source type.
+func RecordsTopic(sourceType string) string { return TopicPrefix + ".records." + sourceType }
+
+// StateTopic is the simulator's compacted state topic.
+func StateTopic() string { return TopicPrefix + ".state" }
+
+type kafkaOut struct {
+	bootstrap string
+}
+
+// kafka registers namespace -> CRDs -> operator -> KafkaNodePool -> Kafka ->
+// KafkaTopics. The node pool's volumes are on the Ceph StorageClass and
+// depend on it, so Kafka and its claims go before Ceph on destroy.
+func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error) {
+	a := b.args
+	if !a.Storage.Kafka.Enabled {
+		return kafkaOut{}, nil
+	}
+	v := a.Versions
+	ns, err := b.namespace(KafkaNamespace, "kafka", given...)
+	if err != nil {
+		return kafkaOut{}, err
+	}
+	crds, err := yamlv2.NewConfigFile(b.ctx, b.name+"-strimzi-crds", &yamlv2.ConfigFileArgs{
+		File: pulumi.String(StrimziCRDsURL(v.Strimzi)),
+	}, b.opts(ns)...)
+	if err != nil {
+		return kafkaOut{}, fmt.Errorf("strimzi CRDs: %w", err)
+	}
+	operator, err := helmv3.NewRelease(b.ctx, b.name+"-strimzi-operator", &helmv3.ReleaseArgs{
+		Name:           pulumi.String("strimzi"),
+		Chart:          pulumi.String(StrimziChart),
+		Version:        pulumi.String(v.Strimzi),
+		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String(StrimziChartRepo)},
+		Namespace:      pulumi.String(KafkaNamespace),
+		SkipCrds:       pulumi.Bool(true),
+		Values: pulumi.Map{
+			// The operator watches its own namespace only.
+			"watchAnyNamespace": pulumi.Bool(false),
+		},
+	}, b.opts(ns, crds)...)
+	if err != nil {
+		return kafkaOut{}, fmt.Errorf("strimzi operator: %w", err)
+	}
+
+	clusterLabel := pulumi.StringMap{"strimzi.io/cluster": pulumi.String(KafkaClusterName)}
+	for k, val := range labels("kafka") {
+		clusterLabel[k] = val
+	}
+	pool, err := apiextensions.NewCustomResource(b.ctx, b.name+"-kafka-nodepool", &apiextensions.CustomResourceArgs{
+		ApiVersion: pulumi.String("kafka.strimzi.io/v1beta2"),
+		Kind:       pulumi.String("KafkaNodePool"),
+		Metadata: &metav1.ObjectMetaArgs{
+			Name: pulumi.String(KafkaNodePoolName), Namespace: pulumi.String(KafkaNamespace), Labels: clusterLabel,
+		},
+		OtherFields: kubernetes.UntypedArgs{"spec": KafkaNodePoolSpec(b.size, a.Storage.Kafka.StorageGiB, ceph.className)},
+	}, b.opts(operator, ceph.class)...)
+	if err != nil {
+		return kafkaOut{}, fmt.Errorf("KafkaNodePool: %w", err)
+	}
+	kafka, err := apiextensions.NewCustomResource(b.ctx, b.name+"-kafka", &apiextensions.CustomResourceArgs{
+		ApiVersion: pulumi.String("kafka.strimzi.io/v1beta2"),
+		Kind:       pulumi.String("Kafka"),
+		Metadata: &metav1.ObjectMetaArgs{
+			Name: pulumi.String(KafkaClusterName), Namespace: pulumi.String(KafkaNamespace), Labels: labels("kafka"),
+			Annotations: pulumi.StringMap{
+				"strimzi.io/kraft":      pulumi.String("enabled"),
+				"strimzi.io/node-pools": pulumi.String("enabled"),
+			},
+		},
+		OtherFields: kubernetes.UntypedArgs{"spec": KafkaSpec(b.size, v.Kafka)},
+	}, b.opts(operator, pool)...)
+	if err != nil {
+		return kafkaOut{}, fmt.Errorf("Kafka: %w", err)
+	}
+
+	topics := []struct {
+		name string
+		spec map[string]any
+	}{{TopicPrefix + "-state", map[string]any{
+		"topicName":  StateTopic(),
+		"partitions": 1,
+		"replicas":   b.size.TopicReplicas,
+		"config": map[string]any{
+			"cleanup.policy":    "compact",
+			"max.message.bytes": StateMaxMessageBytes,
+		},
+	}}}
+	for _, src := range a.Sources {
+		topics = append(topics, struct {
+			name string
+			spec map[string]any
+		}{TopicPrefix + "-records-" + src.Type, map[string]any{
+			"topicName": RecordsTopic(src.Type),
+			// One partition per simulated source (docs/API.md, per-source).
+			"partitions": src.Instances,
+			"replicas":   b.size.TopicReplicas,
+			// A loaded dataset is replayed until it is replaced: keep it.
+			"config": map[string]any{"retention.ms": -1},
+		}})
+	}
+	for _, t := range topics {
+		_, err := apiextensions.NewCustomResource(b.ctx, b.name+"-topic-"+t.name, &apiextensions.CustomResourceArgs{
+			ApiVersion:  pulumi.String("kafka.strimzi.io/v1beta2"),
+			Kind:        pulumi.String("KafkaTopic"),
+			Metadata:    &metav1.ObjectMetaArgs{Name: pulumi.String(t.name), Namespace: pulumi.String(KafkaNamespace), Labels: clusterLabel},
+			OtherFields: kubernetes.UntypedArgs{"spec": t.spec},
+		}, b.opts(kafka)...)
+		if err != nil {
+			return kafkaOut{}, fmt.Errorf("KafkaTopic %s: %w", t.name, err)
+		}
+	}
+	return kafkaOut{bootstrap: KafkaBootstrap}, nil
+}
+
+// KafkaNodePoolSpec is the node pool's spec: combined controller+broker
+// nodes, each with one persistent volume holding both the log and the KRaft
+// metadata, on storageClass ("" = the cluster's default). deleteClaim makes
+// Strimzi delete the claims with the cluster, so no Ceph image outlives it.
+func KafkaNodePoolSpec(s Sizing, storageGiB int, storageClass string) map[string]any {
+	vol := map[string]any{
+		"id": 0, "type": "persistent-claim", "size": strconv.Itoa(storageGiB) + "Gi",
+		"deleteClaim": true, "kraftMetadata": "shared",
+	}
+	if storageClass != "" {
+		vol["class"] = storageClass
+	}
+	return map[string]any{
+		"replicas": s.KafkaReplicas,
+		"roles":    []any{"controller", "broker"},
+		"storage":  map[string]any{"type": "jbod", "volumes": []any{vol}},
+	}
+}
+
+// KafkaSpec is the Kafka CR's spec: the pinned Kafka version, a plain
+// in-cluster listener, replication sized to the node pool, and the topic
+// operator that reconciles the KafkaTopics.
+func KafkaSpec(s Sizing, kafkaVersion string) map[string]any {
+	return map[string]any{
+		"kafka": map[string]any{
+			"version": kafkaVersion,
+			"listeners": []any{map[string]any{
+				"name": "plain", "port": KafkaPort, "type": "internal", "tls": false,
+			}},
+			"config": map[string]any{
+				"offsets.topic.replication.factor":         s.TopicReplicas,
+				"transaction.state.log.replication.factor": s.TopicReplicas,
+				"transaction.state.log.min.isr":            s.MinInSync,
+				"default.replication.factor":               s.TopicReplicas,
+				"min.insync.replicas":                      s.MinInSync,
+			},
+		},
+		"entityOperator": map[string]any{"topicOperator": map[string]any{}},
+	}
+}
