@@ -34,5 +34,6 @@ holds the helpers around it: validating stack files without Pulumi, and more.`,
 		SilenceUsage: true,
 	}
 	root.AddCommand(newValidateCmd())
+	root.AddCommand(newArtifactsCmd())
 	return root
 }

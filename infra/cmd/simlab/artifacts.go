@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/simlab/simlab/ignition"
+	"github.com/simlab/simlab/infra/artifacts"
+	"github.com/simlab/simlab/infra/config"
+)
+
+func newArtifactsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "artifacts",
+		Short: "Mirror pinned node artifacts and serve them, with each node's Ignition",
+		Long: `The artifact server is the lab's "external HTTP server": nodes download kubeadm,
+kubelet, kubectl, crictl and the CNI plugins from it (each verified by the sha512
+in their Ignition), metal machines PXE-boot Fedora CoreOS from it and fetch their
+Ignition by MAC. 'mirror' fills the directory once (online); 'serve' needs no
+internet. See docs/IGNITION.md.`,
+	}
+	cmd.AddCommand(newArtifactsMirrorCmd(), newArtifactsServeCmd())
+	return cmd
+}
+
+// loadStack loads stacks/Pulumi.<stack>.yaml (or a path ending in .yaml).
+func loadStack(dir, stack string) (*config.Loaded, error) {
+	p := stack
+	if filepath.Ext(stack) != ".yaml" && filepath.Ext(stack) != ".yml" {
+		p = filepath.Join(dir, "Pulumi."+stack+".yaml")
+	}
+	l, err := config.LoadStackFile(p)
+	var errs *config.Errors
+	if errors.As(err, &errs) {
+		return nil, fmt.Errorf("%s is invalid (run `simlab validate %s`):\n%v", p, stack, err)
+	}
+	return l, err
+}
+
+func newArtifactsMirrorCmd() *cobra.Command {
+	var dir, stack, stacksDir, arch string
+	var skipFCOS bool
+	up := artifacts.DefaultUpstreams()
+	cmd := &cobra.Command{
+		Use:   "mirror",
+		Short: "Download the pinned artifacts, verify each against its upstream checksum, write manifest.json",
+		Long: `Mirror downloads kubeadm, kubelet and kubectl (dl.k8s.io, checked against the published
+.sha512), crictl (cri-tools release, .sha256), the CNI plugins (release, .sha512) and the
+Fedora CoreOS qemu image and live PXE files (the pinned build's meta.json, sha256) into
+--dir. Versions come from infra/config/versions.go, or from --stack when given. Each file is
+written to a temp file and renamed only after its checksum matched; a mismatch is an error
+and leaves nothing behind. Files already mirrored with a matching checksum are kept.
+Finally manifest.json records each file's path, size and sha512.`,
+		Example: `  simlab artifacts mirror --dir .artifacts
+  simlab artifacts mirror --dir .artifacts --stack lab
+  simlab artifacts mirror --kubernetes-url http://mirror.internal/k8s --skip-fcos`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := config.DefaultVersions()
+			if stack != "" {
+				l, err := loadStack(stacksDir, stack)
+				if err != nil {
+					return err
+				}
+				v = l.Versions
+			}
+			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			m, err := artifacts.Mirror(ctx, artifacts.MirrorOptions{
+				Dir: dir, Arch: arch, Upstreams: up, SkipFCOS: skipFCOS, Log: cmd.OutOrStdout(),
+				Client: &http.Client{Timeout: 2 * time.Hour},
+				Versions: artifacts.ManifestVersions{Kubernetes: v.Kubernetes, Crictl: v.Crictl, CNIPlugins: v.CNIPlugins,
+					FCOSStream: v.FCOSStream, FCOSRelease: v.FCOSRelease},
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "mirrored %d artifacts into %s (%s)\n", len(m.Artifacts), dir, filepath.Join(dir, artifacts.ManifestFile))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", ".artifacts", "mirror directory")
+	f.StringVar(&stack, "stack", "", "take versions from stacks/Pulumi.<STACK>.yaml instead of the defaults")
+	f.StringVar(&stacksDir, "stacks-dir", "stacks", "directory holding Pulumi.<STACK>.yaml files")
+	f.StringVar(&arch, "arch", "amd64", "architecture (amd64 or arm64)")
+	f.BoolVar(&skipFCOS, "skip-fcos", false, "mirror only the Kubernetes artifacts, not the Fedora CoreOS images")
+	f.StringVar(&up.Kubernetes, "kubernetes-url", up.Kubernetes, "base URL of the Kubernetes release binaries")
+	f.StringVar(&up.GitHub, "github-url", up.GitHub, "base URL of the cri-tools and CNI plugins release assets")
+	f.StringVar(&up.FCOS, "fcos-url", up.FCOS, "base URL of the Fedora CoreOS builds")
+	return cmd
+}
+
+func newArtifactsServeCmd() *cobra.Command {
+	var dir, listen, stack, stacksDir, baseURL string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the mirror, each node's Ignition (by name or MAC) and PXE boot arguments",
+		Long: `Serve serves --dir over HTTP. With --stack it also renders each node's Ignition from
+stacks/Pulumi.<STACK>.yaml and the mirror's manifest:
+
+  GET /<path in manifest.json>   a mirrored file
+  GET /ignition?name=<node>      the node's Ignition JSON (or ?mac=<mac>)
+  GET /pxe?mac=<mac>             PXE boot (JSON: kernel, initrd, kernel arguments)
+  GET /boot.ipxe?mac=<mac>       the same as an iPXE script (chain to it from DHCP)
+
+The manifest must match the stack's pinned versions, or serving refuses to start.`,
+		Example: `  simlab artifacts serve --dir .artifacts --listen 127.0.0.1:8080 --stack dev`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := artifacts.LoadManifest(dir)
+			if err != nil {
+				return err
+			}
+			o := artifacts.ServerOptions{Dir: dir, Manifest: m, Log: cmd.ErrOrStderr()}
+			if stack != "" {
+				l, err := loadStack(stacksDir, stack)
+				if err != nil {
+					return err
+				}
+				cfg := l.Config
+				if baseURL != "" {
+					cfg.Artifacts.URL = baseURL
+				}
+				r, err := ignition.NewRenderer(&cfg, m)
+				if err != nil {
+					return err
+				}
+				nodes := map[string]config.Node{}
+				for _, n := range cfg.Nodes() {
+					nodes[n.Name] = n
+					o.Nodes = append(o.Nodes, artifacts.ServedNode{Name: n.Name, Role: n.Role, MAC: n.MAC})
+				}
+				// Render every node once up front: a broken snippet fails here, not at boot.
+				for _, n := range cfg.Nodes() {
+					if _, err := r.Render(n); err != nil {
+						return err
+					}
+				}
+				o.Ignition = func(name string) ([]byte, error) { return r.Render(nodes[name]) }
+				o.BaseURL = cfg.Artifacts.URL
+				if cfg.Metal != nil {
+					o.InstallDisk = cfg.Metal.InstallDisk
+				}
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			srv := &http.Server{Handler: artifacts.Handler(o), ReadHeaderTimeout: 10 * time.Second}
+			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			go func() {
+				<-ctx.Done()
+				sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+				defer c()
+				srv.Shutdown(sctx)
+			}()
+			fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%d artifacts, %d nodes) on http://%s\n", dir, len(m.Artifacts), len(o.Nodes), ln.Addr())
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", ".artifacts", "mirror directory (holding manifest.json)")
+	f.StringVar(&listen, "listen", "127.0.0.1:8080", "address to listen on")
+	f.StringVar(&stack, "stack", "", "serve Ignition for the nodes of stacks/Pulumi.<STACK>.yaml")
+	f.StringVar(&stacksDir, "stacks-dir", "stacks", "directory holding Pulumi.<STACK>.yaml files")
+	f.StringVar(&baseURL, "base-url", "", "URL nodes reach this server at (default: the stack's simlab:artifacts.url)")
+	return cmd
+}

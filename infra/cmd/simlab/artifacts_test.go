@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	ign "github.com/coreos/ignition/v2/config/v3_5"
+
+	"github.com/simlab/simlab/infra/artifacts"
+	"github.com/simlab/simlab/infra/config"
+)
+
+// fakeReleases serves the pinned Kubernetes, cri-tools and CNI releases with
+// their published checksums, like dl.k8s.io and GitHub do.
+func fakeReleases(t *testing.T, corrupt string) *httptest.Server {
+	v := config.DefaultVersions()
+	files := map[string][]byte{}
+	for _, b := range []string{"kubeadm", "kubelet", "kubectl"} {
+		p := fmt.Sprintf("/release/%s/bin/linux/amd64/%s", v.Kubernetes, b)
+		files[p] = []byte("fake " + b)
+		s := sha512.Sum512(files[p])
+		files[p+".sha512"] = []byte(hex.EncodeToString(s[:]))
+	}
+	p := fmt.Sprintf("/kubernetes-sigs/cri-tools/releases/download/%s/crictl-%s-linux-amd64.tar.gz", v.Crictl, v.Crictl)
+	files[p] = []byte("fake crictl")
+	s256 := sha256.Sum256(files[p])
+	files[p+".sha256"] = []byte(hex.EncodeToString(s256[:]))
+	p = fmt.Sprintf("/containernetworking/plugins/releases/download/%s/cni-plugins-linux-amd64-%s.tgz", v.CNIPlugins, v.CNIPlugins)
+	files[p] = []byte("fake cni")
+	s := sha512.Sum512(files[p])
+	files[p+".sha512"] = []byte(hex.EncodeToString(s[:]) + "  cni.tgz\n")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/"+corrupt) {
+			body = []byte("tampered")
+		}
+		w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestArtifactsMirrorRejectsCorruptDownload(t *testing.T) {
+	up := fakeReleases(t, "kubelet")
+	dir := t.TempDir()
+	_, errOut, code := runCLI("artifacts", "mirror", "--dir", dir, "--skip-fcos", "--kubernetes-url", up.URL, "--github-url", up.URL)
+	if code == 0 || !strings.Contains(errOut, "mirroring kubelet: sha512 of "+up.URL) {
+		t.Fatalf("exit %d, stderr %q: want a kubelet checksum error", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, artifacts.ManifestFile)); err == nil {
+		t.Error("a manifest was written after a failed mirror")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a poller.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestArtifactsMirrorThenServeIgnition(t *testing.T) {
+	up := fakeReleases(t, "")
+	dir := t.TempDir()
+	out, errOut, code := runCLI("artifacts", "mirror", "--dir", dir, "--skip-fcos", "--kubernetes-url", up.URL, "--github-url", up.URL)
+	if code != 0 {
+		t.Fatalf("mirror: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "mirrored 5 artifacts") {
+		t.Errorf("mirror output %q", out)
+	}
+	m, err := artifacts.LoadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	root := newRoot()
+	var stdout, stderr syncBuffer
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	root.SetArgs([]string{"artifacts", "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--stack", "dev", "--stacks-dir", "../../../stacks"})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	addr := regexp.MustCompile(`on (http://127\.0\.0\.1:\d+)`)
+	var base string
+	for deadline := time.Now().Add(20 * time.Second); base == "" && time.Now().Before(deadline); {
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited: %v\n%s", err, stderr.String())
+		default:
+		}
+		if mm := addr.FindStringSubmatch(stdout.String()); mm != nil {
+			base = mm[1]
+		} else {
+			time.Sleep(10 * time.Millisecond) // polling for the listen line, not synchronising on time
+		}
+	}
+	if base == "" {
+		t.Fatalf("serve did not report its address: %q", stdout.String())
+	}
+	resp, err := http.Get(base + "/ignition?name=dev-worker-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("ignition: %d %s", resp.StatusCode, body)
+	}
+	c, rpt, err := ign.Parse(body)
+	if err != nil || len(rpt.Entries) > 0 {
+		t.Fatalf("served Ignition does not parse: %v %s", err, rpt)
+	}
+	found := false
+	for _, f := range c.Storage.Files {
+		if f.Path == "/opt/bin/kubelet" {
+			found = true
+			want, _ := m.Hash("kubelet")
+			if *f.Contents.Verification.Hash != want {
+				t.Errorf("kubelet hash %s, want the mirror's %s", *f.Contents.Verification.Hash, want)
+			}
+			// The URL in the Ignition resolves to exactly the hashed bytes on this server.
+			r2, err := http.Get(base + strings.TrimPrefix(*f.Contents.Source, "http://192.168.122.1:8080"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(r2.Body)
+			r2.Body.Close()
+			s := sha512.Sum512(data)
+			if "sha512-"+hex.EncodeToString(s[:]) != want {
+				t.Errorf("served kubelet does not have the Ignition's hash")
+			}
+		}
+	}
+	if !found {
+		t.Error("no /opt/bin/kubelet in the served Ignition")
+	}
+}
