@@ -84,6 +84,14 @@ image-push: image ## push the simulator image
 # --- end workloads ---
 
 # --- storage (infra/storage/) -----------------------------------------------
+# docs/STORAGE.md: sizing, destroy order, what to do if a finalizer blocks.
+STORAGE_KUBECTL ?= kubectl
+.PHONY: test-storage ceph-confirm-cleanup
+test-storage: tools ## the storage layer's tests (mock graph, server-side dry-run on the local control plane)
+	$(GO) test -count=1 ./infra/storage/...
+ceph-confirm-cleanup: ## before `make destroy`: let Rook wipe Ceph's disks and /var/lib/rook when the CephCluster goes
+	$(STORAGE_KUBECTL) -n rook-ceph patch cephcluster rook-ceph --type merge \
+	  -p '{"spec":{"cleanupPolicy":{"confirmation":"yes-really-destroy-data"}}}'
 # --- end storage ---
 
 .PHONY: help test test-go lint vet fmt validate preview up destroy demo demo-pending bench golden deps check-pulumi
