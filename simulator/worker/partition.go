@@ -66,6 +66,13 @@ func (p *partState) Done(it *sched.Item) {
 	p.mu.Unlock()
 }
 
+// pending is the number of fetched records not yet written.
+func (p *partState) pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.inflight) - p.head
+}
+
 // position returns the commit position and whether it moved since the last commit.
 func (p *partState) position() (int64, int, bool) {
 	p.mu.Lock()

@@ -223,6 +223,9 @@ func (s *session) commit(ctx context.Context, parts []*partState, sync bool) {
 	s.w.cfg.Metrics.commits.Inc()
 }
 
+// maxPending bounds the fetched-but-unwritten records per partition.
+const maxPending = 200000
+
 // poll fetches records, turns them into scheduled items, and pauses partitions that are more than
 // the lookahead ahead of time.
 func (s *session) poll(ctx context.Context) {
@@ -279,10 +282,13 @@ func (s *session) poll(ctx context.Context) {
 		now := time.Now().UnixNano()
 		var pause, resume []int32
 		for p, ps := range s.parts {
-			if !ps.paused && ps.lastDue > now+look {
+			// Also stop fetching while a partition has too many unwritten records (a SUT that
+			// is down), so memory stays bounded.
+			pending := ps.pending()
+			if !ps.paused && (ps.lastDue > now+look || pending > maxPending) {
 				ps.paused = true
 				pause = append(pause, p)
-			} else if ps.paused && ps.lastDue < now+look/2 {
+			} else if ps.paused && ps.lastDue < now+look/2 && pending < maxPending/2 {
 				ps.paused = false
 				resume = append(resume, p)
 			}
