@@ -4,8 +4,9 @@
 // strict mode (any warning is an error), their merge, and validation of the
 // result with the Ignition v3 config parser.
 //
-// A node's config is common.bu, then its role's template, then the role's
-// snippets, then the node's snippets, merged in that order with Ignition's
+// A node's config is common.bu, then its role's template (controller.bu or
+// worker.bu), then the role's snippets, then node.bu (hostname, static
+// network), then the node's snippets, merged in that order with Ignition's
 // merge rules (a later file with the same path replaces an earlier one).
 // Errors name the template or snippet and the line and column in it.
 //
@@ -29,6 +30,7 @@ import (
 	"github.com/coreos/ignition/v2/butane/config/common"
 	ign "github.com/coreos/ignition/v2/config/v3_5"
 	"github.com/coreos/ignition/v2/config/v3_5/types"
+	"github.com/coreos/ignition/v2/config/validate"
 
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
@@ -73,14 +75,15 @@ func RenderNode(cfg *config.Config, node config.Node, m *artifacts.Manifest) ([]
 	return r.Render(node)
 }
 
-// Renderer renders many nodes of one stack, translating each role's
-// template and each snippet once.
+// Renderer renders many nodes of one stack, translating and merging each
+// role's shared part once. Translations are also cached process-wide by
+// their source text, so RenderNode per node is nearly as fast.
 type Renderer struct {
 	cfg       *config.Config
 	downloads []download
 
 	mu    sync.Mutex
-	cache map[string]types.Config // translated role templates and snippets
+	bases map[string]types.Config // per role: common.bu + role template + role snippets
 }
 
 // download is one remote file of the node.
@@ -112,7 +115,7 @@ func NewRenderer(cfg *config.Config, m *artifacts.Manifest) (*Renderer, error) {
 		artifacts.NodeArtifacts...); err != nil {
 		return nil, fmt.Errorf("rendering Ignition: %w", err)
 	}
-	r := &Renderer{cfg: cfg, cache: map[string]types.Config{}}
+	r := &Renderer{cfg: cfg, bases: map[string]types.Config{}}
 	for _, d := range []struct{ name, path, mode string }{
 		{artifacts.Kubeadm, BinDir + "/kubeadm", "0755"},
 		{artifacts.Kubelet, BinDir + "/kubelet", "0755"},
@@ -130,15 +133,22 @@ func NewRenderer(cfg *config.Config, m *artifacts.Manifest) (*Renderer, error) {
 	return r, nil
 }
 
-// templateData is what the templates see.
-type templateData struct {
+// clusterData is what common.bu and the role templates see: nothing about
+// the node, so their translation is shared by every node of a role.
+type clusterData struct {
 	Cluster        string
-	Node           config.Node
+	Role           string
 	SSHUser        string
 	AuthorizedKeys []string
 	Downloads      []download
-	Static         *staticNet
-	CephDisk       string
+	// CephDisk is the worker's raw Ceph data disk ("" for controllers).
+	CephDisk string
+}
+
+// nodeData is what node.bu sees.
+type nodeData struct {
+	Node   config.Node
+	Static *staticNet
 }
 
 // staticNet is a NetworkManager keyfile's values.
@@ -149,12 +159,29 @@ type staticNet struct {
 	DNS     string // ;-terminated list
 }
 
-func (r *Renderer) data(node config.Node) templateData {
+func (r *Renderer) clusterData(role string) clusterData {
 	c := r.cfg
-	d := templateData{Cluster: c.Cluster.Name, Node: node, SSHUser: c.SSH.User,
+	d := clusterData{Cluster: c.Cluster.Name, Role: role, SSHUser: c.SSH.User,
 		AuthorizedKeys: c.SSH.AuthorizedKeys, Downloads: r.downloads}
 	if d.SSHUser == "" {
 		d.SSHUser = "core"
+	}
+	if role == config.RoleWorker {
+		switch {
+		case c.Provider == config.ProviderMetal && c.Metal != nil:
+			d.CephDisk = c.Metal.CephDisk
+		case c.Provider == config.ProviderLibvirt && c.Workers.CephDiskGiB > 0:
+			d.CephDisk = LibvirtCephDisk
+		}
+	}
+	return d
+}
+
+func (r *Renderer) nodeData(node config.Node) nodeData {
+	c := r.cfg
+	d := nodeData{Node: node}
+	if node.IP == "" {
+		return d
 	}
 	var gw string
 	var prefix int
@@ -162,112 +189,186 @@ func (r *Renderer) data(node config.Node) templateData {
 	switch {
 	case c.Provider == config.ProviderMetal && c.Metal != nil:
 		gw, prefix, dns = c.Metal.Gateway, c.Metal.PrefixLength, c.Metal.Nameservers
-		if node.Role == config.RoleWorker {
-			d.CephDisk = c.Metal.CephDisk
-		}
 	case c.Libvirt != nil:
 		gw, prefix, dns = c.Libvirt.Gateway, c.Libvirt.PrefixLength, c.Libvirt.Nameservers
-		if node.Role == config.RoleWorker && c.Workers.CephDiskGiB > 0 {
-			d.CephDisk = LibvirtCephDisk
-		}
 	}
-	if node.IP != "" {
-		if prefix == 0 {
-			prefix = 24
-		}
-		addr := node.IP
-		if !strings.Contains(addr, "/") {
-			addr = fmt.Sprintf("%s/%d", addr, prefix)
-		}
-		s := &staticNet{MAC: artifacts.NormalizeMAC(node.MAC), Address: addr, Gateway: gw}
-		for _, ns := range dns {
-			s.DNS += ns + ";"
-		}
-		d.Static = s
+	if prefix == 0 {
+		prefix = 24
 	}
+	addr := node.IP
+	if !strings.Contains(addr, "/") {
+		addr = fmt.Sprintf("%s/%d", addr, prefix)
+	}
+	s := &staticNet{MAC: artifacts.NormalizeMAC(node.MAC), Address: addr, Gateway: gw}
+	for _, ns := range dns {
+		s.DNS += ns + ";"
+	}
+	d.Static = s
 	return d
+}
+
+// roleBase returns common.bu, the role's template and the role's snippets,
+// translated and merged; computed once per role (and shared process-wide
+// between Renderers whose sources are identical).
+func (r *Renderer) roleBase(role string) (types.Config, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.bases[role]; ok {
+		return c, nil
+	}
+	data := r.clusterData(role)
+	snips, key := r.cfg.Ignition.Worker, "simlab:ignition.worker"
+	if role == config.RoleController {
+		snips, key = r.cfg.Ignition.Controller, "simlab:ignition.controller"
+	}
+	type doc struct {
+		name string
+		src  []byte
+	}
+	var docs []doc
+	var cacheKey bytes.Buffer
+	for _, t := range []string{"common.bu", role + ".bu"} {
+		src, err := execTemplate(t, data)
+		if err != nil {
+			return types.Config{}, err
+		}
+		docs = append(docs, doc{"templates/" + t, src})
+	}
+	for i, s := range snips {
+		docs = append(docs, doc{fmt.Sprintf("snippet %s[%d]", key, i), []byte(s)})
+	}
+	for _, d := range docs {
+		fmt.Fprintf(&cacheKey, "%d:%s", len(d.src), d.src)
+	}
+	if c, ok := cacheGet(&mergedBases, cacheKey.String()); ok {
+		r.bases[role] = c
+		return c, nil
+	}
+	var base types.Config
+	for i, d := range docs {
+		c, err := translateCached(d.name, d.src)
+		if err != nil {
+			return types.Config{}, err
+		}
+		if i == 0 {
+			base = c
+		} else {
+			base = ign.Merge(base, c)
+		}
+	}
+	cachePut(&mergedBases, cacheKey.String(), base)
+	r.bases[role] = base
+	return base, nil
 }
 
 // Render renders the Ignition JSON of one node.
 func (r *Renderer) Render(node config.Node) ([]byte, error) {
-	role := node.Role
-	if role != config.RoleController && role != config.RoleWorker {
-		return nil, fmt.Errorf("rendering Ignition for %s: unknown role %q", node.Name, role)
-	}
-	data := r.data(node)
-	base, err := r.template("common.bu", node, data)
+	out, err := r.render(node)
 	if err != nil {
 		return nil, fmt.Errorf("rendering Ignition for %s: %w", node.Name, err)
 	}
-	roleCfg, err := r.template(role+".bu", node, data)
+	return out, nil
+}
+
+func (r *Renderer) render(node config.Node) ([]byte, error) {
+	if node.Role != config.RoleController && node.Role != config.RoleWorker {
+		return nil, fmt.Errorf("unknown role %q", node.Role)
+	}
+	if node.Name == "" {
+		return nil, fmt.Errorf("node has no name")
+	}
+	cfg, err := r.roleBase(node.Role)
 	if err != nil {
-		return nil, fmt.Errorf("rendering Ignition for %s: %w", node.Name, err)
+		return nil, err
 	}
-	cfg := ign.Merge(base, roleCfg)
-	snips := r.cfg.Ignition.Worker
-	key := "simlab:ignition.worker"
-	if role == config.RoleController {
-		snips, key = r.cfg.Ignition.Controller, "simlab:ignition.controller"
+	nc, err := translateTemplate("node.bu", r.nodeData(node))
+	if err != nil {
+		return nil, err
 	}
-	for i, s := range snips {
-		sc, err := r.snippet(fmt.Sprintf("%s[%d]", key, i), s)
-		if err != nil {
-			return nil, fmt.Errorf("rendering Ignition for %s: %w", node.Name, err)
-		}
-		cfg = ign.Merge(cfg, sc)
-	}
+	cfg = ign.Merge(cfg, nc)
 	for i, s := range r.cfg.Ignition.Nodes[node.Name] {
-		sc, err := r.snippet(fmt.Sprintf("simlab:ignition.nodes.%s[%d]", node.Name, i), s)
+		sc, err := translateCached(fmt.Sprintf("snippet simlab:ignition.nodes.%s[%d]", node.Name, i), []byte(s))
 		if err != nil {
-			return nil, fmt.Errorf("rendering Ignition for %s: %w", node.Name, err)
+			return nil, err
 		}
 		cfg = ign.Merge(cfg, sc)
 	}
-	if err := checkNode(cfg, data.CephDisk); err != nil {
-		return nil, fmt.Errorf("rendering Ignition for %s: %w", node.Name, err)
+	if err := checkNode(cfg, r.clusterData(node.Role).CephDisk); err != nil {
+		return nil, err
+	}
+	// The merged result must itself be a valid config: the Ignition
+	// validator's checks (without re-parsing the JSON we just wrote).
+	if rpt := validate.ValidateWithContext(cfg, nil); len(rpt.Entries) > 0 {
+		return nil, fmt.Errorf("merged config is invalid: %s", strings.TrimSpace(rpt.String()))
 	}
 	// clarketm/json omits empty structs, as Butane's own output does.
 	out, err := cjson.MarshalIndent(cfg, "", "  ")
 	if err != nil {
-		return nil, fmt.Errorf("rendering Ignition for %s: %w", node.Name, err)
-	}
-	// The merged result must itself be a valid config.
-	if _, rpt, err := ign.Parse(out); err != nil || len(rpt.Entries) > 0 {
-		return nil, fmt.Errorf("rendering Ignition for %s: merged config is invalid: %v %s", node.Name, err, strings.TrimSpace(rpt.String()))
+		return nil, err
 	}
 	return append(out, '\n'), nil
 }
 
-// template renders and translates one embedded template. Templates that
-// do not depend on the node (controller.bu, worker.bu) are cached.
-func (r *Renderer) template(name string, node config.Node, data templateData) (types.Config, error) {
+// execTemplate renders one embedded template to Butane YAML.
+func execTemplate(name string, data any) ([]byte, error) {
 	var buf bytes.Buffer
 	if err := templates.ExecuteTemplate(&buf, name, data); err != nil {
-		return types.Config{}, fmt.Errorf("template %s: %w", name, err)
+		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
-	return r.translateCached("templates/"+name+" (rendered for "+node.Name+")", buf.Bytes())
+	return buf.Bytes(), nil
 }
 
-// snippet translates a user snippet.
-func (r *Renderer) snippet(name, src string) (types.Config, error) {
-	return r.translateCached("snippet "+name, []byte(src))
+// translateTemplate renders and translates one embedded template.
+func translateTemplate(name string, data any) (types.Config, error) {
+	src, err := execTemplate(name, data)
+	if err != nil {
+		return types.Config{}, err
+	}
+	return translateCached("templates/"+name, src)
 }
 
-func (r *Renderer) translateCached(name string, src []byte) (types.Config, error) {
-	key := string(src)
-	r.mu.Lock()
-	c, ok := r.cache[key]
-	r.mu.Unlock()
-	if ok {
+// configCache maps exact source text to its translated (or merged) config.
+// Content-addressed: a hit is the same result, whoever asked.
+type configCache struct {
+	sync.Mutex
+	m map[string]types.Config
+}
+
+var (
+	// translations caches single translated documents.
+	translations = configCache{m: map[string]types.Config{}}
+	// mergedBases caches each role's merged shared part.
+	mergedBases = configCache{m: map[string]types.Config{}}
+)
+
+// maxCached bounds each cache (per-node documents pass through translations).
+const maxCached = 4096
+
+func cacheGet(c *configCache, key string) (types.Config, bool) {
+	c.Lock()
+	defer c.Unlock()
+	v, ok := c.m[key]
+	return v, ok
+}
+
+func cachePut(c *configCache, key string, v types.Config) {
+	c.Lock()
+	defer c.Unlock()
+	if len(c.m) >= maxCached {
+		clear(c.m)
+	}
+	c.m[key] = v
+}
+
+func translateCached(name string, src []byte) (types.Config, error) {
+	if c, ok := cacheGet(&translations, string(src)); ok {
 		return c, nil
 	}
 	c, err := Translate(name, src)
 	if err != nil {
 		return types.Config{}, err
 	}
-	r.mu.Lock()
-	r.cache[key] = c
-	r.mu.Unlock()
+	cachePut(&translations, string(src), c)
 	return c, nil
 }
 

@@ -157,3 +157,31 @@ func TestStaticNetworkLibvirt(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderIsPure: shared cached parts are never mutated by a render, and
+// the Renderer and RenderNode agree byte for byte.
+func TestRenderIsPure(t *testing.T) {
+	c := devStack(t)
+	m := testManifest(t)
+	w := c.NodesByRole(config.RoleWorker)
+	first := render(t, c, w[0])
+	r, err := NewRenderer(c, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes() {
+		if _, err := r.Render(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, err := r.Render(w[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(first) != string(again) {
+		t.Errorf("rendering other nodes changed %s's Ignition:\n%s", w[0].Name, firstDiff(string(first), string(again)))
+	}
+	if strings.Contains(string(again), w[1].Name) {
+		t.Errorf("%s's Ignition mentions %s", w[0].Name, w[1].Name)
+	}
+}
