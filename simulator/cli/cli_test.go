@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -231,5 +232,40 @@ func TestEnvOverridesDefaultsFlagsOverrideEnv(t *testing.T) {
 	c = workerCmd()
 	if err := envDefaults(c.Flags()); err == nil || !strings.Contains(err.Error(), "SIMULATOR_COMMIT_INTERVAL") {
 		t.Errorf("bad env value: want an error naming the variable, got %v", err)
+	}
+}
+
+// TestRunCommandReportsAndExitsZero runs `simulator run` as a process on a tiny dataset: exit 0,
+// a per-type table, and a JSON report with exact counts.
+func TestRunCommandReportsAndExitsZero(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ds")
+	o := dataset.DefaultGenOptions()
+	o.Types, o.SourcesPer, o.RecordsPer, o.Span = 2, 3, 20, time.Second
+	if err := dataset.Generate(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	report := filepath.Join(t.TempDir(), "report.json")
+	cmd := exec.Command(os.Args[0], "run", "--dataset", dir, "--workers", "2", "--report", report, "--delay", "500ms")
+	cmd.Env = append(os.Environ(), "SIMULATOR_TEST_AS_MAIN=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"type1 ", "type2 ", "TOTAL ", "OK: nothing lost, nothing early"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep sink.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Total.Expected != 120 || rep.Total.Received != 120 || rep.Total.Lost != 0 || rep.Total.Early != 0 || rep.Types["type2"].Expected != 60 {
+		t.Fatalf("report %s", b)
 	}
 }

@@ -237,13 +237,18 @@ func TestSUTRestartMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReceived(t, ctx, e, int64(d.RecordCount())/3)
+	restarted := time.Now()
 	if err := e.Sink.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	// A restart may lose what sat in socket buffers; the worker resends its failed batches. What
-	// counts here: every record arrives at least once and none early.
+	// A restart may lose what sat in socket buffers; the worker re-sends what it wrote in the last
+	// second (sched.ResendWindow) on each broken connection. So every record arrives at least once,
+	// none early, and the duplicates are at most what was received in the second before the restart
+	// plus what the broken connections' last writes carried.
 	rep := finish(t, ctx, e, d, st)
-	checkReport(t, rep, int64(d.RecordCount()), int64(d.RecordCount()))
+	bound := int64(e.Sink.CountBetween(restarted.Add(-time.Second), restarted.Add(500*time.Millisecond)))
+	t.Logf("SUT restart: %d duplicates (bound %d)", rep.Total.Duplicated, bound)
+	checkReport(t, rep, int64(d.RecordCount()), bound)
 }
 
 func TestRepeatLoopsTiming(t *testing.T) {
