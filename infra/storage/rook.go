@@ -77,6 +77,10 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 		SkipCrds:       pulumi.Bool(true),
 		Values: pulumi.Map{
 			"crds": pulumi.Map{"enabled": pulumi.Bool(false)},
+			// Rook deploys the Ceph CSI driver itself (rook-ceph.rbd.csi.ceph.com)
+			// instead of through the ceph-csi-operator subchart, whose CRDs
+			// would come with the release and outlive its order here.
+			"csi": pulumi.Map{"rookUseCsiOperator": pulumi.Bool(false)},
 			"image": pulumi.Map{
 				"tag": pulumi.String(v.Rook),
 			},

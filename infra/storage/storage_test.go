@@ -321,6 +321,9 @@ func TestMockVersionsComeFromConfig(t *testing.T) {
 				t.Errorf("release %s version %v, want %s", name, got, want)
 			}
 		}
+		if got := get(t, named(t, rec, tRelease, "rook-ceph"), "values.csi.rookUseCsiOperator"); got != false {
+			t.Errorf("rook chart: csi.rookUseCsiOperator = %v, want false (the StorageClass uses Rook's own CSI driver)", got)
+		}
 		if got := get(t, named(t, rec, tRelease, "rook-ceph"), "values.image.tag"); got != v.Rook {
 			t.Errorf("rook image tag %v, want %s", got, v.Rook)
 		}
