@@ -40,6 +40,13 @@ test-simulator: ## the simulator's tests only
 # --- end ignition ---
 
 # --- nodes and cluster (infra/nodes/, infra/cluster/) -----------------------
+# The kubeadm tests use the real kubeadm that `tools` builds into .cache/bin.
+GOLDEN_TARGETS += golden-cluster
+.PHONY: golden-cluster test-cluster
+golden-cluster: ## rewrite infra/cluster/testdata/golden/<stack>-{init,join}.yaml from the renderer
+	$(GO) test -count=1 -run TestGoldenKubeadmConfigs ./infra/cluster/ -args -update
+test-cluster: tools ## the nodes and cluster layers' tests (mock graph, kubeadm with the real binary)
+	$(GO) test -count=1 ./infra/nodes/... ./infra/cluster/...
 # --- end cluster ---
 
 # --- local control plane, chart and workloads (tests/, charts/, infra/workloads/)

@@ -1,11 +1,22 @@
 // Package cluster owns Kubernetes on the nodes: kubeadm init on the
 // controller, workers joined with a bootstrap token, Flannel and
 // metrics-server, and the admin kubeconfig as a secret output.
+//
+// Everything runs over SSH with pulumi-command. The bootstrap token is made
+// once on the Pulumi host and kept (as a secret) in state; kubeadm init skips
+// itself when /etc/kubernetes/admin.conf exists, join when kubelet.conf
+// exists, and no trigger changes between two `up`s, so a second `up` on a
+// healthy cluster runs nothing. Removing a worker from config drains it,
+// deletes its Node and runs `kubeadm reset` on it; destroy resets every node.
 package cluster
 
 import (
 	"fmt"
+	"strings"
 
+	"github.com/pulumi/pulumi-command/sdk/go/command/local"
+	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/config"
@@ -16,9 +27,11 @@ import (
 type Args struct {
 	// Cluster names the cluster and its networks.
 	Cluster config.Cluster
-	// Nodes are the booted machines from the nodes layer.
+	// Nodes are the booted machines from the nodes layer; each carries its
+	// own SSH connection.
 	Nodes []*nodes.Node
-	// SSH and SSHPrivateKey (secret) reach the nodes.
+	// SSH and SSHPrivateKey (secret) reach the nodes. The connections come
+	// with the nodes; these are kept for callers that build nodes themselves.
 	SSH           config.SSH
 	SSHPrivateKey pulumi.StringInput
 	// Versions pins Kubernetes, Flannel and metrics-server.
@@ -31,20 +44,225 @@ type Cluster struct {
 
 	// Kubeconfig is the admin kubeconfig (a secret).
 	Kubeconfig pulumi.StringOutput
+	// Provider is a Kubernetes provider built from Kubeconfig; the layers
+	// above deploy through it.
+	Provider *kubernetes.Provider
+	// Init is the kubeadm init command; Joins are the workers' join commands.
+	Init  *remote.Command
+	Joins []*remote.Command
 }
+
+// kubectl on the controller, as root with the admin kubeconfig.
+const kubectl = "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf"
 
 // New registers the cluster layer.
 func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOption) (*Cluster, error) {
 	if args == nil {
 		return nil, fmt.Errorf("cluster: args are required")
 	}
+	var ctrl *nodes.Node
+	var workers []*nodes.Node
+	for _, n := range args.Nodes {
+		switch {
+		case n.Role == config.RoleController && ctrl == nil:
+			ctrl = n
+		case n.Role == config.RoleController:
+			return nil, fmt.Errorf("cluster: more than one controller (%s, %s): only one is supported", ctrl.Name, n.Name)
+		default:
+			workers = append(workers, n)
+		}
+	}
+	if ctrl == nil {
+		return nil, fmt.Errorf("cluster: no controller among %d nodes", len(args.Nodes))
+	}
 	comp := &Cluster{}
 	if err := ctx.RegisterComponentResource("simlab:cluster:Cluster", name, comp, opts...); err != nil {
 		return nil, err
 	}
-	comp.Kubeconfig = pulumi.ToSecret(pulumi.String("")).(pulumi.StringOutput)
+	parent := pulumi.Parent(comp)
+	cname := args.Cluster.Name
+
+	// The bootstrap token: random bytes on the Pulumi host, made once and
+	// kept in state as a secret, so every later `up` sees the same token.
+	tokenCmd, err := local.NewCommand(ctx, cname+"-bootstrap-token", &local.CommandArgs{
+		Create:  pulumi.String(`LC_ALL=C tr -dc 'a-z0-9' </dev/urandom 2>/dev/null | head -c 22 | sed -E 's/^(.{6})(.{16})$/\1.\2/'`),
+		Logging: local.LoggingStderr,
+	}, parent, pulumi.AdditionalSecretOutputs([]string{"stdout"}))
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap token: %w", err)
+	}
+	token := pulumi.ToSecret(tokenCmd.Stdout.ApplyT(func(s string) (string, error) {
+		s = strings.TrimSpace(s)
+		if !ValidToken(s) {
+			return "", fmt.Errorf("bootstrap token from the Pulumi host has the wrong format")
+		}
+		return s, nil
+	})).(pulumi.StringOutput)
+
+	// kubeadm init on the controller, skipped when the cluster exists.
+	initConfig := pulumi.ToSecret(pulumi.All(token, ctrl.Address).ApplyT(func(v []any) (string, error) {
+		out, err := RenderInit(InitParams{Cluster: args.Cluster, KubernetesVersion: args.Versions.Kubernetes,
+			NodeName: ctrl.Name, AdvertiseAddress: v[1].(string), Token: v[0].(string)})
+		return string(out), err
+	})).(pulumi.StringOutput)
+	comp.Init, err = remote.NewCommand(ctx, ctrl.Name+"-kubeadm-init", &remote.CommandArgs{
+		Connection: ctrl.Connection,
+		Stdin:      initConfig,
+		Create: pulumi.String(writeConfig("init.yaml") + `
+if sudo test -f /etc/kubernetes/admin.conf; then echo "kubeadm init: cluster exists, skipped"; exit 0; fi
+sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
+		Delete:   pulumi.String(resetScript),
+		Triggers: pulumi.Array{ctrl.InstanceID},
+	}, parent, pulumi.DependsOn([]pulumi.Resource{ctrl}))
+	if err != nil {
+		return nil, fmt.Errorf("kubeadm init on %s: %w", ctrl.Name, err)
+	}
+
+	// The admin kubeconfig and, from its CA, the discovery hash.
+	fetch, err := remote.NewCommand(ctx, ctrl.Name+"-admin-kubeconfig", &remote.CommandArgs{
+		Connection: ctrl.Connection,
+		Create:     pulumi.String("sudo cat /etc/kubernetes/admin.conf"),
+		Logging:    remote.LoggingStderr,
+		Triggers:   pulumi.Array{comp.Init.ID()},
+	}, parent, pulumi.DependsOn([]pulumi.Resource{comp.Init}), pulumi.AdditionalSecretOutputs([]string{"stdout"}))
+	if err != nil {
+		return nil, fmt.Errorf("fetching the admin kubeconfig: %w", err)
+	}
+	comp.Kubeconfig = pulumi.ToSecret(fetch.Stdout).(pulumi.StringOutput)
+	caHash := pulumi.ToSecret(comp.Kubeconfig.ApplyT(CACertHashFromKubeconfig)).(pulumi.StringOutput)
+
+	// The controller's kubelet asks for a serving certificate too.
+	if _, err := remote.NewCommand(ctx, ctrl.Name+"-admit", &remote.CommandArgs{
+		Connection: ctrl.Connection,
+		Create:     pulumi.String(approveScript(ctrl.Name)),
+		Triggers:   pulumi.Array{comp.Init.ID()},
+	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch})); err != nil {
+		return nil, fmt.Errorf("admitting %s: %w", ctrl.Name, err)
+	}
+
+	for _, w := range workers {
+		join, err := joinWorker(ctx, comp, args, ctrl, w, token, caHash, fetch)
+		if err != nil {
+			return nil, err
+		}
+		comp.Joins = append(comp.Joins, join)
+	}
+
+	comp.Provider, err = kubernetes.NewProvider(ctx, name, &kubernetes.ProviderArgs{
+		Kubeconfig:            comp.Kubeconfig,
+		EnableServerSideApply: pulumi.BoolPtr(true),
+	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch}))
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	k8s := []pulumi.ResourceOption{parent, pulumi.Provider(comp.Provider), pulumi.DependsOn([]pulumi.Resource{comp.Init})}
+	if err := flannel(ctx, args.Cluster, args.Versions, k8s...); err != nil {
+		return nil, fmt.Errorf("flannel: %w", err)
+	}
+	if err := metricsServer(ctx, args.Versions, k8s...); err != nil {
+		return nil, fmt.Errorf("metrics-server: %w", err)
+	}
+
 	if err := ctx.RegisterResourceOutputs(comp, pulumi.Map{"kubeconfig": comp.Kubeconfig}); err != nil {
 		return nil, err
 	}
 	return comp, nil
 }
+
+// joinWorker refreshes the bootstrap token on the controller, joins the
+// worker, then approves its kubelet serving certificate. Deleting the
+// resources drains and deletes the Node first, then resets the worker.
+func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.Node,
+	token, caHash pulumi.StringOutput, fetch *remote.Command) (*remote.Command, error) {
+	parent := pulumi.Parent(comp)
+	// Tokens expire (24h); a worker added days later gets the same token
+	// refreshed for an hour.
+	refresh, err := remote.NewCommand(ctx, w.Name+"-join-token", &remote.CommandArgs{
+		Connection: ctrl.Connection,
+		Stdin:      token,
+		Create: pulumi.String(fmt.Sprintf(`set -eu
+read -r tok
+create() { sudo kubeadm token create "$tok" --ttl 1h --description %s >/dev/null; }
+create 2>/dev/null || { sudo kubeadm token delete "${tok%%%%.*}" >/dev/null 2>&1 || true; create; }`, shq("simlab: join "+w.Name))),
+		Triggers: pulumi.Array{w.InstanceID, comp.Init.ID()},
+	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch}))
+	if err != nil {
+		return nil, fmt.Errorf("refreshing the join token for %s: %w", w.Name, err)
+	}
+
+	joinConfig := pulumi.ToSecret(pulumi.All(token, caHash, ctrl.Address).ApplyT(func(v []any) (string, error) {
+		out, err := RenderJoin(JoinParams{NodeName: w.Name, ControllerAddress: v[2].(string),
+			Token: v[0].(string), CACertHash: v[1].(string)})
+		return string(out), err
+	})).(pulumi.StringOutput)
+	join, err := remote.NewCommand(ctx, w.Name+"-kubeadm-join", &remote.CommandArgs{
+		Connection: w.Connection,
+		Stdin:      joinConfig,
+		Create: pulumi.String(writeConfig("join.yaml") + `
+if sudo test -f /etc/kubernetes/kubelet.conf; then echo "kubeadm join: already joined, skipped"; exit 0; fi
+sudo kubeadm join --config ` + ConfigDir + `/join.yaml`),
+		Delete:   pulumi.String(resetScript),
+		Triggers: pulumi.Array{w.InstanceID, comp.Init.ID()},
+	}, parent, pulumi.DependsOn([]pulumi.Resource{comp.Init, refresh, w}))
+	if err != nil {
+		return nil, fmt.Errorf("joining %s: %w", w.Name, err)
+	}
+
+	// Created after the join, so deleted before it: drain and delete the
+	// Node while the worker still runs, then the join's delete resets it.
+	if _, err := remote.NewCommand(ctx, w.Name+"-admit", &remote.CommandArgs{
+		Connection: ctrl.Connection,
+		Create:     pulumi.String(approveScript(w.Name)),
+		Delete:     pulumi.String(drainScript(w.Name)),
+		Triggers:   pulumi.Array{join.ID()},
+	}, parent, pulumi.DependsOn([]pulumi.Resource{join})); err != nil {
+		return nil, fmt.Errorf("admitting %s: %w", w.Name, err)
+	}
+	return join, nil
+}
+
+// writeConfig stores stdin (a kubeadm config) as root-only ConfigDir/file.
+func writeConfig(file string) string {
+	return fmt.Sprintf(`set -eu
+sudo install -d -m 0700 %[1]s
+sudo sh -c 'umask 077; cat > %[1]s/%[2]s'`, ConfigDir, file)
+}
+
+// resetScript undoes init or join on a node; it never fails, so destroy
+// never hangs on a node that is already gone or half set up.
+const resetScript = `sudo kubeadm reset -f --cri-socket ` + CRISocket + ` || true
+sudo rm -rf ` + ConfigDir + ` /etc/cni/net.d /var/lib/cni /run/flannel || true
+sudo ip link delete cni0 2>/dev/null || true
+sudo ip link delete flannel.1 2>/dev/null || true`
+
+// approveScript approves the node's pending kubelet serving certificate
+// request (serverTLSBootstrap) and waits until one is approved, polling with
+// a deadline. Only requests by system:node:<node> for the kubelet-serving
+// signer are approved.
+func approveScript(node string) string {
+	return fmt.Sprintf(`set -u
+k=%q
+user=%s
+for i in $(seq 1 90); do
+  $k get csr --field-selector spec.signerName=kubernetes.io/kubelet-serving --no-headers \
+    -o custom-columns=NAME:.metadata.name,USER:.spec.username,COND:.status.conditions[*].type 2>/dev/null >/tmp/simlab-csr.$$ || true
+  awk -v u="$user" '$2 == u && $3 == "<none>" {print $1}' /tmp/simlab-csr.$$ | xargs -r $k certificate approve >/dev/null
+  if awk -v u="$user" '$2 == u && $3 ~ /Approved/ {f=1} END {exit !f}' /tmp/simlab-csr.$$; then rm -f /tmp/simlab-csr.$$; exit 0; fi
+  sleep 2
+done
+rm -f /tmp/simlab-csr.$$
+echo "no kubelet serving certificate request from $user within 180s (is its kubelet running?)" >&2
+exit 1`, kubectl, shq("system:node:"+node))
+}
+
+// drainScript drains and deletes a worker's Node; it never fails.
+func drainScript(node string) string {
+	return fmt.Sprintf(`k=%q
+if $k get node %[2]s >/dev/null 2>&1; then
+  $k drain %[2]s --ignore-daemonsets --delete-emptydir-data --force --timeout=120s || echo "drain %[2]s incomplete; deleting the node anyway" >&2
+  $k delete node %[2]s --wait=false || true
+fi`, kubectl, node)
+}
+
+// shq quotes s for a POSIX shell.
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'" }

@@ -1,15 +1,24 @@
 // Package nodes owns the machines of a stack: Fedora CoreOS nodes booted from
-// their Ignition, on a libvirt hypervisor or on listed bare metal. It exports,
-// per node, its name, role and address for the cluster layer.
+// their Ignition, on a libvirt hypervisor (libvirt.go) or on listed bare metal
+// (metal.go). It exports, per node, its name, role, address, an instance ID
+// that changes when the machine is recreated, and an SSH connection for the
+// cluster layer. Every command runs through pulumi-command: over SSH on the
+// hypervisor or the node, or locally for files the artifact server serves.
 package nodes
 
 import (
 	"fmt"
+	"strings"
 
+	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/config"
 )
+
+// Renderer returns a node's Ignition config (JSON). The ignition package's
+// RenderNode, bound to the stack's config and artifact manifest, is one.
+type Renderer func(node config.Node) ([]byte, error)
 
 // Args are the typed inputs of the nodes layer.
 type Args struct {
@@ -31,12 +40,14 @@ type Args struct {
 	// Artifacts locates the artifact server; Versions pins what it serves.
 	Artifacts config.Artifacts
 	Versions  config.Versions
-	// Ignition holds user snippets.
+	// Ignition holds user snippets (Render merges them).
 	Ignition config.Ignition
+	// Render produces each node's Ignition. Required.
+	Render Renderer
 }
 
-// Node is one machine. Its children (disks, domain, PXE entry) belong to it,
-// so adding a worker adds exactly one Node and its children.
+// Node is one machine. Its children (disks, domain, PXE entry, SSH wait)
+// belong to it, so adding a worker adds exactly one Node and its children.
 type Node struct {
 	pulumi.ResourceState
 
@@ -44,8 +55,13 @@ type Node struct {
 	Name string
 	// Role is controller or worker.
 	Role string
-	// Address is the node's IP once known.
+	// Address is the node's IP once known (static from config or from DHCP).
 	Address pulumi.StringOutput
+	// InstanceID changes when the machine is recreated (libvirt domain UUID,
+	// metal MAC); the cluster layer re-runs init or join when it changes.
+	InstanceID pulumi.StringOutput
+	// Connection reaches the node over SSH once it answers (a secret: it holds the key).
+	Connection remote.ConnectionOutput
 }
 
 // Nodes is the nodes layer.
@@ -56,32 +72,114 @@ type Nodes struct {
 	Nodes []*Node
 }
 
+// SSH connection retry budget while a node boots: DialErrorLimit attempts of
+// up to PerDialTimeout seconds each (~30 minutes for a PXE install).
+const (
+	dialErrorLimit = 180
+	perDialTimeout = 10
+)
+
 // New registers the nodes layer.
 func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOption) (*Nodes, error) {
 	if args == nil {
 		return nil, fmt.Errorf("nodes: args are required")
 	}
+	if args.Render == nil {
+		return nil, fmt.Errorf("nodes: Args.Render is required (the node Ignition renderer)")
+	}
+	if args.SSHPrivateKey == nil {
+		return nil, fmt.Errorf("nodes: Args.SSHPrivateKey is required")
+	}
+	var p provider
+	switch args.Provider {
+	case config.ProviderLibvirt:
+		if args.Libvirt == nil {
+			return nil, fmt.Errorf("nodes: simlab:libvirt must be set for provider libvirt")
+		}
+		p = &libvirtProvider{args: args}
+	case config.ProviderMetal:
+		if args.Metal == nil {
+			return nil, fmt.Errorf("nodes: simlab:metal must be set for provider metal")
+		}
+		p = &metalProvider{args: args}
+	default:
+		return nil, fmt.Errorf("nodes: provider %q has no nodes (want libvirt or metal)", args.Provider)
+	}
+
 	comp := &Nodes{}
 	if err := ctx.RegisterComponentResource("simlab:nodes:Nodes", name, comp, opts...); err != nil {
 		return nil, err
 	}
+	if err := p.shared(ctx, comp); err != nil {
+		return nil, err
+	}
 	names := pulumi.StringArray{}
+	addrs := pulumi.StringMap{}
 	for _, n := range args.Nodes {
+		ign, err := args.Render(n)
+		if err != nil {
+			return nil, fmt.Errorf("rendering Ignition for %s: %w", n.Name, err)
+		}
 		node := &Node{Name: n.Name, Role: n.Role}
 		if err := ctx.RegisterComponentResource("simlab:nodes:Node", n.Name, node, pulumi.Parent(comp)); err != nil {
 			return nil, fmt.Errorf("registering node %s: %w", n.Name, err)
 		}
-		node.Address = pulumi.String(n.IP).ToStringOutput()
+		if err := p.node(ctx, node, n, string(ign)); err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.Name, err)
+		}
 		if err := ctx.RegisterResourceOutputs(node, pulumi.Map{
-			"name": pulumi.String(n.Name), "role": pulumi.String(n.Role), "address": node.Address,
+			"name": pulumi.String(n.Name), "role": pulumi.String(n.Role),
+			"address": node.Address, "instanceID": node.InstanceID,
 		}); err != nil {
 			return nil, err
 		}
 		comp.Nodes = append(comp.Nodes, node)
 		names = append(names, pulumi.String(n.Name))
+		addrs[n.Name] = node.Address
 	}
-	if err := ctx.RegisterResourceOutputs(comp, pulumi.Map{"names": names}); err != nil {
+	if err := ctx.RegisterResourceOutputs(comp, pulumi.Map{"names": names, "addresses": addrs}); err != nil {
 		return nil, err
 	}
 	return comp, nil
 }
+
+// provider is how one kind of machine is brought up.
+type provider interface {
+	// shared registers resources all nodes use (e.g. the base image).
+	shared(ctx *pulumi.Context, parent *Nodes) error
+	// node registers one node's children and fills its outputs.
+	node(ctx *pulumi.Context, node *Node, n config.Node, ignition string) error
+}
+
+// waitForSSH registers a command that succeeds once the node answers SSH,
+// and sets the node's Connection. It prints the node's machine ID.
+func waitForSSH(ctx *pulumi.Context, node *Node, args *Args, host pulumi.StringOutput, proxy remote.ProxyConnectionPtrInput,
+	triggers pulumi.ArrayInput, deps []pulumi.Resource) error {
+	conn := remote.ConnectionArgs{
+		Host:           host,
+		User:           pulumi.String(args.SSH.User),
+		PrivateKey:     args.SSHPrivateKey,
+		DialErrorLimit: pulumi.Int(dialErrorLimit),
+		PerDialTimeout: pulumi.Int(perDialTimeout),
+		Proxy:          proxy,
+	}
+	wait, err := remote.NewCommand(ctx, node.Name+"-ssh", &remote.CommandArgs{
+		Connection: conn,
+		// Ignition has run once sshd accepts our key; wait for the boot to settle.
+		Create:   pulumi.String("systemctl is-system-running --wait >/dev/null || true; cat /etc/machine-id"),
+		Triggers: triggers,
+	}, pulumi.Parent(node), pulumi.DependsOn(deps))
+	if err != nil {
+		return fmt.Errorf("waiting for SSH: %w", err)
+	}
+	// The connection is handed out only after SSH answered.
+	node.Connection = remote.ConnectionArgs{
+		Host: pulumi.All(wait.Stdout, host).ApplyT(func(v []any) string { return v[1].(string) }).(pulumi.StringOutput),
+		User: pulumi.String(args.SSH.User), PrivateKey: args.SSHPrivateKey,
+		DialErrorLimit: pulumi.Int(30), PerDialTimeout: pulumi.Int(perDialTimeout), Proxy: proxy,
+	}.ToConnectionOutput()
+	return nil
+}
+
+// shq quotes s for a POSIX shell.
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'" }

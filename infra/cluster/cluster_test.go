@@ -1,0 +1,340 @@
+package cluster_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra/cluster"
+	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/nodes"
+	"github.com/simlab/simlab/infra/nodes/mockmon"
+)
+
+// Values the mocked commands "print"; none may appear in plain text.
+const (
+	fakeToken      = "zq7x1k.m4p9w2r8t6y3u5i0"
+	fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-ssh-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"
+	clientKeyMark  = "TESTONLY-client-key-of-the-admin-kubeconfig"
+)
+
+const (
+	typRemote = "command:remote:Command"
+	typLocal  = "command:local:Command"
+)
+
+var fakeKubeconfig, fakeCAHash = func() (string, string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubernetes"},
+		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	hash, err := cluster.CACertHash(ca)
+	if err != nil {
+		panic(err)
+	}
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: dev
+  cluster:
+    certificate-authority-data: %s
+    server: https://192.168.122.10:6443
+users:
+- name: kubernetes-admin
+  user:
+    client-key-data: %s
+`, base64.StdEncoding.EncodeToString(ca), base64.StdEncoding.EncodeToString([]byte(clientKeyMark)))
+	return kc, hash
+}()
+
+// outputs are what the mocked commands print.
+func outputs(args pulumi.MockResourceArgs) resource.PropertyMap {
+	if args.TypeToken != typRemote && args.TypeToken != typLocal {
+		return nil
+	}
+	out := ""
+	switch n := args.Name; {
+	case strings.HasSuffix(n, "-bootstrap-token"):
+		out = fakeToken + "\n"
+	case strings.HasSuffix(n, "-admin-kubeconfig"):
+		out = fakeKubeconfig
+	case strings.HasSuffix(n, "-domain"):
+		out = "uuid-of-" + n + "\n"
+	case strings.HasSuffix(n, "-address"):
+		out = fmt.Sprintf("192.168.122.%d\n", 10+len(n)%200)
+	case strings.HasSuffix(n, "-ssh"):
+		out = "machine-id-" + n + "\n"
+	}
+	return resource.PropertyMap{"stdout": resource.NewProperty(out), "stderr": resource.NewProperty("")}
+}
+
+func stackConfig(workers int) *config.Config {
+	c := config.Default()
+	c.Cluster.Name = "dev"
+	c.Workers.Count = workers
+	c.Libvirt = &config.Libvirt{Host: "hv.example", Port: 22, User: "root", URI: "qemu:///system",
+		Network: "default", ImageDir: "/var/lib/libvirt/images/simlab-dev", PrefixLength: 24}
+	c.Artifacts.URL = "http://192.168.122.1:8080"
+	return &c
+}
+
+// fakeRender stands in for the ignition package's renderer.
+func fakeRender(n config.Node) ([]byte, error) {
+	return []byte(`{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/hostname","contents":{"source":"data:,` + n.Name + `"}}]}}`), nil
+}
+
+// deploy runs the nodes and cluster layers for c under the mock monitor; a
+// sink resource takes the cluster's exported outputs as inputs, so the
+// record shows whether they arrive as secrets.
+func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
+	t.Helper()
+	m, err := mockmon.Run(func(ctx *pulumi.Context) error {
+		key := pulumi.ToSecret(pulumi.String(fakePrivateKey)).(pulumi.StringOutput)
+		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
+			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
+			Libvirt: c.Libvirt, Metal: c.Metal, SSH: c.SSH, SSHPrivateKey: key, Artifacts: c.Artifacts,
+			Versions: c.Versions, Render: fakeRender,
+		})
+		if err != nil {
+			return err
+		}
+		cl, err := cluster.New(ctx, "cluster", &cluster.Args{Cluster: c.Cluster, Nodes: ns.Nodes, SSH: c.SSH,
+			SSHPrivateKey: key, Versions: c.Versions}, pulumi.DependsOn([]pulumi.Resource{ns}))
+		if err != nil {
+			return err
+		}
+		var sink pulumi.CustomResourceState
+		return ctx.RegisterResource("test:index:Sink", "sink", pulumi.Map{
+			"kubeconfig": cl.Kubeconfig, "controllerConnection": ns.Nodes[0].Connection,
+		}, &sink)
+	}, outputs)
+	if err != nil {
+		t.Fatalf("program failed under mocks: %v", err)
+	}
+	return m
+}
+
+func TestMockOneInitAndAJoinPerWorker(t *testing.T) {
+	for _, workers := range []int{2, 50} {
+		t.Run(fmt.Sprintf("1+%d", workers), func(t *testing.T) {
+			m := deploy(t, stackConfig(workers))
+			inits := m.Select(typRemote, "-kubeadm-init")
+			if len(inits) != 1 || inits[0].Name != "dev-controller-1-kubeadm-init" {
+				t.Fatalf("want one kubeadm init on dev-controller-1, got %v", names(inits))
+			}
+			joins := m.Select(typRemote, "-kubeadm-join")
+			if len(joins) != workers {
+				t.Fatalf("want %d joins, got %d", workers, len(joins))
+			}
+			for i := 1; i <= workers; i++ {
+				j, ok := m.Find(typRemote, fmt.Sprintf("dev-worker-%d-kubeadm-join", i))
+				if !ok {
+					t.Fatalf("no join for dev-worker-%d", i)
+				}
+				if !j.DependsOn(inits[0]) {
+					t.Errorf("%s does not depend on the init", j.Name)
+				}
+				ssh, _ := m.Find(typRemote, fmt.Sprintf("dev-worker-%d-ssh", i))
+				if !j.DependsOn(ssh) {
+					t.Errorf("%s does not wait for its node's SSH", j.Name)
+				}
+			}
+			ds, ok := m.Find("kubernetes:apps/v1:DaemonSet", "kube-flannel-ds")
+			if !ok || !ds.DependsOn(inits[0]) {
+				t.Errorf("Flannel must be deployed after init (found %v, deps %v)", ok, ds.Dependencies)
+			}
+			ms, ok := m.Find("kubernetes:yaml/v2:ConfigFile", "metrics-server")
+			if !ok || !ms.DependsOn(inits[0]) {
+				t.Errorf("metrics-server must be deployed after init")
+			}
+		})
+	}
+}
+
+func names(rs []mockmon.Resource) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+func TestMockSecretsStaySecret(t *testing.T) {
+	m := deploy(t, stackConfig(2))
+	// No secret value appears in any plain-text input or output.
+	needles := map[string]string{
+		"bootstrap token": fakeToken, "token secret half": strings.Split(fakeToken, ".")[1],
+		"SSH private key": "TESTONLY-ssh-key", "admin kubeconfig": base64.StdEncoding.EncodeToString([]byte(clientKeyMark)),
+		"CA hash": strings.TrimPrefix(fakeCAHash, "sha256:"),
+	}
+	for what, needle := range needles {
+		if hits := m.FindPlain(needle); len(hits) > 0 {
+			t.Errorf("%s in plain text at %v", what, hits)
+		}
+	}
+	// The values themselves are secrets where they live.
+	secret := []struct{ typ, name, side, key string }{
+		{typLocal, "dev-bootstrap-token", "out", "stdout"},
+		{typRemote, "dev-controller-1-admin-kubeconfig", "out", "stdout"},
+		{typRemote, "dev-controller-1-kubeadm-init", "in", "stdin"},
+		{typRemote, "dev-worker-1-kubeadm-join", "in", "stdin"},
+		{typRemote, "dev-worker-2-join-token", "in", "stdin"},
+		{typRemote, "dev-worker-2-kubeadm-join", "in", "connection"},
+		{"pulumi:providers:kubernetes", "cluster", "in", "kubeconfig"},
+		{"test:index:Sink", "sink", "in", "kubeconfig"},
+		{"test:index:Sink", "sink", "in", "controllerConnection"},
+	}
+	for _, s := range secret {
+		r, ok := m.Find(s.typ, s.name)
+		if !ok {
+			t.Errorf("no %s %s", s.typ, s.name)
+			continue
+		}
+		pm := r.Inputs
+		if s.side == "out" {
+			pm = r.Outputs
+		}
+		if !mockmon.IsSecret(pm, s.key) {
+			t.Errorf("%s %s: %s is not a secret", s.name, s.side, s.key)
+		}
+	}
+	// And they carry the right content: the token and CA hash reach the join config.
+	join, _ := m.Find(typRemote, "dev-worker-1-kubeadm-join")
+	cfg := mockmon.String(join.Inputs, "stdin")
+	for _, want := range []string{"token: " + fakeToken, fakeCAHash, "name: dev-worker-1", "apiServerEndpoint: 192.168.122."} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("join config lacks %q:\n%s", want, cfg)
+		}
+	}
+	kc, _ := m.Find("test:index:Sink", "sink")
+	if mockmon.String(kc.Inputs, "kubeconfig") != fakeKubeconfig {
+		t.Errorf("the exported kubeconfig is not the controller's admin.conf")
+	}
+}
+
+// Adding a worker adds exactly one node and one join, and changes nothing
+// that exists; deploying the same config twice yields identical inputs
+// (stable triggers: a second `up` changes nothing).
+func TestMockAddingAWorkerAddsOneNodeAndOneJoin(t *testing.T) {
+	a := deploy(t, stackConfig(2))
+	again := deploy(t, stackConfig(2))
+	b := deploy(t, stackConfig(3))
+	index := func(m *mockmon.Monitor) map[string]mockmon.Resource {
+		out := map[string]mockmon.Resource{}
+		for _, r := range m.Resources() {
+			out[r.Key()] = r
+		}
+		return out
+	}
+	before, same := index(a), index(again)
+	for k, r := range before {
+		if !r.Inputs.DeepEquals(same[k].Inputs) {
+			t.Errorf("a second run changed the inputs of %s", k)
+		}
+	}
+	var added []mockmon.Resource
+	for k, r := range index(b) {
+		old, ok := before[k]
+		if !ok {
+			added = append(added, r)
+			continue
+		}
+		if !old.Inputs.DeepEquals(r.Inputs) {
+			t.Errorf("adding a worker changed the inputs of %s", k)
+		}
+	}
+	if len(index(b)) < len(before) {
+		t.Errorf("adding a worker removed resources")
+	}
+	count := map[string]int{}
+	for _, r := range added {
+		switch {
+		case r.Type == "simlab:nodes:Node":
+			count["node"]++
+		case r.Type == typRemote && strings.HasSuffix(r.Name, "-kubeadm-join"):
+			count["join"]++
+		}
+		if !strings.HasPrefix(r.Name, "dev-worker-3") {
+			t.Errorf("adding dev-worker-3 added %s", r.Key())
+		}
+	}
+	if count["node"] != 1 || count["join"] != 1 {
+		t.Errorf("want exactly one new node and one new join, got %v (added %v)", count, names(added))
+	}
+}
+
+// A worker removed from config is drained and its Node deleted (the admit
+// command's delete, which runs first because it depends on the join), then
+// reset (the join's delete).
+func TestMockRemovedWorkerIsDrainedDeletedAndReset(t *testing.T) {
+	m := deploy(t, stackConfig(2))
+	for _, w := range []string{"dev-worker-1", "dev-worker-2"} {
+		admit, ok := m.Find(typRemote, w+"-admit")
+		join, _ := m.Find(typRemote, w+"-kubeadm-join")
+		if !ok || !admit.DependsOn(join) {
+			t.Fatalf("%s-admit must exist and depend on the join (so it is deleted first)", w)
+		}
+		del := mockmon.String(admit.Inputs, "delete")
+		for _, want := range []string{"drain " + w, "delete node " + w} {
+			if !strings.Contains(del, want) {
+				t.Errorf("%s-admit delete lacks %q:\n%s", w, want, del)
+			}
+		}
+		if !strings.Contains(mockmon.String(join.Inputs, "delete"), "kubeadm reset -f") {
+			t.Errorf("%s join delete does not reset the node", w)
+		}
+		if !strings.Contains(mockmon.String(admit.Inputs, "create"), "certificate approve") {
+			t.Errorf("%s-admit does not approve the kubelet serving certificate", w)
+		}
+	}
+	init, _ := m.Find(typRemote, "dev-controller-1-kubeadm-init")
+	if !strings.Contains(mockmon.String(init.Inputs, "delete"), "kubeadm reset -f") {
+		t.Errorf("destroy must reset the controller")
+	}
+	if c := mockmon.String(init.Inputs, "create"); !strings.Contains(c, "test -f /etc/kubernetes/admin.conf") {
+		t.Errorf("init must skip an existing cluster:\n%s", c)
+	}
+}
+
+func TestMockFlannelFollowsPodCIDR(t *testing.T) {
+	c := stackConfig(1)
+	c.Cluster.PodCIDR = "10.50.0.0/16"
+	m := deploy(t, c)
+	cm, ok := m.Find("kubernetes:core/v1:ConfigMap", "kube-flannel-cfg")
+	if !ok {
+		t.Fatal("no flannel ConfigMap")
+	}
+	data := cm.Inputs["data"].ObjectValue()
+	net := data["net-conf.json"].StringValue()
+	if !strings.Contains(net, `"Network":"10.50.0.0/16"`) || !strings.Contains(net, `"Type":"vxlan"`) {
+		t.Errorf("net-conf.json = %s", net)
+	}
+	init, _ := m.Find(typRemote, "dev-controller-1-kubeadm-init")
+	if !strings.Contains(mockmon.String(init.Inputs, "stdin"), "podSubnet: 10.50.0.0/16") {
+		t.Errorf("kubeadm podSubnet does not follow the config")
+	}
+	ds, _ := m.Find("kubernetes:apps/v1:DaemonSet", "kube-flannel-ds")
+	if s := fmt.Sprint(ds.Inputs); !strings.Contains(s, "ghcr.io/flannel-io/flannel:"+c.Versions.Flannel) {
+		t.Errorf("flannel image is not the pinned version")
+	}
+}

@@ -1,0 +1,200 @@
+package nodes
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra/config"
+)
+
+// libvirtProvider boots each node as a libvirt domain on one hypervisor host
+// reached over SSH: an overlay qcow2 on the Fedora CoreOS base image, a raw
+// Ceph data disk for workers, and the node's Ignition passed through QEMU's
+// fw_cfg (opt/com.coreos/config). Nodes are reached through the hypervisor
+// as an SSH jump host, so the libvirt network may stay NATed.
+type libvirtProvider struct {
+	args      *Args
+	baseImage *remote.Command
+}
+
+// hypervisor is the SSH connection to the libvirt host.
+func (p *libvirtProvider) hypervisor() remote.ConnectionArgs {
+	l := p.args.Libvirt
+	return remote.ConnectionArgs{
+		Host: pulumi.String(l.Host), Port: pulumi.Float64(float64(l.Port)),
+		User: pulumi.String(l.User), PrivateKey: p.args.SSHPrivateKey,
+	}
+}
+
+// BaseImageName is the Fedora CoreOS QEMU image's file name for a release.
+func BaseImageName(release string) string {
+	return fmt.Sprintf("fedora-coreos-%s-qemu.x86_64.qcow2", release)
+}
+
+// BaseImageURL is where the artifact server serves the compressed QEMU image.
+func BaseImageURL(artifactsURL, release string) string {
+	return strings.TrimSuffix(artifactsURL, "/") + "/fcos/" + BaseImageName(release) + ".xz"
+}
+
+func (p *libvirtProvider) basePath() string {
+	return path.Join(p.args.Libvirt.ImageDir, BaseImageName(p.args.Versions.FCOSRelease))
+}
+
+// shared downloads the base image onto the hypervisor once per release.
+func (p *libvirtProvider) shared(ctx *pulumi.Context, parent *Nodes) error {
+	img := p.basePath()
+	url := BaseImageURL(p.args.Artifacts.URL, p.args.Versions.FCOSRelease)
+	create := fmt.Sprintf(`set -eu
+img=%s
+mkdir -p %s
+if [ ! -s "$img" ]; then
+  curl -fsSL --retry 5 -o "$img.xz.part" %s
+  xz -dc "$img.xz.part" > "$img.part"
+  rm -f "$img.xz.part"
+  mv "$img.part" "$img"
+fi
+qemu-img info "$img" >/dev/null`, shq(img), shq(p.args.Libvirt.ImageDir), shq(url))
+	var err error
+	p.baseImage, err = remote.NewCommand(ctx, p.args.Cluster.Name+"-fcos-image", &remote.CommandArgs{
+		Connection: p.hypervisor(),
+		Create:     pulumi.String(create),
+		Delete:     pulumi.String(fmt.Sprintf("rm -f %s; rmdir %s 2>/dev/null || true", shq(img), shq(p.args.Libvirt.ImageDir))),
+		Triggers:   pulumi.Array{pulumi.String(img)},
+	}, pulumi.Parent(parent))
+	if err != nil {
+		return fmt.Errorf("base image: %w", err)
+	}
+	return nil
+}
+
+// MAC derives a stable MAC address (QEMU's 52:54:00 prefix) from the cluster
+// and node names, so a recreated node keeps its DHCP lease.
+func MAC(cluster, node string) string {
+	s := sha256.Sum256([]byte(cluster + "/" + node))
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", s[0], s[1], s[2])
+}
+
+// ignitionHash is the sha256 of a node's Ignition, used as a replacement trigger.
+func ignitionHash(ign string) string {
+	s := sha256.Sum256([]byte(ign))
+	return hex.EncodeToString(s[:])
+}
+
+func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, ign string) error {
+	l := p.args.Libvirt
+	pool := p.args.Controllers
+	if n.Role == config.RoleWorker {
+		pool = p.args.Workers
+	}
+	virsh := "virsh --connect " + shq(l.URI)
+	ignPath := path.Join(l.ImageDir, n.Name+".ign")
+	diskPath := path.Join(l.ImageDir, n.Name+".qcow2")
+	cephPath := path.Join(l.ImageDir, n.Name+"-ceph.raw")
+	withCeph := n.Role == config.RoleWorker && pool.CephDiskGiB > 0
+	// Ignition runs on first boot only, so a changed Ignition means a new
+	// machine. Controllers ignore the drift unless the stack opts in
+	// (typhoon PR #335): replacing the controller replaces the cluster.
+	followIgnition := n.Role == config.RoleWorker || l.ReplaceControllersOnIgnitionChange
+
+	ignOpts := []pulumi.ResourceOption{pulumi.Parent(node)}
+	if !followIgnition {
+		ignOpts = append(ignOpts, pulumi.IgnoreChanges([]string{"stdin"}))
+	}
+	ignFile, err := remote.NewCommand(ctx, n.Name+"-ignition", &remote.CommandArgs{
+		Connection: p.hypervisor(),
+		Create: pulumi.String(fmt.Sprintf(`set -eu
+mkdir -p %[1]s
+cat > %[2]s.part
+chmod 0644 %[2]s.part
+mv %[2]s.part %[2]s
+if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svirt_home_t %[2]s; fi`, shq(l.ImageDir), shq(ignPath))),
+		Delete: pulumi.String("rm -f " + shq(ignPath)),
+		Stdin:  pulumi.String(ign),
+	}, ignOpts...)
+	if err != nil {
+		return fmt.Errorf("ignition file: %w", err)
+	}
+
+	diskTriggers := pulumi.Array{pulumi.String(diskPath), pulumi.Int(pool.DiskGiB), pulumi.Int(pool.CephDiskGiB)}
+	if followIgnition {
+		diskTriggers = append(diskTriggers, pulumi.String(ignitionHash(ign)))
+	}
+	create := fmt.Sprintf("set -eu\nqemu-img create -q -f qcow2 -F qcow2 -b %s %s %dG",
+		shq(p.basePath()), shq(diskPath), pool.DiskGiB)
+	del := "rm -f " + shq(diskPath)
+	if withCeph {
+		create += fmt.Sprintf("\nqemu-img create -q -f raw %s %dG", shq(cephPath), pool.CephDiskGiB)
+		del += " " + shq(cephPath)
+	}
+	disks, err := remote.NewCommand(ctx, n.Name+"-disks", &remote.CommandArgs{
+		Connection: p.hypervisor(),
+		Create:     pulumi.String(create),
+		// Never rewrite a disk in place: every change that matters is a trigger.
+		Update:   pulumi.String("true"),
+		Delete:   pulumi.String(del),
+		Triggers: diskTriggers,
+	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{p.baseImage}), pulumi.DeleteBeforeReplace(true))
+	if err != nil {
+		return fmt.Errorf("disks: %w", err)
+	}
+
+	install := []string{
+		"virt-install --connect " + shq(l.URI),
+		"--name " + shq(n.Name),
+		fmt.Sprintf("--vcpus %d --memory %d", pool.CPUs, pool.MemoryMiB),
+		"--os-variant fedora-coreos-stable --import --graphics none --noautoconsole --autostart",
+		fmt.Sprintf("--network network=%s,mac=%s,model=virtio", shq(l.Network), MAC(p.args.Cluster.Name, n.Name)),
+		fmt.Sprintf("--disk path=%s,format=qcow2,bus=virtio", shq(diskPath)),
+	}
+	if withCeph {
+		install = append(install, fmt.Sprintf("--disk path=%s,format=raw,bus=virtio,serial=ceph", shq(cephPath)))
+	}
+	install = append(install, shq("--qemu-commandline=-fw_cfg name=opt/com.coreos/config,file="+ignPath))
+	domain, err := remote.NewCommand(ctx, n.Name+"-domain", &remote.CommandArgs{
+		Connection: p.hypervisor(),
+		Create: pulumi.String(fmt.Sprintf("set -eu\n%s dominfo %s >/dev/null 2>&1 || %s\n%s domuuid %s",
+			virsh, shq(n.Name), strings.Join(install, " \\\n  "), virsh, shq(n.Name))),
+		Update: pulumi.String(fmt.Sprintf("%s domuuid %s", virsh, shq(n.Name))),
+		Delete: pulumi.String(fmt.Sprintf("%[1]s destroy %[2]s 2>/dev/null || true\n%[1]s undefine %[2]s --nvram 2>/dev/null || %[1]s undefine %[2]s 2>/dev/null || true",
+			virsh, shq(n.Name))),
+		Triggers: pulumi.Array{disks.ID(), pulumi.Int(pool.CPUs), pulumi.Int(pool.MemoryMiB), pulumi.String(l.Network)},
+	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{ignFile, disks}), pulumi.DeleteBeforeReplace(true))
+	if err != nil {
+		return fmt.Errorf("domain: %w", err)
+	}
+	node.InstanceID = trimmed(domain.Stdout)
+
+	if n.IP != "" {
+		node.Address = pulumi.All(domain.Stdout).ApplyT(func([]any) string { return n.IP }).(pulumi.StringOutput)
+	} else {
+		lease, err := remote.NewCommand(ctx, n.Name+"-address", &remote.CommandArgs{
+			Connection: p.hypervisor(),
+			Create: pulumi.String(fmt.Sprintf(`for i in $(seq 1 150); do
+  ip=$(%s domifaddr %s --source lease 2>/dev/null | awk '/ipv4/ {split($4, a, "/"); print a[1]; exit}')
+  if [ -n "$ip" ]; then echo "$ip"; exit 0; fi
+  sleep 2
+done
+echo "no DHCP lease for %s on network %s after 300s" >&2
+exit 1`, virsh, shq(n.Name), n.Name, l.Network)),
+			Triggers: pulumi.Array{domain.Stdout},
+		}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{domain}))
+		if err != nil {
+			return fmt.Errorf("address: %w", err)
+		}
+		node.Address = trimmed(lease.Stdout)
+	}
+
+	h := p.hypervisor()
+	proxy := remote.ProxyConnectionArgs{Host: h.Host, Port: h.Port, User: h.User, PrivateKey: h.PrivateKey}
+	return waitForSSH(ctx, node, p.args, node.Address, proxy, pulumi.Array{domain.Stdout}, []pulumi.Resource{domain})
+}
+
+func trimmed(s pulumi.StringOutput) pulumi.StringOutput {
+	return s.ApplyT(strings.TrimSpace).(pulumi.StringOutput)
+}
