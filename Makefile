@@ -37,6 +37,26 @@ test-simulator: ## the simulator's tests only
 # --- end simulator ---
 
 # --- ignition and artifacts (ignition/, infra/artifacts/) -------------------
+# docs/IGNITION.md. Tests need no network: upstreams are httptest servers.
+ARTIFACTS_DIR ?= $(CURDIR)/.artifacts
+ARTIFACTS_LISTEN ?= 127.0.0.1:8080
+GOLDEN_TARGETS += golden-ignition
+BENCH_TARGETS += bench-ignition
+.PHONY: golden-ignition bench-ignition test-ignition artifacts-mirror artifacts-serve
+golden-ignition: ## rewrite ignition/testdata/manifest.json and golden/<stack>-<role>.ign
+	$(GO) test -count=1 -run 'TestTestdataManifest|TestGolden' ./ignition/ -args -update
+bench-ignition: ## render Ignition for 500 nodes: ms/node, per-node API and shared Renderer
+	@printf '| api | nodes | ms/node | MB/node |\n|---|---|---|---|\n'
+	@$(GO) test -run '^$$' -bench RenderNodes -benchtime 5x -benchmem ./ignition/ | \
+	  awk '/^BenchmarkRenderNodes/ { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); \
+	    for (i = 1; i <= NF; i++) { if ($$(i+1) == "ms/node") ms = $$i; if ($$(i+1) == "B/op") b = $$i } \
+	    printf "| %s | 500 | %s | %.2f |\n", n[2], ms, b / 500 / 1048576 }'
+test-ignition: ## the ignition, artifacts and artifacts-CLI tests
+	$(GO) test -count=1 ./ignition/... ./infra/artifacts/... && $(GO) test -count=1 -run Artifacts ./infra/cmd/simlab/
+artifacts-mirror: ## download and verify the pinned artifacts into ARTIFACTS_DIR (needs internet)
+	$(GO) run ./infra/cmd/simlab artifacts mirror --dir $(ARTIFACTS_DIR) --stack $(STACK)
+artifacts-serve: ## serve ARTIFACTS_DIR and STACK's Ignition on ARTIFACTS_LISTEN
+	$(GO) run ./infra/cmd/simlab artifacts serve --dir $(ARTIFACTS_DIR) --listen $(ARTIFACTS_LISTEN) --stack $(STACK)
 # --- end ignition ---
 
 # --- nodes and cluster (infra/nodes/, infra/cluster/) -----------------------
