@@ -13,8 +13,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
+	"github.com/simlab/simlab/tests/pulumimock"
 )
 
 const (
@@ -435,5 +439,37 @@ func TestMockBadArgsNameTheKey(t *testing.T) {
 	}
 	if _, err := runErr(nil); err == nil {
 		t.Error("nil args accepted")
+	}
+}
+
+// TestMockSimulatorGoesFirst runs the whole program (existing mode, the local
+// stack) and checks the first step of the destroy order: the workloads layer
+// depends on every resource of the storage layer, so the simulator is deleted
+// before topics, Kafka, the dataset claim and everything under them.
+func TestMockSimulatorGoesFirst(t *testing.T) {
+	l, err := config.LoadStackFile(filepath.Join("..", "..", "stacks", "Pulumi.local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := pulumimock.Run("simlab", "local", func(ctx *pulumi.Context) error {
+		_, err := infra.Deploy(ctx, l)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("the local stack under mocks: %v", err)
+	}
+	g := newGraph(rec)
+	wl := one(t, rec, "simlab:workloads:Workloads").Key()
+	var storageRes []string
+	for _, r := range rec.Resources() {
+		if r.Custom && strings.Contains(r.Parent, "simlab:storage:Storage") {
+			storageRes = append(storageRes, r.Key())
+			if !g.reaches(wl, r.Key()) {
+				t.Errorf("the workloads layer must depend on %s", r.Key())
+			}
+		}
+	}
+	if len(storageRes) < 10 || len(rec.OfType(tTopic)) == 0 {
+		t.Fatalf("expected the storage layer's resources, got %v", storageRes)
 	}
 }
