@@ -225,6 +225,33 @@ func TestMirrorFCOSBuildMismatch(t *testing.T) {
 	}
 }
 
+func TestVerifyFiles(t *testing.T) {
+	u := newUpstream(t)
+	dir := t.TempDir()
+	m, err := Mirror(context.Background(), u.opts(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.VerifyFiles(dir, true); err != nil {
+		t.Fatalf("fresh mirror: %v", err)
+	}
+	// Same size, different bytes: only the full check sees it.
+	kubeadm := filepath.Join(dir, filepath.FromSlash(m.Artifacts[Kubeadm].Path))
+	data, _ := os.ReadFile(kubeadm)
+	data[0] ^= 1
+	os.WriteFile(kubeadm, data, 0o644)
+	if err := m.VerifyFiles(dir, false); err != nil {
+		t.Errorf("size-only check: %v", err)
+	}
+	if err := m.VerifyFiles(dir, true); err == nil || !strings.Contains(err.Error(), "kubeadm: "+kubeadm+" has sha512") {
+		t.Errorf("full check: %v", err)
+	}
+	os.Remove(filepath.Join(dir, filepath.FromSlash(m.Artifacts[Crictl].Path)))
+	if err := m.VerifyFiles(dir, false); err == nil || !strings.Contains(err.Error(), "crictl: ") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
 func TestManifestURLAndCheck(t *testing.T) {
 	m := &Manifest{Schema: ManifestSchema, Artifacts: map[string]Artifact{
 		"a": {Path: "dir/a file", SHA512: strings.Repeat("ab", 64), Size: 1}}}

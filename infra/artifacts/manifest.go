@@ -10,10 +10,13 @@
 package artifacts
 
 import (
+	"bytes"
+	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path"
@@ -107,7 +110,7 @@ func LoadManifest(dir string) (*Manifest, error) {
 // ParseManifest decodes and checks a manifest.
 func ParseManifest(data []byte) (*Manifest, error) {
 	var m Manifest
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("not a valid manifest: %w", err)
@@ -205,6 +208,45 @@ func (m *Manifest) CheckVersions(want ManifestVersions, names ...string) error {
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("artifact manifest does not match the stack (re-run `simlab artifacts mirror`): %s", strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+// VerifyFiles checks that every artifact is in dir with the manifest's size
+// and, when hash is true, its sha512 (reads every byte). Every problem is
+// reported, each naming the artifact and file.
+func (m *Manifest) VerifyFiles(dir string, hash bool) error {
+	var problems []string
+	for _, name := range m.Names() {
+		a := m.Artifacts[name]
+		file := filepath.Join(dir, filepath.FromSlash(a.Path))
+		st, err := os.Stat(file)
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
+			continue
+		case st.Size() != a.Size:
+			problems = append(problems, fmt.Sprintf("%s: %s has %d bytes, the manifest says %d", name, file, st.Size(), a.Size))
+			continue
+		case !hash:
+			continue
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		h := sha512.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: reading %s: %v", name, file, err))
+		} else if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA512 {
+			problems = append(problems, fmt.Sprintf("%s: %s has sha512 %s, the manifest says %s", name, file, got, a.SHA512))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("mirror %s does not match its manifest (re-run `simlab artifacts mirror`): %s", dir, strings.Join(problems, "; "))
 	}
 	return nil
 }

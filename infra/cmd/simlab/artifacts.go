@@ -103,6 +103,7 @@ Finally manifest.json records each file's path, size and sha512.`,
 
 func newArtifactsServeCmd() *cobra.Command {
 	var dir, listen, stack, stacksDir, baseURL string
+	var verify bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the mirror, each node's Ignition (by name or MAC) and PXE boot arguments",
@@ -114,12 +115,17 @@ stacks/Pulumi.<STACK>.yaml and the mirror's manifest:
   GET /pxe?mac=<mac>             PXE boot (JSON: kernel, initrd, kernel arguments)
   GET /boot.ipxe?mac=<mac>       the same as an iPXE script (chain to it from DHCP)
 
-The manifest must match the stack's pinned versions, or serving refuses to start.`,
+Before serving, every file must be present with the manifest's size (and sha512 with
+--verify), and the manifest must match the stack's pinned versions.`,
 		Example: `  simlab artifacts serve --dir .artifacts --listen 127.0.0.1:8080 --stack dev`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := artifacts.LoadManifest(dir)
 			if err != nil {
+				return err
+			}
+			// Sizes always; every byte's sha512 with --verify.
+			if err := m.VerifyFiles(dir, verify); err != nil {
 				return err
 			}
 			o := artifacts.ServerOptions{Dir: dir, Manifest: m, Log: cmd.ErrOrStderr()}
@@ -179,5 +185,6 @@ The manifest must match the stack's pinned versions, or serving refuses to start
 	f.StringVar(&stack, "stack", "", "serve Ignition for the nodes of stacks/Pulumi.<STACK>.yaml")
 	f.StringVar(&stacksDir, "stacks-dir", "stacks", "directory holding Pulumi.<STACK>.yaml files")
 	f.StringVar(&baseURL, "base-url", "", "URL nodes reach this server at (default: the stack's simlab:artifacts.url)")
+	f.BoolVar(&verify, "verify", false, "check every file's sha512 against the manifest before serving (default: sizes only)")
 	return cmd
 }
