@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/cluster"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
@@ -98,9 +101,15 @@ func stackConfig(workers int) *config.Config {
 	return &c
 }
 
-// fakeRender stands in for the ignition package's renderer.
-func fakeRender(n config.Node) ([]byte, error) {
-	return []byte(`{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/hostname","contents":{"source":"data:,` + n.Name + `"}}]}}`), nil
+// manifest is the ignition package's test manifest (hashes of the pinned
+// artifacts); the nodes layer renders real Ignition with it.
+func manifest(t *testing.T) *artifacts.Manifest {
+	t.Helper()
+	m, err := artifacts.LoadManifest(filepath.Join("..", "..", "ignition", "testdata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // deploy runs the nodes and cluster layers for c under the mock monitor; a
@@ -113,7 +122,7 @@ func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
 		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
 			Libvirt: c.Libvirt, Metal: c.Metal, SSH: c.SSH, SSHPrivateKey: key, Artifacts: c.Artifacts,
-			Versions: c.Versions, Render: fakeRender,
+			Versions: c.Versions, Manifest: manifest(t),
 		})
 		if err != nil {
 			return err
@@ -336,5 +345,26 @@ func TestMockFlannelFollowsPodCIDR(t *testing.T) {
 	ds, _ := m.Find("kubernetes:apps/v1:DaemonSet", "kube-flannel-ds")
 	if s := fmt.Sprint(ds.Inputs); !strings.Contains(s, "ghcr.io/flannel-io/flannel:"+c.Versions.Flannel) {
 		t.Errorf("flannel image is not the pinned version")
+	}
+}
+
+// Every generated shell script parses.
+func TestMockClusterScriptsParse(t *testing.T) {
+	m := deploy(t, stackConfig(2))
+	n := 0
+	for _, r := range m.Resources() {
+		for _, k := range []string{"create", "update", "delete"} {
+			s := mockmon.String(r.Inputs, k)
+			if s == "" {
+				continue
+			}
+			n++
+			if out, err := exec.Command("sh", "-n", "-c", s).CombinedOutput(); err != nil {
+				t.Errorf("%s %s: %v\n%s\n%s", r.Name, k, err, out, s)
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d scripts found", n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 )
 
@@ -20,6 +21,7 @@ import (
 // as an SSH jump host, so the libvirt network may stay NATed.
 type libvirtProvider struct {
 	args      *Args
+	image     artifacts.Artifact // the compressed QEMU image in the manifest
 	baseImage *remote.Command
 }
 
@@ -32,40 +34,36 @@ func (p *libvirtProvider) hypervisor() remote.ConnectionArgs {
 	}
 }
 
-// BaseImageName is the Fedora CoreOS QEMU image's file name for a release.
-func BaseImageName(release string) string {
-	return fmt.Sprintf("fedora-coreos-%s-qemu.x86_64.qcow2", release)
+// BaseImagePath is where the decompressed Fedora CoreOS QEMU image lives on
+// the hypervisor: the manifest's file name without .xz, in imageDir.
+func BaseImagePath(imageDir string, image artifacts.Artifact) string {
+	return path.Join(imageDir, strings.TrimSuffix(path.Base(image.Path), ".xz"))
 }
 
-// BaseImageURL is where the artifact server serves the compressed QEMU image.
-func BaseImageURL(artifactsURL, release string) string {
-	return strings.TrimSuffix(artifactsURL, "/") + "/fcos/" + BaseImageName(release) + ".xz"
-}
+func (p *libvirtProvider) basePath() string { return BaseImagePath(p.args.Libvirt.ImageDir, p.image) }
 
-func (p *libvirtProvider) basePath() string {
-	return path.Join(p.args.Libvirt.ImageDir, BaseImageName(p.args.Versions.FCOSRelease))
-}
-
-// shared downloads the base image onto the hypervisor once per release.
+// shared downloads the base image from the artifact server onto the
+// hypervisor once per release and checks the manifest's sha512.
 func (p *libvirtProvider) shared(ctx *pulumi.Context, parent *Nodes) error {
 	img := p.basePath()
-	url := BaseImageURL(p.args.Artifacts.URL, p.args.Versions.FCOSRelease)
+	url := artifacts.ArtifactURL(p.args.Artifacts.URL, p.image.Path)
 	create := fmt.Sprintf(`set -eu
 img=%s
 mkdir -p %s
 if [ ! -s "$img" ]; then
   curl -fsSL --retry 5 -o "$img.xz.part" %s
+  echo %s' '"$img.xz.part" | sha512sum -c --quiet -
   xz -dc "$img.xz.part" > "$img.part"
   rm -f "$img.xz.part"
   mv "$img.part" "$img"
 fi
-qemu-img info "$img" >/dev/null`, shq(img), shq(p.args.Libvirt.ImageDir), shq(url))
+qemu-img info "$img" >/dev/null`, shq(img), shq(p.args.Libvirt.ImageDir), shq(url), shq(p.image.SHA512+" "))
 	var err error
 	p.baseImage, err = remote.NewCommand(ctx, p.args.Cluster.Name+"-fcos-image", &remote.CommandArgs{
 		Connection: p.hypervisor(),
 		Create:     pulumi.String(create),
 		Delete:     pulumi.String(fmt.Sprintf("rm -f %s; rmdir %s 2>/dev/null || true", shq(img), shq(p.args.Libvirt.ImageDir))),
-		Triggers:   pulumi.Array{pulumi.String(img)},
+		Triggers:   pulumi.Array{pulumi.String(img), pulumi.String(p.image.SHA512)},
 	}, pulumi.Parent(parent))
 	if err != nil {
 		return fmt.Errorf("base image: %w", err)
@@ -149,7 +147,7 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		"--name " + shq(n.Name),
 		fmt.Sprintf("--vcpus %d --memory %d", pool.CPUs, pool.MemoryMiB),
 		"--os-variant fedora-coreos-stable --import --graphics none --noautoconsole --autostart",
-		fmt.Sprintf("--network network=%s,mac=%s,model=virtio", shq(l.Network), MAC(p.args.Cluster.Name, n.Name)),
+		fmt.Sprintf("--network network=%s,mac=%s,model=virtio", shq(l.Network), n.MAC),
 		fmt.Sprintf("--disk path=%s,format=qcow2,bus=virtio", shq(diskPath)),
 	}
 	if withCeph {

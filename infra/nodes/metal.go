@@ -2,111 +2,57 @@ package nodes
 
 import (
 	"fmt"
-	"net"
-	"path"
-	"strings"
 
 	"github.com/pulumi/pulumi-command/sdk/go/command/local"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 )
 
 // metalProvider boots listed machines over PXE, the way matchbox does: the
-// program writes each machine's Ignition and an iPXE script named after its
-// MAC into the artifact server's directory (simlab:artifacts.dir), the
-// machine's firmware chains boot.ipxe from the server, the Fedora CoreOS live
-// image installs to metal.installDisk with that Ignition, and the program
-// waits until the node answers SSH at its configured IP.
+// artifact server (`simlab artifacts serve --stack <stack>`) hands each
+// machine, by MAC, an iPXE script (/boot.ipxe?mac=) whose kernel arguments
+// install Fedora CoreOS to metal.installDisk (coreos.inst.install_dev) with
+// the node's Ignition (coreos.inst.ignition_url=/ignition?mac=). The program
+// checks that the server serves exactly the Ignition it rendered, then waits
+// until the node answers SSH at its configured IP.
 type metalProvider struct {
 	args *Args
 }
 
-// IgnitionPath is where a node's Ignition lives under the artifact directory
-// and URL.
-func IgnitionPath(node string) string { return "ignition/" + node + ".ign" }
+func (p *metalProvider) shared(*pulumi.Context, *Nodes) error { return nil }
 
-// PXEPath is a machine's iPXE script under the artifact directory and URL,
-// named as iPXE's ${mac:hexhyp} expands (52-54-00-...).
-func PXEPath(mac string) string {
-	hw, err := net.ParseMAC(mac)
-	if err == nil {
-		mac = hw.String()
-	}
-	return "pxe/" + strings.ReplaceAll(strings.ToLower(mac), ":", "-") + ".ipxe"
-}
-
-// LiveImages are the Fedora CoreOS PXE files of a release under the artifact URL.
-func LiveImages(release string) (kernel, initramfs, rootfs string) {
-	base := "fcos/fedora-coreos-" + release + "-live-"
-	return base + "kernel.x86_64", base + "initramfs.x86_64.img", base + "rootfs.x86_64.img"
-}
-
-// BootScript is the shared iPXE entry point: DHCP hands it to every machine,
-// and it chains the machine's own script by MAC.
-func BootScript(artifactsURL string) string {
-	return "#!ipxe\nchain " + strings.TrimSuffix(artifactsURL, "/") + "/pxe/${mac:hexhyp}.ipxe\n"
-}
-
-// PXEScript is a machine's iPXE script: the live kernel with the installer's
-// arguments (coreos.inst.install_dev, coreos.inst.ignition_url).
-func PXEScript(artifactsURL, release, installDisk, node string) string {
-	u := strings.TrimSuffix(artifactsURL, "/")
-	kernel, initramfs, rootfs := LiveImages(release)
-	args := []string{
-		"initrd=main",
-		"coreos.live.rootfs_url=" + u + "/" + rootfs,
-		"coreos.inst.install_dev=" + installDisk,
-		"coreos.inst.ignition_url=" + u + "/" + IgnitionPath(node),
-		"console=tty0", "console=ttyS0,115200n8",
-	}
-	return fmt.Sprintf("#!ipxe\nkernel %s/%s %s\ninitrd --name main %s/%s\nboot\n",
-		u, kernel, strings.Join(args, " "), u, initramfs)
-}
-
-func (p *metalProvider) dir() string {
-	if p.args.Artifacts.Dir == "" {
-		return ".artifacts"
-	}
-	return p.args.Artifacts.Dir
-}
-
-// shared writes the boot.ipxe entry point the DHCP server points machines at.
-func (p *metalProvider) shared(ctx *pulumi.Context, parent *Nodes) error {
-	file := path.Join(p.dir(), "boot.ipxe")
-	_, err := local.NewCommand(ctx, p.args.Cluster.Name+"-pxe-boot", &local.CommandArgs{
-		Create: pulumi.String(fmt.Sprintf("set -eu\nmkdir -p %s\ncat > %s", shq(p.dir()), shq(file))),
-		Stdin:  pulumi.String(BootScript(p.args.Artifacts.URL)),
-		Delete: pulumi.String("rm -f " + shq(file)),
-	}, pulumi.Parent(parent))
-	if err != nil {
-		return fmt.Errorf("boot.ipxe: %w", err)
-	}
-	return nil
+// ServedCheckScript fetches a node's iPXE script and Ignition from the
+// artifact server and fails unless the Ignition's sha256 is
+// $SIMLAB_IGNITION_SHA256, naming the node and what to do.
+func ServedCheckScript(artifactsURL, node, mac string) string {
+	ipxe := artifacts.ArtifactURL(artifactsURL, "boot.ipxe") + "?mac=" + artifacts.NormalizeMAC(mac)
+	ign := artifacts.ArtifactURL(artifactsURL, "ignition") + "?mac=" + artifacts.NormalizeMAC(mac)
+	return fmt.Sprintf(`set -eu
+sum() { if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi | cut -d' ' -f1; }
+curl -fsS --retry 3 %[1]s | grep -q coreos.inst.install_dev || { echo "the artifact server gives %[3]s no PXE boot at %[1]s: start it with 'simlab artifacts serve --stack <this stack>'" >&2; exit 1; }
+got=$(curl -fsS --retry 3 %[2]s | sum)
+if [ "$got" != "$SIMLAB_IGNITION_SHA256" ]; then
+  echo "the artifact server serves %[3]s a different Ignition than this program renders (sha256 $got, want $SIMLAB_IGNITION_SHA256): restart 'simlab artifacts serve' with this stack's config" >&2
+  exit 1
+fi`, shq(ipxe), shq(ign), node)
 }
 
 func (p *metalProvider) node(ctx *pulumi.Context, node *Node, n config.Node, ign string) error {
 	if n.MAC == "" || n.IP == "" {
 		return fmt.Errorf("metal machines need a MAC and an IP (simlab:metal.machines)")
 	}
-	ignFile := path.Join(p.dir(), IgnitionPath(n.Name))
-	pxeFile := path.Join(p.dir(), PXEPath(n.MAC))
-	script := PXEScript(p.args.Artifacts.URL, p.args.Versions.FCOSRelease, p.args.Metal.InstallDisk, n.Name)
-	pxe, err := local.NewCommand(ctx, n.Name+"-pxe", &local.CommandArgs{
-		Create: pulumi.String(fmt.Sprintf(`set -eu
-mkdir -p %s %s
-cat > %s.part && mv %s.part %s
-printf '%%s' "$SIMLAB_IPXE" > %s`,
-			shq(path.Dir(ignFile)), shq(path.Dir(pxeFile)), shq(ignFile), shq(ignFile), shq(ignFile), shq(pxeFile))),
-		Stdin:       pulumi.String(ign),
-		Environment: pulumi.StringMap{"SIMLAB_IPXE": pulumi.String(script)},
-		// Without its PXE entry a removed machine cannot reinstall itself.
-		Delete: pulumi.String("rm -f " + shq(ignFile) + " " + shq(pxeFile)),
+	hash := ignitionHash(ign)
+	served, err := local.NewCommand(ctx, n.Name+"-pxe", &local.CommandArgs{
+		Create:      pulumi.String(ServedCheckScript(p.args.Artifacts.URL, n.Name, n.MAC)),
+		Environment: pulumi.StringMap{"SIMLAB_IGNITION_SHA256": pulumi.String(hash)},
 	}, pulumi.Parent(node))
 	if err != nil {
 		return fmt.Errorf("PXE entry: %w", err)
 	}
-	node.InstanceID = pulumi.All(pxe.ID()).ApplyT(func([]any) string { return n.MAC }).(pulumi.StringOutput)
-	node.Address = pulumi.All(pxe.ID()).ApplyT(func([]any) string { return n.IP }).(pulumi.StringOutput)
-	return waitForSSH(ctx, node, p.args, node.Address, nil, pulumi.Array{pulumi.String(n.MAC)}, []pulumi.Resource{pxe})
+	node.InstanceID = pulumi.All(served.ID()).ApplyT(func([]any) string { return artifacts.NormalizeMAC(n.MAC) }).(pulumi.StringOutput)
+	node.Address = pulumi.All(served.ID()).ApplyT(func([]any) string { return n.IP }).(pulumi.StringOutput)
+	return waitForSSH(ctx, node, p.args, node.Address, nil, pulumi.Array{pulumi.String(artifacts.NormalizeMAC(n.MAC))},
+		[]pulumi.Resource{served})
 }

@@ -13,11 +13,12 @@ import (
 	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/ignition"
+	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 )
 
-// Renderer returns a node's Ignition config (JSON). The ignition package's
-// RenderNode, bound to the stack's config and artifact manifest, is one.
+// Renderer returns a node's Ignition config (JSON).
 type Renderer func(node config.Node) ([]byte, error)
 
 // Args are the typed inputs of the nodes layer.
@@ -40,9 +41,14 @@ type Args struct {
 	// Artifacts locates the artifact server; Versions pins what it serves.
 	Artifacts config.Artifacts
 	Versions  config.Versions
-	// Ignition holds user snippets (Render merges them).
+	// Ignition holds user snippets merged into each node's Ignition.
 	Ignition config.Ignition
-	// Render produces each node's Ignition. Required.
+	// Manifest is the artifact mirror's manifest (base image, hashes); when
+	// nil it is read from Artifacts.Dir.
+	Manifest *artifacts.Manifest
+	// Render produces each node's Ignition; when nil the ignition package
+	// renders it from these Args and Manifest (the artifact server, started
+	// with the same stack, serves the same bytes).
 	Render Renderer
 }
 
@@ -84,11 +90,28 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	if args == nil {
 		return nil, fmt.Errorf("nodes: args are required")
 	}
-	if args.Render == nil {
-		return nil, fmt.Errorf("nodes: Args.Render is required (the node Ignition renderer)")
-	}
 	if args.SSHPrivateKey == nil {
 		return nil, fmt.Errorf("nodes: Args.SSHPrivateKey is required")
+	}
+	manifest := args.Manifest
+	if manifest == nil {
+		dir := args.Artifacts.Dir
+		if dir == "" {
+			dir = ".artifacts"
+		}
+		m, err := artifacts.LoadManifest(dir)
+		if err != nil {
+			return nil, fmt.Errorf("nodes: %w", err)
+		}
+		manifest = m
+	}
+	render := args.Render
+	if render == nil {
+		r, err := ignition.NewRenderer(args.stackConfig(), manifest)
+		if err != nil {
+			return nil, fmt.Errorf("nodes: %w", err)
+		}
+		render = r.Render
 	}
 	var p provider
 	switch args.Provider {
@@ -96,7 +119,11 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		if args.Libvirt == nil {
 			return nil, fmt.Errorf("nodes: simlab:libvirt must be set for provider libvirt")
 		}
-		p = &libvirtProvider{args: args}
+		img, err := manifest.Get(artifacts.FCOSQemu)
+		if err != nil {
+			return nil, fmt.Errorf("nodes: libvirt base image: %w", err)
+		}
+		p = &libvirtProvider{args: args, image: img}
 	case config.ProviderMetal:
 		if args.Metal == nil {
 			return nil, fmt.Errorf("nodes: simlab:metal must be set for provider metal")
@@ -116,7 +143,11 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	names := pulumi.StringArray{}
 	addrs := pulumi.StringMap{}
 	for _, n := range args.Nodes {
-		ign, err := args.Render(n)
+		if args.Provider == config.ProviderLibvirt && n.MAC == "" {
+			// Static networking in the Ignition binds to this NIC.
+			n.MAC = MAC(args.Cluster.Name, n.Name)
+		}
+		ign, err := render(n)
 		if err != nil {
 			return nil, fmt.Errorf("rendering Ignition for %s: %w", n.Name, err)
 		}
@@ -141,6 +172,12 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		return nil, err
 	}
 	return comp, nil
+}
+
+// stackConfig is the part of the stack config the Ignition renderer reads.
+func (a *Args) stackConfig() *config.Config {
+	return &config.Config{Cluster: a.Cluster, Provider: a.Provider, Controllers: a.Controllers, Workers: a.Workers,
+		Libvirt: a.Libvirt, Metal: a.Metal, SSH: a.SSH, Artifacts: a.Artifacts, Versions: a.Versions, Ignition: a.Ignition}
 }
 
 // provider is how one kind of machine is brought up.

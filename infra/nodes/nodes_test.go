@@ -1,0 +1,344 @@
+package nodes_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/ignition"
+	"github.com/simlab/simlab/infra/artifacts"
+	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/nodes"
+	"github.com/simlab/simlab/infra/nodes/mockmon"
+)
+
+const (
+	typRemote = "command:remote:Command"
+	typLocal  = "command:local:Command"
+	typNode   = "simlab:nodes:Node"
+)
+
+const testSnippet = `variant: fcos
+version: 1.6.0
+storage:
+  files:
+    - path: /etc/simlab-test
+      contents:
+        inline: %s
+`
+
+func manifest(t *testing.T) *artifacts.Manifest {
+	t.Helper()
+	m, err := artifacts.LoadManifest(filepath.Join("..", "..", "ignition", "testdata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func loadStack(t *testing.T, name string) *config.Config {
+	t.Helper()
+	l, err := config.LoadStackFile(filepath.Join("..", "..", "stacks", "Pulumi."+name+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &l.Config
+}
+
+// outputs are what the mocked commands print.
+func outputs(args pulumi.MockResourceArgs) resource.PropertyMap {
+	if args.TypeToken != typRemote && args.TypeToken != typLocal {
+		return nil
+	}
+	out := ""
+	switch n := args.Name; {
+	case strings.HasSuffix(n, "-domain"):
+		out = "uuid-of-" + n + "\n"
+	case strings.HasSuffix(n, "-address"):
+		out = "192.168.122.77\n"
+	case strings.HasSuffix(n, "-ssh"):
+		out = "machine-id\n"
+	}
+	return resource.PropertyMap{"stdout": resource.NewProperty(out), "stderr": resource.NewProperty("")}
+}
+
+// deploy runs the nodes layer for c under the mock monitor, with a sink
+// resource that takes every node's address as input.
+func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
+	t.Helper()
+	m, err := mockmon.Run(func(ctx *pulumi.Context) error {
+		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
+			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
+			Libvirt: c.Libvirt, Metal: c.Metal, SSH: c.SSH,
+			SSHPrivateKey: pulumi.ToSecret(pulumi.String("TESTONLY-key")).(pulumi.StringOutput),
+			Artifacts:     c.Artifacts, Versions: c.Versions, Ignition: c.Ignition, Manifest: manifest(t),
+		})
+		if err != nil {
+			return err
+		}
+		addrs := pulumi.StringMap{}
+		for _, n := range ns.Nodes {
+			addrs[n.Name] = n.Address
+		}
+		var sink pulumi.CustomResourceState
+		return ctx.RegisterResource("test:index:Sink", "sink", pulumi.Map{"addresses": addrs}, &sink)
+	}, outputs)
+	if err != nil {
+		t.Fatalf("nodes layer failed under mocks: %v", err)
+	}
+	return m
+}
+
+func find(t *testing.T, m *mockmon.Monitor, typ, name string) mockmon.Resource {
+	t.Helper()
+	r, ok := m.Find(typ, name)
+	if !ok {
+		t.Fatalf("no %s %s", typ, name)
+	}
+	return r
+}
+
+func triggers(r mockmon.Resource) string { return fmt.Sprint(r.Inputs["triggers"]) }
+
+func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
+	c := loadStack(t, "dev")
+	m := deploy(t, c)
+	img := find(t, m, typRemote, "dev-fcos-image")
+	qemu, _ := manifest(t).Get(artifacts.FCOSQemu)
+	if create := mockmon.String(img.Inputs, "create"); !strings.Contains(create, qemu.SHA512) ||
+		!strings.Contains(create, "sha512sum -c") || !strings.Contains(create, c.Artifacts.URL+"/"+qemu.Path) {
+		t.Errorf("base image is not fetched from the artifact server and checked:\n%s", create)
+	}
+	for _, n := range c.Nodes() {
+		node := find(t, m, typNode, n.Name)
+		for _, child := range []string{"-ignition", "-disks", "-domain", "-address", "-ssh"} {
+			r := find(t, m, typRemote, n.Name+child)
+			if r.Parent != node.URN {
+				t.Errorf("%s%s is parented to %s, want the node", n.Name, child, r.Parent)
+			}
+		}
+		disks := mockmon.String(find(t, m, typRemote, n.Name+"-disks").Inputs, "create")
+		if !strings.Contains(disks, "-b '/var/lib/libvirt/images/simlab-dev/fedora-coreos-42.20251012.3.0-qemu.x86_64.qcow2'") {
+			t.Errorf("%s: overlay is not on the base image:\n%s", n.Name, disks)
+		}
+		hasCeph := strings.Contains(disks, "-ceph.raw")
+		if hasCeph != (n.Role == config.RoleWorker) {
+			t.Errorf("%s (%s): Ceph data disk present=%v", n.Name, n.Role, hasCeph)
+		}
+		domain := mockmon.String(find(t, m, typRemote, n.Name+"-domain").Inputs, "create")
+		pool := c.Controllers
+		if n.Role == config.RoleWorker {
+			pool = c.Workers
+		}
+		for _, want := range []string{
+			"-fw_cfg name=opt/com.coreos/config,file=/var/lib/libvirt/images/simlab-dev/" + n.Name + ".ign",
+			fmt.Sprintf("--vcpus %d --memory %d", pool.CPUs, pool.MemoryMiB),
+			"network='default',mac=" + nodes.MAC("dev", n.Name),
+		} {
+			if !strings.Contains(domain, want) {
+				t.Errorf("%s domain lacks %q:\n%s", n.Name, want, domain)
+			}
+		}
+		del := mockmon.String(find(t, m, typRemote, n.Name+"-domain").Inputs, "delete")
+		if !strings.Contains(del, "undefine '"+n.Name+"'") {
+			t.Errorf("%s: deleting does not undefine the domain:\n%s", n.Name, del)
+		}
+		if d := mockmon.String(find(t, m, typRemote, n.Name+"-disks").Inputs, "delete"); !strings.Contains(d, n.Name+".qcow2") {
+			t.Errorf("%s: deleting does not remove its disk: %s", n.Name, d)
+		}
+	}
+	sink := find(t, m, "test:index:Sink", "sink")
+	if got := fmt.Sprint(sink.Inputs["addresses"]); !strings.Contains(got, "192.168.122.77") {
+		t.Errorf("DHCP lease is not the node address: %s", got)
+	}
+}
+
+func TestMockStaticLibvirtAddressNeedsNoLease(t *testing.T) {
+	c := loadStack(t, "dev")
+	c.Libvirt.Addresses = map[string]string{"dev-worker-1": "192.168.122.51"}
+	c.Libvirt.Gateway = "192.168.122.1"
+	m := deploy(t, c)
+	if _, ok := m.Find(typRemote, "dev-worker-1-address"); ok {
+		t.Error("a static node must not wait for a DHCP lease")
+	}
+	if _, ok := m.Find(typRemote, "dev-worker-2-address"); !ok {
+		t.Error("a DHCP node must read its lease")
+	}
+	sink := find(t, m, "test:index:Sink", "sink")
+	if got := fmt.Sprint(sink.Inputs["addresses"]); !strings.Contains(got, "192.168.122.51") {
+		t.Errorf("static address not exported: %s", got)
+	}
+	ign := mockmon.String(find(t, m, typRemote, "dev-worker-1-ignition").Inputs, "stdin")
+	if !strings.Contains(ign, "simlab-static.nmconnection") {
+		t.Errorf("static node's Ignition has no static network")
+	}
+}
+
+// Ignition runs once: a changed Ignition recreates a worker, but a
+// controller only when the stack opts in (typhoon PR #335).
+func TestMockIgnitionDriftReplacesWorkersButNotControllers(t *testing.T) {
+	base := loadStack(t, "dev")
+	changed := loadStack(t, "dev")
+	changed.Ignition.Controller = []string{fmt.Sprintf(testSnippet, "changed")}
+	changed.Ignition.Worker = []string{fmt.Sprintf(testSnippet, "changed")}
+	optIn := loadStack(t, "dev")
+	optIn.Libvirt.ReplaceControllersOnIgnitionChange = true
+	optInChanged := loadStack(t, "dev")
+	optInChanged.Libvirt.ReplaceControllersOnIgnitionChange = true
+	optInChanged.Ignition.Controller = changed.Ignition.Controller
+
+	a, b := deploy(t, base), deploy(t, changed)
+	ctrlIgn := find(t, a, typRemote, "dev-controller-1-ignition")
+	if strings.Join(ctrlIgn.IgnoreChanges, ",") != "stdin" {
+		t.Errorf("controller Ignition file must ignore drift, ignoreChanges=%v", ctrlIgn.IgnoreChanges)
+	}
+	if len(find(t, a, typRemote, "dev-worker-1-ignition").IgnoreChanges) != 0 {
+		t.Error("worker Ignition file must follow changes")
+	}
+	for _, r := range []string{"dev-controller-1-disks", "dev-controller-1-domain"} {
+		if triggers(find(t, a, typRemote, r)) != triggers(find(t, b, typRemote, r)) {
+			t.Errorf("%s would be replaced by an Ignition change", r)
+		}
+	}
+	if triggers(find(t, a, typRemote, "dev-worker-1-disks")) == triggers(find(t, b, typRemote, "dev-worker-1-disks")) {
+		t.Error("a worker's Ignition change must recreate its disk")
+	}
+	if !find(t, a, typRemote, "dev-worker-1-disks").DeleteBeforeReplace {
+		t.Error("disks are replaced delete-before-replace (same file names)")
+	}
+	c, d := deploy(t, optIn), deploy(t, optInChanged)
+	if triggers(find(t, c, typRemote, "dev-controller-1-disks")) == triggers(find(t, d, typRemote, "dev-controller-1-disks")) {
+		t.Error("with replaceControllersOnIgnitionChange a controller follows its Ignition")
+	}
+	if len(find(t, c, typRemote, "dev-controller-1-ignition").IgnoreChanges) != 0 {
+		t.Error("with the opt-in the controller Ignition file follows changes")
+	}
+}
+
+func TestMockScalingWorkersTouchesOnlyWorkers(t *testing.T) {
+	small := loadStack(t, "dev")
+	large := loadStack(t, "dev")
+	large.Workers.Count = 50
+	a, b := deploy(t, small), deploy(t, large)
+	before := map[string]mockmon.Resource{}
+	for _, r := range a.Resources() {
+		before[r.Key()] = r
+	}
+	newNodes := 0
+	for _, r := range b.Resources() {
+		old, ok := before[r.Key()]
+		isWorker := strings.Contains(r.Name, "-worker-") || r.Type == "test:index:Sink"
+		switch {
+		case !ok && !isWorker:
+			t.Errorf("scaling added non-worker %s", r.Key())
+		case !ok && r.Type == typNode:
+			newNodes++
+		case ok && !isWorker && !old.Inputs.DeepEquals(r.Inputs):
+			t.Errorf("scaling changed %s", r.Key())
+		}
+	}
+	if newNodes != 48 {
+		t.Errorf("want 48 new nodes, got %d", newNodes)
+	}
+}
+
+func TestMockMetalNodesAreCheckedOnTheArtifactServer(t *testing.T) {
+	c := loadStack(t, "lab")
+	m := deploy(t, c)
+	for _, r := range m.Resources() {
+		if strings.HasSuffix(r.Name, "-domain") || strings.HasSuffix(r.Name, "-fcos-image") {
+			t.Errorf("metal stack has libvirt resource %s", r.Name)
+		}
+	}
+	for _, n := range c.Nodes() {
+		want, err := ignition.RenderNode(c, n, manifest(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pxe := find(t, m, typLocal, n.Name+"-pxe")
+		env := pxe.Inputs["environment"].ObjectValue()
+		if got := env["SIMLAB_IGNITION_SHA256"].StringValue(); got != sha(want) {
+			t.Errorf("%s: checks sha256 %s, want that of its Ignition %s", n.Name, got, sha(want))
+		}
+		ssh := find(t, m, typRemote, n.Name+"-ssh")
+		if !ssh.DependsOn(pxe) || ssh.Parent != find(t, m, typNode, n.Name).URN {
+			t.Errorf("%s: SSH wait must follow the PXE check, under the node", n.Name)
+		}
+	}
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// The PXE check runs for real against the artifact server's handler on
+// loopback: it passes for the Ignition the server renders, and fails with
+// a message naming the node for any other.
+func TestServedCheckScriptAgainstTheArtifactServer(t *testing.T) {
+	c := loadStack(t, "lab")
+	m := manifest(t)
+	r, err := ignition.NewRenderer(c, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served []artifacts.ServedNode
+	for _, n := range c.Nodes() {
+		served = append(served, artifacts.ServedNode{Name: n.Name, Role: n.Role, MAC: n.MAC})
+	}
+	byName := map[string]config.Node{}
+	for _, n := range c.Nodes() {
+		byName[n.Name] = n
+	}
+	srv := httptest.NewServer(nil)
+	srv.Config.Handler = artifacts.Handler(artifacts.ServerOptions{Dir: t.TempDir(), Manifest: m, BaseURL: srv.URL,
+		Nodes: served, InstallDisk: c.Metal.InstallDisk,
+		Ignition: func(name string) ([]byte, error) { return r.Render(byName[name]) }})
+	defer srv.Close()
+
+	node := c.NodesByRole(config.RoleWorker)[0]
+	ign, err := r.Render(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(hash string) (string, error) {
+		cmd := exec.Command("sh", "-c", nodes.ServedCheckScript(srv.URL, node.Name, node.MAC))
+		cmd.Env = append(os.Environ(), "SIMLAB_IGNITION_SHA256="+hash)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(sha(ign)); err != nil {
+		t.Fatalf("check failed for the served Ignition: %v\n%s", err, out)
+	}
+	out, err := run(sha([]byte("something else")))
+	if err == nil || !strings.Contains(out, node.Name) || !strings.Contains(out, "different Ignition") {
+		t.Errorf("check must fail naming %s, got %v: %s", node.Name, err, out)
+	}
+}
+
+// Every generated shell script parses.
+func TestMockScriptsParse(t *testing.T) {
+	for _, stack := range []string{"dev", "lab"} {
+		m := deploy(t, loadStack(t, stack))
+		for _, r := range m.Resources() {
+			for _, k := range []string{"create", "update", "delete"} {
+				s := mockmon.String(r.Inputs, k)
+				if s == "" {
+					continue
+				}
+				if out, err := exec.Command("sh", "-n", "-c", s).CombinedOutput(); err != nil {
+					t.Errorf("%s %s: %v\n%s\n%s", r.Name, k, err, out, s)
+				}
+			}
+		}
+	}
+}
