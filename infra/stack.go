@@ -95,10 +95,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
 
-	st.Storage, err = storage.New(ctx, "storage", &storage.Args{
-		Provider: st.Provider, Storage: c.Storage, Workers: c.Workers.Count,
-		Sources: c.Simulator.Sources, Versions: c.Versions,
-	})
+	st.Storage, err = storage.New(ctx, "storage", storage.ArgsFor(&c, st.Provider))
 	if err != nil {
 		return nil, fmt.Errorf("storage layer: %w", err)
 	}
