@@ -2,8 +2,9 @@
 // controller, workers joined with a bootstrap token, Flannel and
 // metrics-server, and the admin kubeconfig as a secret output.
 //
-// Everything runs over SSH with pulumi-command. The bootstrap token is made
-// once on the Pulumi host and kept (as a secret) in state; kubeadm init skips
+// Everything runs over SSH with pulumi-command. The bootstrap token is
+// derived from the secret SSH key (an HMAC), so it is the same on every `up`
+// and never stored in plain text; kubeadm init skips
 // itself when /etc/kubernetes/admin.conf exists, join when kubelet.conf
 // exists, and no trigger changes between two `up`s, so a second `up` on a
 // healthy cluster runs nothing. Removing a worker from config drains it,
@@ -11,10 +12,11 @@
 package cluster
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"fmt"
 	"strings"
 
-	"github.com/pulumi/pulumi-command/sdk/go/command/local"
 	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -60,6 +62,9 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	if args == nil {
 		return nil, fmt.Errorf("cluster: args are required")
 	}
+	if args.SSHPrivateKey == nil {
+		return nil, fmt.Errorf("cluster: Args.SSHPrivateKey is required (it seeds the bootstrap token)")
+	}
 	var ctrl *nodes.Node
 	var workers []*nodes.Node
 	for _, n := range args.Nodes {
@@ -82,21 +87,10 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	parent := pulumi.Parent(comp)
 	cname := args.Cluster.Name
 
-	// The bootstrap token: random bytes on the Pulumi host, made once and
-	// kept in state as a secret, so every later `up` sees the same token.
-	tokenCmd, err := local.NewCommand(ctx, cname+"-bootstrap-token", &local.CommandArgs{
-		Create:  pulumi.String(`LC_ALL=C tr -dc 'a-z0-9' </dev/urandom 2>/dev/null | head -c 22 | sed -E 's/^(.{6})(.{16})$/\1.\2/'`),
-		Logging: local.LoggingStderr,
-	}, parent, pulumi.AdditionalSecretOutputs([]string{"stdout"}))
-	if err != nil {
-		return nil, fmt.Errorf("bootstrap token: %w", err)
-	}
-	token := pulumi.ToSecret(tokenCmd.Stdout.ApplyT(func(s string) (string, error) {
-		s = strings.TrimSpace(s)
-		if !ValidToken(s) {
-			return "", fmt.Errorf("bootstrap token from the Pulumi host has the wrong format")
-		}
-		return s, nil
+	// The bootstrap token, derived from the secret SSH key: stable across
+	// `up`s without state, secret, and telling nothing about the key.
+	token := pulumi.ToSecret(args.SSHPrivateKey.ToStringOutput().ApplyT(func(key string) string {
+		return DeriveToken(key, cname)
 	})).(pulumi.StringOutput)
 
 	// kubeadm init on the controller, skipped when the cluster exists.
@@ -105,6 +99,7 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 			NodeName: ctrl.Name, AdvertiseAddress: v[1].(string), Token: v[0].(string)})
 		return string(out), err
 	})).(pulumi.StringOutput)
+	var err error
 	comp.Init, err = remote.NewCommand(ctx, ctrl.Name+"-kubeadm-init", &remote.CommandArgs{
 		Connection: ctrl.Connection,
 		Stdin:      initConfig,
@@ -167,6 +162,23 @@ sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
 		return nil, err
 	}
 	return comp, nil
+}
+
+// DeriveToken derives a kubeadm bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})
+// from a secret seed with HMAC-SHA256, per cluster name.
+func DeriveToken(seed, cluster string) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	mac := hmac.New(sha256.New, []byte(seed))
+	mac.Write([]byte("simlab kubeadm bootstrap token/" + cluster))
+	sum := mac.Sum(nil)
+	b := make([]byte, 0, 23)
+	for i := 0; i < 22; i++ {
+		if i == 6 {
+			b = append(b, '.')
+		}
+		b = append(b, alphabet[int(sum[i])%len(alphabet)])
+	}
+	return string(b)
 }
 
 // joinWorker refreshes the bootstrap token on the controller, joins the

@@ -1,22 +1,13 @@
 package cluster_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/artifacts"
@@ -26,69 +17,25 @@ import (
 	"github.com/simlab/simlab/infra/nodes/mockmon"
 )
 
-// Values the mocked commands "print"; none may appear in plain text.
-const (
-	fakeToken      = "zq7x1k.m4p9w2r8t6y3u5i0"
-	fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-ssh-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"
-	clientKeyMark  = "TESTONLY-client-key-of-the-admin-kubeconfig"
+const fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-ssh-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"
+
+const typRemote = "command:remote:Command"
+
+// The token the cluster derives from the key, and the CA hash of the
+// kubeconfig the mocked controller hands out.
+var (
+	fakeToken      = cluster.DeriveToken(fakePrivateKey, "dev")
+	fakeKubeconfig string
+	fakeCAHash     string
 )
 
-const (
-	typRemote = "command:remote:Command"
-	typLocal  = "command:local:Command"
-)
-
-var fakeKubeconfig, fakeCAHash = func() (string, string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
+func init() {
+	var ca []byte
+	fakeKubeconfig, ca = mockmon.Kubeconfig()
+	var err error
+	if fakeCAHash, err = cluster.CACertHash(ca); err != nil {
 		panic(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubernetes"},
-		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		panic(err)
-	}
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	hash, err := cluster.CACertHash(ca)
-	if err != nil {
-		panic(err)
-	}
-	kc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: dev
-  cluster:
-    certificate-authority-data: %s
-    server: https://192.168.122.10:6443
-users:
-- name: kubernetes-admin
-  user:
-    client-key-data: %s
-`, base64.StdEncoding.EncodeToString(ca), base64.StdEncoding.EncodeToString([]byte(clientKeyMark)))
-	return kc, hash
-}()
-
-// outputs are what the mocked commands print.
-func outputs(args pulumi.MockResourceArgs) resource.PropertyMap {
-	if args.TypeToken != typRemote && args.TypeToken != typLocal {
-		return nil
-	}
-	out := ""
-	switch n := args.Name; {
-	case strings.HasSuffix(n, "-bootstrap-token"):
-		out = fakeToken + "\n"
-	case strings.HasSuffix(n, "-admin-kubeconfig"):
-		out = fakeKubeconfig
-	case strings.HasSuffix(n, "-domain"):
-		out = "uuid-of-" + n + "\n"
-	case strings.HasSuffix(n, "-address"):
-		out = fmt.Sprintf("192.168.122.%d\n", 10+len(n)%200)
-	case strings.HasSuffix(n, "-ssh"):
-		out = "machine-id-" + n + "\n"
-	}
-	return resource.PropertyMap{"stdout": resource.NewProperty(out), "stderr": resource.NewProperty("")}
 }
 
 func stackConfig(workers int) *config.Config {
@@ -136,7 +83,7 @@ func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
 		return ctx.RegisterResource("test:index:Sink", "sink", pulumi.Map{
 			"kubeconfig": cl.Kubeconfig, "controllerConnection": ns.Nodes[0].Connection,
 		}, &sink)
-	}, outputs)
+	}, mockmon.CommandOutputs)
 	if err != nil {
 		t.Fatalf("program failed under mocks: %v", err)
 	}
@@ -193,7 +140,7 @@ func TestMockSecretsStaySecret(t *testing.T) {
 	// No secret value appears in any plain-text input or output.
 	needles := map[string]string{
 		"bootstrap token": fakeToken, "token secret half": strings.Split(fakeToken, ".")[1],
-		"SSH private key": "TESTONLY-ssh-key", "admin kubeconfig": base64.StdEncoding.EncodeToString([]byte(clientKeyMark)),
+		"SSH private key": "TESTONLY-ssh-key", "admin kubeconfig": base64.StdEncoding.EncodeToString([]byte(mockmon.ClientKeyMarker)),
 		"CA hash": strings.TrimPrefix(fakeCAHash, "sha256:"),
 	}
 	for what, needle := range needles {
@@ -203,7 +150,6 @@ func TestMockSecretsStaySecret(t *testing.T) {
 	}
 	// The values themselves are secrets where they live.
 	secret := []struct{ typ, name, side, key string }{
-		{typLocal, "dev-bootstrap-token", "out", "stdout"},
 		{typRemote, "dev-controller-1-admin-kubeconfig", "out", "stdout"},
 		{typRemote, "dev-controller-1-kubeadm-init", "in", "stdin"},
 		{typRemote, "dev-worker-1-kubeadm-join", "in", "stdin"},
@@ -366,5 +312,18 @@ func TestMockClusterScriptsParse(t *testing.T) {
 	}
 	if n < 10 {
 		t.Errorf("only %d scripts found", n)
+	}
+}
+
+func TestDeriveTokenIsStableAndPerClusterAndSeed(t *testing.T) {
+	a := cluster.DeriveToken("seed-1", "dev")
+	if !cluster.ValidToken(a) {
+		t.Fatalf("%q is not a kubeadm token", a)
+	}
+	if a != cluster.DeriveToken("seed-1", "dev") {
+		t.Error("the token must be the same on every run")
+	}
+	if a == cluster.DeriveToken("seed-2", "dev") || a == cluster.DeriveToken("seed-1", "lab") {
+		t.Error("the token must depend on the seed and the cluster")
 	}
 }
