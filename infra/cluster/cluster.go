@@ -192,11 +192,8 @@ func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.N
 	refresh, err := remote.NewCommand(ctx, w.Name+"-join-token", &remote.CommandArgs{
 		Connection: ctrl.Connection,
 		Stdin:      token,
-		Create: pulumi.String(fmt.Sprintf(`set -eu
-read -r tok
-create() { sudo kubeadm token create "$tok" --ttl 1h --description %s >/dev/null; }
-create 2>/dev/null || { sudo kubeadm token delete "${tok%%%%.*}" >/dev/null 2>&1 || true; create; }`, shq("simlab: join "+w.Name))),
-		Triggers: pulumi.Array{w.InstanceID, comp.Init.ID()},
+		Create:     pulumi.String(tokenScript(w.Name)),
+		Triggers:   pulumi.Array{w.InstanceID, comp.Init.ID()},
 	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch}))
 	if err != nil {
 		return nil, fmt.Errorf("refreshing the join token for %s: %w", w.Name, err)
@@ -233,6 +230,20 @@ sudo kubeadm join --config ` + ConfigDir + `/join.yaml`),
 	return join, nil
 }
 
+// tokenScript (re)creates the bootstrap token read from stdin with a fresh
+// one-hour TTL, using the controller's admin.conf.
+func tokenScript(node string) string { return tokenScriptWith("sudo kubeadm", "", node) }
+
+// tokenScriptWith is tokenScript with another kubeadm command and extra
+// flags such as --kubeconfig (tests).
+func tokenScriptWith(kubeadm, flags, node string) string {
+	return fmt.Sprintf(`set -eu
+tok=$(cat)
+create() { %[1]s token create "$tok" --ttl 1h --description %[3]s %[2]s >/dev/null; }
+create 2>/dev/null || { %[1]s token delete "${tok%%%%.*}" %[2]s >/dev/null 2>&1 || true; create; }`,
+		kubeadm, flags, shq("simlab: join "+node))
+}
+
 // writeConfig stores stdin (a kubeadm config) as root-only ConfigDir/file.
 func writeConfig(file string) string {
 	return fmt.Sprintf(`set -eu
@@ -251,7 +262,10 @@ sudo ip link delete flannel.1 2>/dev/null || true`
 // request (serverTLSBootstrap) and waits until one is approved, polling with
 // a deadline. Only requests by system:node:<node> for the kubelet-serving
 // signer are approved.
-func approveScript(node string) string {
+func approveScript(node string) string { return approveScriptWith(kubectl, node) }
+
+// approveScriptWith is approveScript with another kubectl command (tests).
+func approveScriptWith(kubectl, node string) string {
 	return fmt.Sprintf(`set -u
 k=%q
 user=%s
@@ -268,7 +282,10 @@ exit 1`, kubectl, shq("system:node:"+node))
 }
 
 // drainScript drains and deletes a worker's Node; it never fails.
-func drainScript(node string) string {
+func drainScript(node string) string { return drainScriptWith(kubectl, node) }
+
+// drainScriptWith is drainScript with another kubectl command (tests).
+func drainScriptWith(kubectl, node string) string {
 	return fmt.Sprintf(`k=%q
 if $k get node %[2]s >/dev/null 2>&1; then
   $k drain %[2]s --ignore-daemonsets --delete-emptydir-data --force --timeout=120s || echo "drain %[2]s incomplete; deleting the node anyway" >&2
