@@ -1,6 +1,7 @@
 // Package workloads owns what runs on the lab: the network simulator,
 // installed from the repository's own chart (charts/simulator) with one
-// worker Deployment and HPA per data-source type, in its own namespace.
+// worker Deployment and HPA per data-source type, into the simulator's
+// namespace (created by the storage layer together with the dataset claim).
 //
 // The chart's values are a pure function of the stack config (Values), so
 // tests render the chart with exactly what the program installs.
@@ -14,9 +15,7 @@ import (
 	"strings"
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
-	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
 	helmv4 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v4"
-	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/config"
@@ -55,10 +54,10 @@ type Workloads struct {
 	ControllerURL pulumi.StringOutput
 }
 
-// New registers the workloads layer: the simulator's namespace and the
-// chart, rendered by the Kubernetes provider from ChartPath with Values.
-// The namespace waits for whatever the layer depends on (the storage layer),
-// the chart for the namespace.
+// New registers the workloads layer: the chart, rendered by the Kubernetes
+// provider from ChartPath with Values into config.Simulator.Namespace. The
+// namespace is the storage layer's (the dataset claim lives in it and storage
+// comes first); the chart waits for whatever the layer depends on.
 func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOption) (*Workloads, error) {
 	if args == nil {
 		return nil, fmt.Errorf("workloads: args are required")
@@ -74,7 +73,8 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		return nil, err
 	}
 	// Children do not inherit the component's DependsOn; hand it to the
-	// first child so nothing is applied before the storage layer is up.
+	// chart so nothing is applied before the storage layer is up (it also
+	// creates the simulator's namespace, where the dataset claim lives).
 	given, err := pulumi.NewResourceOptions(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("workloads: reading options: %w", err)
@@ -85,19 +85,6 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	}
 	sim := args.Simulator
 
-	ns, err := corev1.NewNamespace(ctx, name+"-namespace", &corev1.NamespaceArgs{
-		Metadata: &metav1.ObjectMetaArgs{
-			Name: pulumi.String(sim.Namespace),
-			Labels: pulumi.StringMap{
-				"app.kubernetes.io/part-of":    pulumi.String("simlab"),
-				"app.kubernetes.io/managed-by": pulumi.String("pulumi"),
-			},
-		},
-	}, append(child, pulumi.DependsOn(given.DependsOn))...)
-	if err != nil {
-		return nil, fmt.Errorf("simulator namespace %s: %w", sim.Namespace, err)
-	}
-
 	values := pulumi.All(args.KafkaBootstrap, args.DatasetClaim).ApplyT(func(xs []any) map[string]any {
 		return Values(sim, args.Versions, xs[0].(string), xs[1].(string))
 	}).(pulumi.MapOutput)
@@ -105,14 +92,14 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	_, err = helmv4.NewChart(ctx, name+"-simulator", &helmv4.ChartArgs{
 		Chart:     pulumi.String(ChartPath),
 		Name:      pulumi.String(ReleaseName),
-		Namespace: ns.Metadata.Name().Elem(),
+		Namespace: pulumi.String(sim.Namespace),
 		Values:    values,
-	}, append(child, pulumi.DependsOn([]pulumi.Resource{ns}))...)
+	}, append(child, pulumi.DependsOn(given.DependsOn))...)
 	if err != nil {
 		return nil, fmt.Errorf("simulator chart %s: %w", ChartPath, err)
 	}
 
-	comp.Namespace = ns.Metadata.Name().Elem()
+	comp.Namespace = pulumi.String(sim.Namespace).ToStringOutput()
 	comp.ControllerURL = pulumi.Sprintf("http://%s-controller.%s.svc:8080", ReleaseName, comp.Namespace)
 	if err := ctx.RegisterResourceOutputs(comp, pulumi.Map{
 		"namespace": comp.Namespace, "controllerURL": comp.ControllerURL,

@@ -211,6 +211,7 @@ func TestClusterWorkersScaleOnCPUWithinPartitions(t *testing.T) {
 
 	// Busy: 1500m on a 500m request is 300% against a 60% target, so each HPA
 	// wants far more workers than partitions and is held at its maximum.
+	raised := time.Now()
 	apply(withCPU("1500m"))
 	err = localcluster.Poll(ctx, time.Second, "workers scaled up to their maximum", func(ctx context.Context) (bool, string, error) {
 		state, err := observeAll(ctx)
@@ -229,7 +230,7 @@ func TestClusterWorkersScaleOnCPUWithinPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range workers {
-		t.Logf("scaled up: %s", w)
+		t.Logf("scaled up %v after the CPU rose: %s", time.Since(raised).Round(time.Second), w)
 	}
 
 	// Idle again: 50m is 10%; the HPAs may scale down only after the window.
@@ -275,6 +276,15 @@ func TestClusterAcceptsEverythingTheProgramCreates(t *testing.T) {
 	cfg := loadStack(t, "local")
 	p := runProgram(t, "local", cfg)
 	rel := p.simulatorRelease(t)
+	// Two Pulumi resources managing one object would fight over it (and the
+	// first destroy would delete it under the other).
+	owners := map[string]int{}
+	for _, o := range p.Objects {
+		id := fmt.Sprintf("%s %s/%s", str(o, "kind"), str(o, "metadata", "namespace"), str(o, "metadata", "name"))
+		if owners[id]++; owners[id] == 2 {
+			t.Errorf("the program registers %s more than once", id)
+		}
+	}
 	var first, rest []map[string]any
 	for _, o := range p.Objects {
 		if k := str(o, "kind"); k == "Namespace" || k == "CustomResourceDefinition" {
@@ -342,6 +352,31 @@ func TestClusterAcceptsEverythingTheProgramCreates(t *testing.T) {
 		t.Fatalf("applied %d objects, the API server has %d: %v", len(all), len(got), got)
 	}
 	t.Logf("accepted %d objects: %s", len(got), strings.Join(got, " "))
+
+	// With the storage layer's dataset claim applied too, the simulator's
+	// Deployments become Available on the simulated nodes.
+	var deploys []string
+	for _, o := range rest {
+		if str(o, "kind") == "Deployment" && str(o, "metadata", "namespace") == rel.Namespace {
+			deploys = append(deploys, str(o, "metadata", "name"))
+		}
+	}
+	err = localcluster.Poll(ctx, time.Second, "the simulator's Deployments Available", func(ctx context.Context) (bool, string, error) {
+		var pending []string
+		for _, name := range deploys {
+			var d deployJSON
+			if err := c.Get(ctx, "/apis/apps/v1/namespaces/"+rel.Namespace+"/deployments/"+name, &d); err != nil {
+				return false, "", err
+			}
+			if want := max(d.replicas(), 1); !d.settled(want) {
+				pending = append(pending, fmt.Sprintf("%s (available %d/%d)", name, d.Status.AvailableReplicas, want))
+			}
+		}
+		return len(pending) == 0, strings.Join(pending, ", "), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // served reports whether the API server serves apiVersion ("v1", "apps/v1", ...).

@@ -26,9 +26,6 @@ import (
 	"github.com/simlab/simlab/tests/pulumimock"
 )
 
-// fakePrivateKey stands in for `pulumi config set --secret simlab:sshPrivateKey`.
-const fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY\n-----END OPENSSH PRIVATE KEY-----\n"
-
 var (
 	shared     *localcluster.Cluster
 	sharedErr  error
@@ -103,9 +100,6 @@ func loadStack(t *testing.T, name string) *config.Loaded {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Provider != config.ProviderExisting {
-		l.SSHPrivateKey = fakePrivateKey
-	}
 	return l
 }
 
@@ -125,9 +119,18 @@ type program struct {
 	Other []string
 }
 
-// runProgram runs infra.Deploy for cfg under Pulumi's mock engine.
+// runProgram runs infra.Deploy for cfg under Pulumi's mock engine. A libvirt
+// or metal stack runs as if in existing mode: the chart's values come from the
+// storage and workloads layers alone, and the nodes layer needs the lab's
+// mirrored artifacts (.artifacts/manifest.json), which tests do not have.
 func runProgram(t *testing.T, stack string, cfg *config.Loaded) program {
 	t.Helper()
+	if cfg.Provider != config.ProviderExisting {
+		c := *cfg
+		c.Provider = config.ProviderExisting
+		c.Existing = &config.Existing{Kubeconfig: "/nonexistent/kubeconfig"}
+		cfg = &c
+	}
 	rec, err := pulumimock.Run("simlab", stack, func(ctx *pulumi.Context) error {
 		_, err := infra.Deploy(ctx, cfg)
 		return err
