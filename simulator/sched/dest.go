@@ -2,10 +2,15 @@ package sched
 
 import (
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Framings (as in the dataset's source.json).
@@ -35,6 +40,7 @@ type Dest struct {
 	mu      sync.Mutex
 	q       []*Item
 	queued  bool
+	busy    bool // the sender goroutine holds unwritten items (under mu)
 	kickCh  chan struct{}
 	closeCh chan struct{}
 	closed  bool
@@ -46,6 +52,13 @@ type Dest struct {
 
 	writeMu sync.Mutex // held while writing; see Barrier
 	conn    net.Conn
+	rc      syscall.RawConn
+	// rest is the unwritten tail of a frame a direct write left half-written; it goes first.
+	rest        []byte
+	restItem    *Item
+	restPending atomic.Bool
+	direct      []*Item
+	iov         [][]byte
 	// recent holds what was written in the last ResendWindow: when a connection fails, those
 	// records may have died in the SUT's socket buffers, so they are written again after the
 	// reconnect (the sink counts them as duplicates; none is lost).
@@ -127,13 +140,7 @@ func (d *Dest) loop() {
 		// early), so the first send does not pay for the dial. Failures are retried on send.
 		d.writeMu.Lock()
 		if c, err := net.DialTimeout("tcp", d.Addr, 2*time.Second); err == nil {
-			if tc, ok := c.(*net.TCPConn); ok {
-				tc.SetNoDelay(true)
-			}
-			d.conn = c
-			if d.hooks != nil && d.hooks.Reconnect != nil {
-				d.hooks.Reconnect()
-			}
+			d.setConn(c)
 		}
 		d.writeMu.Unlock()
 	}
@@ -149,13 +156,17 @@ func (d *Dest) loop() {
 			clear(d.q)
 			d.q = d.q[:0]
 			d.queued = false
+			d.busy = len(batch) > 0
 			d.mu.Unlock()
-			if len(batch) == 0 {
+			if len(batch) == 0 && !d.hasRest() {
 				break
 			}
 			err := d.write(&batch)
 			if err == nil {
 				backoff = 50 * time.Millisecond
+				d.mu.Lock()
+				d.busy = len(batch) > 0
+				d.mu.Unlock()
 				continue
 			}
 			if d.hooks != nil && d.hooks.WriteErr != nil {
@@ -180,21 +191,12 @@ func (d *Dest) loop() {
 func (d *Dest) write(batch *[]*Item) error {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
-	// Drop items whose owner was cancelled (stop, revoke) before touching the wire.
-	b := (*batch)[:0]
-	for _, it := range *batch {
-		if it.Owner == nil || !it.Owner.Cancelled() {
-			b = append(b, it)
-		}
-	}
-	for i := len(b); i < len(*batch); i++ {
-		(*batch)[i] = nil
-	}
+	b := dropCancelled(*batch)
 	*batch = b
-	if len(b) == 0 {
-		return nil
-	}
 	if d.deliver != nil {
+		if len(b) == 0 {
+			return nil
+		}
 		if err := d.deliver(b); err != nil {
 			return err
 		}
@@ -203,11 +205,33 @@ func (d *Dest) write(batch *[]*Item) error {
 		*batch = b[:0]
 		return nil
 	}
+	if d.rest != nil {
+		// A direct write left a frame half-written: finish it before anything else.
+		rest, it := d.rest, d.restItem
+		d.rest, d.restItem = nil, nil
+		d.restPending.Store(false)
+		if d.conn != nil {
+			d.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := d.conn.Write(rest); err != nil {
+				d.dropConn()
+				*batch = append([]*Item{it}, b...) // send the whole frame again after reconnecting
+				return err
+			}
+			d.finish([]*Item{it}, time.Now().UnixNano())
+		} else {
+			b = append([]*Item{it}, b...)
+			*batch = b
+		}
+	}
+	if len(b) == 0 {
+		return nil
+	}
 	if d.conn == nil {
 		c, err := net.DialTimeout("tcp", d.Addr, 2*time.Second)
 		if err != nil {
 			return err
 		}
+		d.setConn(c)
 		if d.resend {
 			d.resend = false
 			var again []*Item
@@ -220,14 +244,66 @@ func (d *Dest) write(batch *[]*Item) error {
 			b = append(again, b...)
 			*batch = b
 		}
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetNoDelay(true)
+	}
+	d.frames(b)
+	bufs := d.bufs
+	for {
+		// The deadline bounds a stall, not the batch: a slow SUT that keeps reading is fine.
+		d.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		n, err := bufs.WriteTo(d.conn)
+		if err == nil {
+			break
 		}
-		d.conn = c
-		if d.hooks != nil && d.hooks.Reconnect != nil {
-			d.hooks.Reconnect()
+		var ne net.Error
+		if n > 0 && errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		d.dropConn()
+		return err
+	}
+	d.finish(b, time.Now().UnixNano())
+	clear(b)
+	*batch = b[:0]
+	return nil
+}
+
+// dropCancelled removes items whose owner was cancelled (stop, revoke), in place.
+func dropCancelled(in []*Item) []*Item {
+	b := in[:0]
+	for _, it := range in {
+		if it.Owner == nil || !it.Owner.Cancelled() {
+			b = append(b, it)
 		}
 	}
+	clear(in[len(b):])
+	return b
+}
+
+func (d *Dest) setConn(c net.Conn) {
+	d.conn, d.rc = c, nil
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		if rc, err := tc.SyscallConn(); err == nil {
+			d.rc = rc
+		}
+	}
+	if d.hooks != nil && d.hooks.Reconnect != nil {
+		d.hooks.Reconnect()
+	}
+}
+
+func (d *Dest) dropConn() {
+	if d.conn != nil {
+		d.conn.Close()
+	}
+	d.conn, d.rc = nil, nil
+	d.resend = true
+}
+
+func (d *Dest) hasRest() bool { return d.restPending.Load() }
+
+// frames fills d.bufs with the framed records of b.
+func (d *Dest) frames(b []*Item) {
 	d.bufs = d.bufs[:0]
 	d.hdrs = d.hdrs[:0]
 	if d.Framing == FramingLength {
@@ -235,7 +311,6 @@ func (d *Dest) write(batch *[]*Item) error {
 			d.hdrs = binary.BigEndian.AppendUint32(d.hdrs, uint32(len(it.Payload)))
 		}
 	}
-	nl := []byte{'\n'}
 	for i, it := range b {
 		switch d.Framing {
 		case FramingLength:
@@ -243,18 +318,25 @@ func (d *Dest) write(batch *[]*Item) error {
 		case FramingRaw:
 			d.bufs = append(d.bufs, it.Payload)
 		default:
-			d.bufs = append(d.bufs, it.Payload, nl)
+			d.bufs = append(d.bufs, it.Payload, newline)
 		}
 	}
-	d.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	bufs := d.bufs
-	if _, err := bufs.WriteTo(d.conn); err != nil {
-		d.conn.Close()
-		d.conn = nil
-		d.resend = true
-		return err
+}
+
+var newline = []byte{'\n'}
+
+func (d *Dest) frameLen(it *Item) int {
+	switch d.Framing {
+	case FramingLength:
+		return 4 + len(it.Payload)
+	case FramingRaw:
+		return len(it.Payload)
 	}
-	now := time.Now().UnixNano()
+	return len(it.Payload) + 1
+}
+
+// finish records written items: the re-send window, then acked.
+func (d *Dest) finish(b []*Item, now int64) {
 	cut := 0
 	for cut < len(d.recent) && d.recent[cut].Sent < now-int64(ResendWindow) {
 		cut++
@@ -270,9 +352,118 @@ func (d *Dest) write(batch *[]*Item) error {
 		}
 	}
 	d.acked(b, now)
+}
+
+// flush is called by the scheduler after it queued due items: when the connection is up and
+// nothing else is pending, it writes them at once from the scheduler goroutine with one
+// non-blocking writev (no hand-off to the sender goroutine). Whatever the socket does not take
+// right away, and every other case, goes to the sender goroutine.
+func (d *Dest) flush() {
+	if d.deliver != nil || !d.writeMu.TryLock() {
+		d.kick()
+		return
+	}
+	if d.conn == nil || d.rc == nil || d.resend || d.rest != nil {
+		d.writeMu.Unlock()
+		d.kick()
+		return
+	}
+	d.mu.Lock()
+	if d.busy {
+		d.mu.Unlock()
+		d.writeMu.Unlock()
+		d.kick()
+		return
+	}
+	b := append(d.direct[:0], d.q...)
+	clear(d.q)
+	d.q = d.q[:0]
+	d.queued = false
+	d.mu.Unlock()
+	b = dropCancelled(b)
+	d.direct = b
+	if len(b) == 0 {
+		d.writeMu.Unlock()
+		return
+	}
+	if len(b) > 500 { // writev takes at most 1024 buffers; big batches go the usual way
+		d.requeue(b)
+		d.writeMu.Unlock()
+		d.kick()
+		clear(b)
+		return
+	}
+	d.frames(b)
+	d.iov = append(d.iov[:0], d.bufs...)
+	d.conn.SetWriteDeadline(time.Time{}) // a deadline left by the sender goroutine would fail rc.Write
+	var n int
+	var werr error
+	err := d.rc.Write(func(fd uintptr) bool {
+		n, werr = unix.Writev(int(fd), d.iov)
+		return true // never wait here: the sender goroutine waits instead
+	})
+	if err == nil {
+		err = werr
+	}
+	if errors.Is(err, unix.EAGAIN) {
+		n, err = 0, nil
+	}
+	if err != nil {
+		d.log.Warn("sending to SUT failed; retrying", "source", d.Name, "addr", d.Addr, "err", err)
+		if d.hooks != nil && d.hooks.WriteErr != nil {
+			d.hooks.WriteErr(err)
+		}
+		d.dropConn()
+		d.requeue(b)
+		d.writeMu.Unlock()
+		d.kick()
+		return
+	}
+	// Acknowledge the frames that went out whole; keep the rest for the sender goroutine.
+	done := 0
+	for done < len(b) && n >= d.frameLen(b[done]) {
+		n -= d.frameLen(b[done])
+		done++
+	}
+	now := time.Now().UnixNano()
+	d.finish(b[:done], now)
+	if done < len(b) {
+		left := b[done:]
+		if n > 0 {
+			it := left[0]
+			var frame []byte
+			switch d.Framing {
+			case FramingLength:
+				frame = binary.BigEndian.AppendUint32(nil, uint32(len(it.Payload)))
+				frame = append(frame, it.Payload...)
+			case FramingRaw:
+				frame = append(frame, it.Payload...)
+			default:
+				frame = append(append(frame, it.Payload...), '\n')
+			}
+			d.rest, d.restItem = frame[n:], it
+			d.restPending.Store(true)
+			left = left[1:]
+		}
+		d.requeue(left)
+		d.writeMu.Unlock()
+		d.kick()
+		clear(b)
+		return
+	}
+	d.writeMu.Unlock()
 	clear(b)
-	*batch = b[:0]
-	return nil
+}
+
+// requeue puts unwritten items back at the front of the queue (they are older than what is there).
+func (d *Dest) requeue(items []*Item) {
+	if len(items) == 0 {
+		return
+	}
+	d.mu.Lock()
+	d.q = append(append(make([]*Item, 0, len(items)+len(d.q)), items...), d.q...)
+	d.queued = true
+	d.mu.Unlock()
 }
 
 // acked records a written batch: times, hooks, and completion for the owners.

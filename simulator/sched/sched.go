@@ -103,7 +103,7 @@ func (s *Scheduler) Run(stop <-chan struct{}) {
 		}
 		s.mu.Unlock()
 		for _, d := range s.touch {
-			d.kick()
+			d.flush()
 		}
 		clear(s.touch)
 		s.touch = s.touch[:0]

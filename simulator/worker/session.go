@@ -21,6 +21,11 @@ import (
 // at the start of the partition's records when the commit belongs to another run.
 func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	w := s.w
+	select {
+	case <-s.clReady:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	committed, err := s.adm.FetchOffsets(ctx, w.cfg.Names.Group(w.cfg.Type))
 	if err != nil {
 		return nil, err

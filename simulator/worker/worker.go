@@ -217,6 +217,8 @@ type session struct {
 	srcs  map[string]state.SourceEntry
 	mu    sync.Mutex
 	parts map[int32]*partState
+	// clReady is closed once cl and adm are set.
+	clReady chan struct{}
 }
 
 func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest) error {
@@ -244,11 +246,13 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 	if w.cfg.InstanceID != "" {
 		opts = append(opts, kgo.ClientID(w.cfg.InstanceID))
 	}
+	s.clReady = make(chan struct{})
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
 	}
 	s.cl, s.adm = cl, kadm.NewClient(cl)
+	close(s.clReady) // the group may call adjust before NewClient returns
 	w.cfg.Log.Info("joining group", "run", st.RunID)
 	sctx, scancel := context.WithCancel(ctx)
 	go func() { // end the session when the run stops or changes
