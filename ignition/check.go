@@ -39,6 +39,30 @@ func reportError(name string, src []byte, entries []report.Entry) error {
 	return &Error{Name: name, Msg: b.String()}
 }
 
+// describeReport formats validator entries of a merged config, naming the
+// path of each file, directory or link (indexes alone mean nothing to a user:
+// the merged config is never written down).
+func describeReport(c types.Config, rpt report.Report) string {
+	var out []string
+	for _, e := range rpt.Entries {
+		msg := fmt.Sprintf("%s at %s: %s", e.Kind, e.Context, e.Message)
+		if p := e.Context.Path; len(p) >= 3 && p[0] == "storage" {
+			if i, ok := p[2].(int); ok {
+				switch {
+				case p[1] == "files" && i < len(c.Storage.Files):
+					msg += " (" + c.Storage.Files[i].Path + ")"
+				case p[1] == "directories" && i < len(c.Storage.Directories):
+					msg += " (" + c.Storage.Directories[i].Path + ")"
+				case p[1] == "links" && i < len(c.Storage.Links):
+					msg += " (" + c.Storage.Links[i].Path + ")"
+				}
+			}
+		}
+		out = append(out, msg)
+	}
+	return strings.Join(out, "; ")
+}
+
 // Error is a translation error of one template or snippet.
 type Error struct {
 	// Name names the template or snippet, e.g. "snippet simlab:ignition.worker[0]".

@@ -31,6 +31,7 @@ import (
 	ign "github.com/coreos/ignition/v2/config/v3_5"
 	"github.com/coreos/ignition/v2/config/v3_5/types"
 	"github.com/coreos/ignition/v2/config/validate"
+	"gopkg.in/yaml.v3"
 
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
@@ -76,14 +77,16 @@ func RenderNode(cfg *config.Config, node config.Node, m *artifacts.Manifest) ([]
 }
 
 // Renderer renders many nodes of one stack, translating and merging each
-// role's shared part once. Translations are also cached process-wide by
-// their source text, so RenderNode per node is nearly as fast.
+// role's shared part once; only node.bu is translated per node. Shared parts
+// are also cached process-wide by their inputs, so RenderNode per node is
+// nearly as fast. A Renderer is safe for concurrent use.
 type Renderer struct {
 	cfg       *config.Config
 	downloads []download
 
-	mu    sync.Mutex
-	bases map[string]types.Config // per role: common.bu + role template + role snippets
+	mu       sync.Mutex
+	bases    map[string]types.Config // per role: common.bu + role template + role snippets
+	baseKeys map[string]string       // per role: the inputs of bases[role]
 }
 
 // download is one remote file of the node.
@@ -115,7 +118,7 @@ func NewRenderer(cfg *config.Config, m *artifacts.Manifest) (*Renderer, error) {
 		artifacts.NodeArtifacts...); err != nil {
 		return nil, fmt.Errorf("rendering Ignition: %w", err)
 	}
-	r := &Renderer{cfg: cfg, bases: map[string]types.Config{}}
+	r := &Renderer{cfg: cfg, bases: map[string]types.Config{}, baseKeys: map[string]string{}}
 	for _, d := range []struct{ name, path, mode string }{
 		{artifacts.Kubeadm, BinDir + "/kubeadm", "0755"},
 		{artifacts.Kubelet, BinDir + "/kubelet", "0755"},
@@ -221,12 +224,27 @@ func (r *Renderer) roleBase(role string) (types.Config, error) {
 	if role == config.RoleController {
 		snips, key = r.cfg.Ignition.Controller, "simlab:ignition.controller"
 	}
+	// The templates are fixed at build time, so the merged base is a pure
+	// function of the data and the snippets: key the shared cache on those
+	// instead of rendering the templates again.
+	keyData, err := json.Marshal(struct {
+		Role     string
+		Data     clusterData
+		Snippets []string
+	}{role, data, snips})
+	if err != nil {
+		return types.Config{}, err
+	}
+	r.baseKeys[role] = string(keyData)
+	if c, ok := cacheGet(&mergedBases, string(keyData)); ok {
+		r.bases[role] = c
+		return c, nil
+	}
 	type doc struct {
 		name string
 		src  []byte
 	}
 	var docs []doc
-	var cacheKey bytes.Buffer
 	for _, t := range []string{"common.bu", role + ".bu"} {
 		src, err := execTemplate(t, data)
 		if err != nil {
@@ -236,13 +254,6 @@ func (r *Renderer) roleBase(role string) (types.Config, error) {
 	}
 	for i, s := range snips {
 		docs = append(docs, doc{fmt.Sprintf("snippet %s[%d]", key, i), []byte(s)})
-	}
-	for _, d := range docs {
-		fmt.Fprintf(&cacheKey, "%d:%s", len(d.src), d.src)
-	}
-	if c, ok := cacheGet(&mergedBases, cacheKey.String()); ok {
-		r.bases[role] = c
-		return c, nil
 	}
 	var base types.Config
 	for i, d := range docs {
@@ -256,7 +267,7 @@ func (r *Renderer) roleBase(role string) (types.Config, error) {
 			base = ign.Merge(base, c)
 		}
 	}
-	cachePut(&mergedBases, cacheKey.String(), base)
+	cachePut(&mergedBases, string(keyData), base)
 	r.bases[role] = base
 	return base, nil
 }
@@ -281,9 +292,20 @@ func (r *Renderer) render(node config.Node) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := translateTemplate("node.bu", r.nodeData(node))
+	// node.bu is translated every time (not cached): it differs per node.
+	src, err := execTemplate("node.bu", r.nodeData(node))
 	if err != nil {
 		return nil, err
+	}
+	out, err := translateBytes("templates/node.bu", src)
+	if err != nil {
+		return nil, err
+	}
+	// Butane validated its output, and the merged config is validated below:
+	// decoding is enough here.
+	var nc types.Config
+	if err := json.Unmarshal(out, &nc); err != nil {
+		return nil, fmt.Errorf("templates/node.bu: %w", err)
 	}
 	cfg = ign.Merge(cfg, nc)
 	for i, s := range r.cfg.Ignition.Nodes[node.Name] {
@@ -293,16 +315,32 @@ func (r *Renderer) render(node config.Node) ([]byte, error) {
 		}
 		cfg = ign.Merge(cfg, sc)
 	}
-	if err := checkNode(cfg, r.clusterData(node.Role).CephDisk); err != nil {
-		return nil, err
+	// The merged result must pass simlab's rules (checkNode) and be a valid
+	// config: the Ignition validator's checks (without re-parsing the JSON we
+	// just wrote). The role's base is fixed and Butane validated node.bu's
+	// output, so what the merge can break (path conflicts, duplicates, units
+	// vs files, paths under /usr, remote sources) depends only on the base and
+	// the node document's paths, not on their contents: one check per such
+	// shape is enough unless the node has its own snippets.
+	shape := ""
+	if ds := docShape(nc); ds != "" && len(r.cfg.Ignition.Nodes[node.Name]) == 0 {
+		r.mu.Lock()
+		shape = r.baseKeys[node.Role] + "\x00" + ds
+		r.mu.Unlock()
 	}
-	// The merged result must itself be a valid config: the Ignition
-	// validator's checks (without re-parsing the JSON we just wrote).
-	if rpt := validate.ValidateWithContext(cfg, nil); len(rpt.Entries) > 0 {
-		return nil, fmt.Errorf("merged config is invalid: %s", strings.TrimSpace(rpt.String()))
+	if _, ok := cacheGet(&validShapes, shape); !ok || shape == "" {
+		if err := checkNode(cfg, r.clusterData(node.Role).CephDisk); err != nil {
+			return nil, err
+		}
+		if rpt := validate.ValidateWithContext(cfg, nil); len(rpt.Entries) > 0 {
+			return nil, fmt.Errorf("merged config is invalid: %s", describeReport(cfg, rpt))
+		}
+		if shape != "" {
+			cachePut(&validShapes, shape, types.Config{})
+		}
 	}
 	// clarketm/json omits empty structs, as Butane's own output does.
-	out, err := cjson.MarshalIndent(cfg, "", "  ")
+	out, err = cjson.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, err
 	}
@@ -318,15 +356,6 @@ func execTemplate(name string, data any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// translateTemplate renders and translates one embedded template.
-func translateTemplate(name string, data any) (types.Config, error) {
-	src, err := execTemplate(name, data)
-	if err != nil {
-		return types.Config{}, err
-	}
-	return translateCached("templates/"+name, src)
-}
-
 // configCache maps exact source text to its translated (or merged) config.
 // Content-addressed: a hit is the same result, whoever asked.
 type configCache struct {
@@ -339,9 +368,38 @@ var (
 	translations = configCache{m: map[string]types.Config{}}
 	// mergedBases caches each role's merged shared part.
 	mergedBases = configCache{m: map[string]types.Config{}}
+	// validShapes records (base, node document paths) merges that validated.
+	validShapes = configCache{m: map[string]types.Config{}}
 )
 
-// maxCached bounds each cache (per-node documents pass through translations).
+// docShape lists what in a node document can interact with the base in
+// validation: the paths of its files, directories and links, its units and
+// users, and its storage devices. File contents are not part of it.
+func docShape(c types.Config) string {
+	var b strings.Builder
+	for _, f := range c.Storage.Files {
+		b.WriteString("f:" + f.Path + "\n")
+	}
+	for _, d := range c.Storage.Directories {
+		b.WriteString("d:" + d.Path + "\n")
+	}
+	for _, l := range c.Storage.Links {
+		b.WriteString("l:" + l.Path + "\n")
+	}
+	for _, u := range c.Systemd.Units {
+		b.WriteString("u:" + u.Name + "\n")
+	}
+	for _, u := range c.Passwd.Users {
+		b.WriteString("p:" + u.Name + "\n")
+	}
+	if len(c.Storage.Disks)+len(c.Storage.Filesystems)+len(c.Storage.Raid)+len(c.Storage.Luks)+len(c.Passwd.Groups) > 0 ||
+		len(c.KernelArguments.ShouldExist)+len(c.KernelArguments.ShouldNotExist) > 0 || c.Ignition.Config.Merge != nil || c.Ignition.Config.Replace.Source != nil {
+		return "" // never shared: validate every time
+	}
+	return b.String()
+}
+
+// maxCached bounds each cache (node snippets pass through translations).
 const maxCached = 4096
 
 func cacheGet(c *configCache, key string) (types.Config, bool) {
@@ -364,6 +422,9 @@ func translateCached(name string, src []byte) (types.Config, error) {
 	if c, ok := cacheGet(&translations, string(src)); ok {
 		return c, nil
 	}
+	if err := checkVariant(name, src); err != nil {
+		return types.Config{}, err
+	}
 	c, err := Translate(name, src)
 	if err != nil {
 		return types.Config{}, err
@@ -376,18 +437,40 @@ func translateCached(name string, src []byte) (types.Config, error) {
 // ButaneVersion or older) in strict mode and parses the result with the
 // Ignition parser. Errors read "<name>:<line>:<column>: <message>".
 func Translate(name string, src []byte) (types.Config, error) {
-	out, rpt, err := butane.TranslateBytes(src, common.TranslateBytesOptions{
-		TranslateOptions: common.TranslateOptions{NoResourceAutoCompression: true},
-	})
-	if len(rpt.Entries) > 0 {
-		return types.Config{}, reportError(name, src, rpt.Entries)
-	}
+	out, err := translateBytes(name, src)
 	if err != nil {
-		return types.Config{}, fmt.Errorf("%s: %w", name, err)
+		return types.Config{}, err
 	}
 	cfg, prpt, err := ign.ParseCompatibleVersion(out)
 	if err != nil || len(prpt.Entries) > 0 {
 		return types.Config{}, fmt.Errorf("%s: not a valid Ignition %s config: %v %s", name, SpecVersion, err, strings.TrimSpace(prpt.String()))
 	}
 	return cfg, nil
+}
+
+// checkVariant refuses a document whose variant is not fcos (flatcar or
+// openshift documents would translate, to something else).
+func checkVariant(name string, src []byte) error {
+	var head struct {
+		Variant string `yaml:"variant"`
+	}
+	if err := yaml.Unmarshal(src, &head); err == nil && head.Variant != "fcos" {
+		return fmt.Errorf("%s: variant %q: simlab nodes run Fedora CoreOS, use `variant: fcos`", name, head.Variant)
+	}
+	return nil
+}
+
+// translateBytes is Butane in strict mode: Ignition JSON, or every report
+// entry as an error with its line and column.
+func translateBytes(name string, src []byte) ([]byte, error) {
+	out, rpt, err := butane.TranslateBytes(src, common.TranslateBytesOptions{
+		TranslateOptions: common.TranslateOptions{NoResourceAutoCompression: true},
+	})
+	if len(rpt.Entries) > 0 {
+		return nil, reportError(name, src, rpt.Entries)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return out, nil
 }

@@ -94,6 +94,8 @@ func TestSnippetRulesEnforced(t *testing.T) {
 			"/usr/bin/kubeadm is under /usr"},
 		"remote without hash": {"variant: fcos\nversion: 1.6.0\nstorage:\n  files:\n    - path: /opt/bin/tool\n      contents:\n        source: http://example.invalid/tool\n",
 			"remote source http://example.invalid/tool has no sha512 verification hash"},
+		"other variant": {"variant: flatcar\nversion: 1.0.0\n", `snippet simlab:ignition.worker[0]: variant "flatcar"`},
+		"no variant":    {"version: 1.6.0\n", `snippet simlab:ignition.worker[0]: variant ""`},
 		"ceph disk formatted": {"variant: fcos\nversion: 1.6.0\nstorage:\n  filesystems:\n    - device: /dev/vdb\n      format: xfs\n      wipe_filesystem: true\n",
 			"formats the Ceph data disk /dev/vdb"},
 	} {
@@ -221,5 +223,28 @@ func TestRendererConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestMergedConfigValidated: a role snippet that is valid alone but
+// conflicts with the templates after the merge (a link where the templates
+// write /etc/simlab/*.env) fails for every node, not only the first.
+func TestMergedConfigValidated(t *testing.T) {
+	c := *devStack(t)
+	c.Ignition.Worker = []string{"variant: fcos\nversion: 1.6.0\nstorage:\n  links:\n    - path: /etc/simlab\n      target: /var/lib/simlab\n"}
+	if _, err := Translate("alone", []byte(c.Ignition.Worker[0])); err != nil {
+		t.Fatalf("the snippet alone should be valid: %v", err)
+	}
+	r, err := NewRenderer(&c, testManifest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.NodesByRole(config.RoleWorker) {
+		if _, err := r.Render(n); err == nil || !strings.Contains(err.Error(), "merged config is invalid") || !strings.Contains(err.Error(), "includes link in config (/etc/simlab/node.env)") {
+			t.Errorf("%s: got %v, want the merged config rejected", n.Name, err)
+		}
+	}
+	if _, err := r.Render(c.NodesByRole(config.RoleController)[0]); err != nil {
+		t.Errorf("controller (no worker snippet): %v", err)
 	}
 }
