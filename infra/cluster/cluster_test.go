@@ -64,12 +64,20 @@ func manifest(t *testing.T) *artifacts.Manifest {
 // record shows whether they arrive as secrets.
 func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
 	t.Helper()
-	m, err := mockmon.Run(func(ctx *pulumi.Context) error {
+	m, err := deployE(manifest(t), c)
+	if err != nil {
+		t.Fatalf("program failed under mocks: %v", err)
+	}
+	return m
+}
+
+func deployE(man *artifacts.Manifest, c *config.Config) (*mockmon.Monitor, error) {
+	return mockmon.Run(func(ctx *pulumi.Context) error {
 		key := pulumi.ToSecret(pulumi.String(fakePrivateKey)).(pulumi.StringOutput)
 		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
 			Libvirt: c.Libvirt, Metal: c.Metal, SSH: c.SSH, SSHPrivateKey: key, Artifacts: c.Artifacts,
-			Versions: c.Versions, Manifest: manifest(t),
+			Versions: c.Versions, Manifest: man,
 		})
 		if err != nil {
 			return err
@@ -84,10 +92,6 @@ func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
 			"kubeconfig": cl.Kubeconfig, "controllerConnection": ns.Nodes[0].Connection,
 		}, &sink)
 	}, mockmon.CommandOutputs)
-	if err != nil {
-		t.Fatalf("program failed under mocks: %v", err)
-	}
-	return m
 }
 
 func TestMockOneInitAndAJoinPerWorker(t *testing.T) {
@@ -325,5 +329,30 @@ func TestDeriveTokenIsStableAndPerClusterAndSeed(t *testing.T) {
 	}
 	if a == cluster.DeriveToken("seed-2", "dev") || a == cluster.DeriveToken("seed-1", "lab") {
 		t.Error("the token must depend on the seed and the cluster")
+	}
+}
+
+// BenchmarkMockDeploy measures registering the nodes and cluster layers
+// (rendering every node's Ignition and kubeadm configs) under the mock
+// engine: the program's own cost per `up`/`preview`, per cluster size.
+func BenchmarkMockDeploy(b *testing.B) {
+	man, err := artifacts.LoadManifest(filepath.Join("..", "..", "ignition", "testdata"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, workers := range []int{2, 50, 200} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			c := stackConfig(workers)
+			for i := 0; i < b.N; i++ {
+				m, err := deployE(man, c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(m.Select(typRemote, "-kubeadm-join")) != workers {
+					b.Fatal("wrong number of joins")
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N)/float64(workers+1), "ms/node")
+		})
 	}
 }
