@@ -67,6 +67,14 @@ golden-cluster: ## rewrite infra/cluster/testdata/golden/<stack>-{init,join}.yam
 	$(GO) test -count=1 -run TestGoldenKubeadmConfigs ./infra/cluster/ -args -update
 test-cluster: tools ## the nodes and cluster layers' tests (mock graph, kubeadm with the real binary)
 	$(GO) test -count=1 ./infra/nodes/... ./infra/cluster/...
+BENCH_TARGETS += bench-cluster
+.PHONY: bench-cluster
+bench-cluster: ## time the nodes+cluster program under the mock engine for 2, 50 and 200 workers
+	@printf '| workers | ms per run | ms/node |\n|---|---|---|\n'
+	@$(GO) test -run '^$$' -bench BenchmarkMockDeploy -benchtime 5x ./infra/cluster/ | \
+	  awk '/^BenchmarkMockDeploy/ { split($$1, n, "="); sub(/-[0-9]+$$/, "", n[2]); \
+	    for (i = 1; i <= NF; i++) { if ($$(i+1) == "ns/op") ns = $$i; if ($$(i+1) == "ms/node") mn = $$i } \
+	    printf "| %s | %.0f | %s |\n", n[2], ns / 1e6, mn }'
 # --- end cluster ---
 
 # --- local control plane, chart and workloads (tests/, charts/, infra/workloads/)
