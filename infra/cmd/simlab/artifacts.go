@@ -29,7 +29,7 @@ in their Ignition), metal machines PXE-boot Fedora CoreOS from it and fetch thei
 Ignition by MAC. 'mirror' fills the directory once (online); 'serve' needs no
 internet. See docs/IGNITION.md.`,
 	}
-	cmd.AddCommand(newArtifactsMirrorCmd(), newArtifactsServeCmd())
+	cmd.AddCommand(newArtifactsMirrorCmd(), newArtifactsServeCmd(), newArtifactsIgnitionCmd())
 	return cmd
 }
 
@@ -186,5 +186,46 @@ Before serving, every file must be present with the manifest's size (and sha512 
 	f.StringVar(&stacksDir, "stacks-dir", "stacks", "directory holding Pulumi.<STACK>.yaml files")
 	f.StringVar(&baseURL, "base-url", "", "URL nodes reach this server at (default: the stack's simlab:artifacts.url)")
 	f.BoolVar(&verify, "verify", false, "check every file's sha512 against the manifest before serving (default: sizes only)")
+	return cmd
+}
+
+func newArtifactsIgnitionCmd() *cobra.Command {
+	var dir, stack, stacksDir string
+	cmd := &cobra.Command{
+		Use:   "ignition NODE",
+		Short: "Print one node's Ignition, exactly as serve and the nodes layer render it",
+		Long: `Ignition renders the Ignition of NODE (a node name of the stack) from the Butane
+templates, the stack's snippets (simlab:ignition) and the mirror's manifest, and prints
+it. Use it to check a snippet: errors name the snippet, line and column.`,
+		Example: `  simlab artifacts ignition --stack dev dev-worker-1`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := artifacts.LoadManifest(dir)
+			if err != nil {
+				return err
+			}
+			l, err := loadStack(stacksDir, stack)
+			if err != nil {
+				return err
+			}
+			var names []string
+			for _, n := range l.Nodes() {
+				if n.Name == args[0] {
+					out, err := ignition.RenderNode(&l.Config, n, m)
+					if err != nil {
+						return err
+					}
+					_, err = cmd.OutOrStdout().Write(out)
+					return err
+				}
+				names = append(names, n.Name)
+			}
+			return fmt.Errorf("stack %s has no node %q (nodes: %v)", stack, args[0], names)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", ".artifacts", "mirror directory (holding manifest.json)")
+	f.StringVar(&stack, "stack", "dev", "stack whose node to render")
+	f.StringVar(&stacksDir, "stacks-dir", "stacks", "directory holding Pulumi.<STACK>.yaml files")
 	return cmd
 }

@@ -167,3 +167,24 @@ func TestArtifactsMirrorThenServeIgnition(t *testing.T) {
 		t.Error("no /opt/bin/kubelet in the served Ignition")
 	}
 }
+
+func TestArtifactsIgnitionPrintsNode(t *testing.T) {
+	out, errOut, code := runCLI("artifacts", "ignition", "--dir", "../../../ignition/testdata", "--stacks-dir", "../../../stacks", "--stack", "lab", "lab-worker-3")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	c, rpt, err := ign.Parse([]byte(out))
+	if err != nil || len(rpt.Entries) > 0 {
+		t.Fatalf("output does not parse: %v %s", err, rpt)
+	}
+	if c.Storage.Files[0].Path == "" {
+		t.Error("no files")
+	}
+	if !strings.Contains(out, "data:,lab-worker-3") {
+		t.Error("hostname of lab-worker-3 missing")
+	}
+	_, errOut, code = runCLI("artifacts", "ignition", "--dir", "../../../ignition/testdata", "--stacks-dir", "../../../stacks", "--stack", "lab", "nope")
+	if code == 0 || !strings.Contains(errOut, `stack lab has no node "nope"`) {
+		t.Errorf("unknown node: exit %d, %q", code, errOut)
+	}
+}
