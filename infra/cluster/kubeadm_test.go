@@ -145,7 +145,9 @@ func kubeadmBinary(t *testing.T) string {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(p); err != nil {
-		msg := fmt.Sprintf("real kubeadm not found at %s: run `make tools` (builds it from k8s.io/kubernetes)", p)
+		others, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "kubeadm-*"))
+		msg := fmt.Sprintf("real kubeadm %s (simlab:versions.kubernetes) not found at %s: run `make tools` "+
+			"(builds it from k8s.io/kubernetes in tests/tools/go.mod, which must pin the same version); found %v", want, p, others)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
