@@ -356,3 +356,30 @@ func BenchmarkMockDeploy(b *testing.B) {
 		})
 	}
 }
+
+func TestMockMetalStackJoinsAndKeepsSecrets(t *testing.T) {
+	l, err := config.LoadStackFile(filepath.Join("..", "..", "stacks", "Pulumi.lab.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := deploy(t, &l.Config)
+	inits := m.Select(typRemote, "-kubeadm-init")
+	joins := m.Select(typRemote, "-kubeadm-join")
+	if len(inits) != 1 || len(joins) != len(l.NodesByRole(config.RoleWorker)) {
+		t.Fatalf("want 1 init and %d joins, got %v and %v", len(l.NodesByRole(config.RoleWorker)), names(inits), names(joins))
+	}
+	for _, j := range joins {
+		if !j.DependsOn(inits[0]) {
+			t.Errorf("%s does not depend on the init", j.Name)
+		}
+		if cfg := mockmon.String(j.Inputs, "stdin"); !strings.Contains(cfg, "apiServerEndpoint: 10.20.0.10:6443") {
+			t.Errorf("%s does not join the controller's static address:\n%s", j.Name, cfg)
+		}
+	}
+	token := cluster.DeriveToken(fakePrivateKey, "lab")
+	for _, needle := range []string{token, "TESTONLY-ssh-key", base64.StdEncoding.EncodeToString([]byte(mockmon.ClientKeyMarker))} {
+		if hits := m.FindPlain(needle); len(hits) > 0 {
+			t.Errorf("secret %q in plain text at %v", needle[:8], hits)
+		}
+	}
+}
