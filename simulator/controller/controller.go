@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -199,7 +200,8 @@ func (c *Controller) Load(ctx context.Context, dir string, req LoadRequest) (*Lo
 			return nil, err
 		}
 	}
-	if err := c.dropTypes(ctx, st.Types); err != nil {
+	// Topics of types the new dataset also has are kept, purged and reused by loadType.
+	if err := c.dropTypes(ctx, st.Types, ds.Types()); err != nil {
 		return nil, err
 	}
 	byType := map[string][]*dataset.Source{}
@@ -229,10 +231,15 @@ func (c *Controller) Load(ctx context.Context, dir string, req LoadRequest) (*Lo
 	return res, nil
 }
 
-func (c *Controller) dropTypes(ctx context.Context, types []string) error {
+// dropTypes forgets the manifests of types and deletes their topics, except
+// the topics of the types in keepTopics.
+func (c *Controller) dropTypes(ctx context.Context, types, keepTopics []string) error {
 	for _, typ := range types {
 		if err := c.put(ctx, state.ManifestPrefix+typ, nil); err != nil {
 			return err
+		}
+		if slices.Contains(keepTopics, typ) {
+			continue
 		}
 		if err := c.deleteTopic(ctx, c.cfg.Names.RecordsTopic(typ)); err != nil {
 			return err
@@ -247,6 +254,41 @@ func (c *Controller) deleteTopic(ctx context.Context, topic string) error {
 		return fmt.Errorf("deleting topic %s: %w", topic, err)
 	}
 	return nil
+}
+
+// purgeIfFits empties an existing topic that already has nparts partitions
+// and reports true, so the topic is reused rather than deleted and recreated.
+// Reuse matters when an operator owns the topic (Strimzi's KafkaTopic, created
+// by the storage layer): deleting it would fight the operator. A topic with a
+// different partition count is deleted (false is returned, the caller creates
+// it); where an operator owns it, keep the type's instances equal to the
+// dataset's sources so this never happens.
+func (c *Controller) purgeIfFits(ctx context.Context, topic string, nparts int) (bool, error) {
+	details, err := c.adm.ListTopics(ctx, topic)
+	if err != nil {
+		return false, fmt.Errorf("describing topic %s: %w", topic, err)
+	}
+	d, ok := details[topic]
+	if !ok || d.Err != nil {
+		return false, nil // absent: create it
+	}
+	if len(d.Partitions) != nparts {
+		c.cfg.Log.Warn("recreating topic with a different partition count; if an operator manages it, set its partitions to match the dataset",
+			"topic", topic, "partitions", len(d.Partitions), "want", nparts)
+		return false, c.deleteTopic(ctx, topic)
+	}
+	ends, err := c.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return false, fmt.Errorf("listing end offsets of %s: %w", topic, err)
+	}
+	resp, err := c.adm.DeleteRecords(ctx, ends.Offsets())
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return false, fmt.Errorf("purging old records of %s: %w", topic, err)
+	}
+	return true, nil
 }
 
 type pending struct {
@@ -275,11 +317,12 @@ func (c *Controller) loadType(ctx context.Context, typ string, srcs []*dataset.S
 			byPart[p] = append(byPart[p], pending{p, s, &s.Records[j]})
 		}
 	}
-	if err := c.deleteTopic(ctx, topic); err != nil {
+	reused, err := c.purgeIfFits(ctx, topic, nparts)
+	if err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for {
+	for !reused {
 		_, err := c.adm.CreateTopic(ctx, int32(nparts), -1, nil, topic)
 		if err == nil {
 			break
@@ -428,7 +471,7 @@ func (c *Controller) Delete(ctx context.Context) error {
 	if err := c.put(ctx, state.KeyStage, state.Stage{Stage: state.StageEmpty}); err != nil {
 		return err
 	}
-	return c.dropTypes(ctx, st.Types)
+	return c.dropTypes(ctx, st.Types, nil)
 }
 
 // TypeStatus is the progress of one type.
