@@ -86,13 +86,19 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	}
 
 	var err error
-	st.Provider, err = kubernetes.NewProvider(ctx, "k8s", &kubernetes.ProviderArgs{
-		Kubeconfig:            kubeconfig,
-		Context:               kubeContext,
-		EnableServerSideApply: pulumi.BoolPtr(true),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	if st.Cluster != nil && st.Cluster.Provider != nil {
+		// The cluster layer already deploys Flannel and metrics-server through
+		// a provider built from its kubeconfig: the layers above share it.
+		st.Provider = st.Cluster.Provider
+	} else {
+		st.Provider, err = kubernetes.NewProvider(ctx, "k8s", &kubernetes.ProviderArgs{
+			Kubeconfig:            kubeconfig,
+			Context:               kubeContext,
+			EnableServerSideApply: pulumi.BoolPtr(true),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes provider: %w", err)
+		}
 	}
 
 	st.Storage, err = storage.New(ctx, "storage", storage.ArgsFor(&c, st.Provider))
@@ -104,7 +110,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		st.Workloads, err = workloads.New(ctx, "workloads", &workloads.Args{
 			Provider: st.Provider, Simulator: c.Simulator, Versions: c.Versions,
 			KafkaBootstrap: st.Storage.KafkaBootstrap, DatasetClaim: st.Storage.DatasetClaim,
-		}, pulumi.DependsOn([]pulumi.Resource{st.Storage}))
+		}, pulumi.DependsOn(st.Storage.Ready))
 		if err != nil {
 			return nil, fmt.Errorf("workloads layer: %w", err)
 		}

@@ -11,8 +11,12 @@ import (
 
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/nodes/mockmon"
 	"github.com/simlab/simlab/tests/pulumimock"
 )
+
+// testManifestDir holds the ignition package's test manifest of tiny fake artifacts.
+const testManifestDir = "../ignition/testdata"
 
 const fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-not-a-real-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"
 
@@ -22,9 +26,11 @@ func loadStack(t *testing.T, name string) *config.Loaded {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As `pulumi up` would after `pulumi config set --secret simlab:sshPrivateKey`.
+	// As `pulumi up` would after `pulumi config set --secret simlab:sshPrivateKey`
+	// and `simlab artifacts mirror` (here: the committed test manifest).
 	if l.Provider != config.ProviderExisting {
 		l.SSHPrivateKey = fakePrivateKey
+		l.Artifacts.Dir = testManifestDir
 	}
 	return l
 }
@@ -34,7 +40,7 @@ func deployMock(t *testing.T, stack string, cfg *config.Loaded) *pulumimock.Reco
 	rec, err := pulumimock.Run("simlab", stack, func(ctx *pulumi.Context) error {
 		_, err := infra.Deploy(ctx, cfg)
 		return err
-	})
+	}, withCommandOutputs)
 	if err != nil {
 		t.Fatalf("stack %s did not run to completion under mocks: %v", stack, err)
 	}
@@ -115,36 +121,62 @@ func descendants(rec *pulumimock.Recorder, layerType string) []pulumimock.Resour
 	return out
 }
 
-// The SDK expands a dependency on a component into its custom descendants, so
-// "cluster depends on nodes" means the cluster component's dependencies cover
-// every custom resource of the nodes layer.
-func TestMockLayersDependDownward(t *testing.T) {
-	rec := deployMock(t, "dev", loadStack(t, "dev"))
-	check := func(layer, on string) {
-		comps := rec.OfType(layer)
-		if len(comps) != 1 {
-			t.Fatalf("want one %s", layer)
-		}
-		deps := map[string]bool{}
-		for _, d := range comps[0].Dependencies {
-			deps[d] = true
-		}
-		for _, up := range descendants(rec, on) {
-			found := false
-			for d := range deps {
-				if strings.HasSuffix(d, "::"+up.Name) && strings.Contains(d, up.Type) {
-					found = true
-				}
-			}
-			if !found {
-				t.Errorf("%s must depend on %s (part of %s)", layer, up.Key(), on)
+// urnKey turns a URN into a recorded resource's key (type::name).
+func urnKey(urn string) string {
+	parts := strings.Split(urn, "::")
+	if len(parts) < 2 {
+		return urn
+	}
+	chain := parts[len(parts)-2]
+	typ := chain[strings.LastIndex(chain, "$")+1:]
+	return typ + "::" + parts[len(parts)-1]
+}
+
+// reachable returns every resource key reachable from r through dependencies.
+func reachable(rec *pulumimock.Recorder, r pulumimock.Resource) map[string]bool {
+	byKey := map[string]pulumimock.Resource{}
+	for _, x := range rec.Resources() {
+		byKey[x.Key()] = x
+	}
+	seen := map[string]bool{}
+	var walk func(x pulumimock.Resource)
+	walk = func(x pulumimock.Resource) {
+		for _, d := range x.Dependencies {
+			k := urnKey(d)
+			if !seen[k] {
+				seen[k] = true
+				walk(byKey[k])
 			}
 		}
 	}
-	check("simlab:cluster:Cluster", "simlab:nodes:Nodes")
-	check("simlab:workloads:Workloads", "simlab:storage:Storage")
-	for _, d := range rec.OfType("simlab:nodes:Nodes")[0].Dependencies {
-		t.Errorf("the nodes layer must not depend on anything, depends on %s", d)
+	walk(r)
+	return seen
+}
+
+// A layer depends on the one above it when every custom resource of the upper
+// layer is reachable through its dependencies, so destroy removes it first.
+func TestMockLayersDependDownward(t *testing.T) {
+	for _, stack := range []string{"dev", "local"} {
+		rec := deployMock(t, stack, loadStack(t, stack))
+		check := func(layer, on string) {
+			comps := rec.OfType(layer)
+			if len(comps) != 1 {
+				t.Fatalf("%s: want one %s", stack, layer)
+			}
+			deps := reachable(rec, comps[0])
+			for _, up := range descendants(rec, on) {
+				if !deps[up.Key()] {
+					t.Errorf("%s: %s must depend on %s (part of %s)", stack, layer, up.Key(), on)
+				}
+			}
+		}
+		if stack != "local" {
+			check("simlab:cluster:Cluster", "simlab:nodes:Nodes")
+			for _, d := range rec.OfType("simlab:nodes:Nodes")[0].Dependencies {
+				t.Errorf("the nodes layer must not depend on anything, depends on %s", d)
+			}
+		}
+		check("simlab:workloads:Workloads", "simlab:storage:Storage")
 	}
 }
 
@@ -245,7 +277,7 @@ func TestMockBuildReadsEngineConfig(t *testing.T) {
 	buf, _ := json.Marshal(cfg)
 	t.Setenv("PULUMI_CONFIG", string(buf))
 	t.Setenv("PULUMI_CONFIG_SECRET_KEYS", `["simlab:sshPrivateKey"]`)
-	rec, err := pulumimock.Run("simlab", "dev", infra.Build)
+	rec, err := pulumimock.Run("simlab", "dev", infra.Build, withCommandOutputs)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
@@ -264,6 +296,10 @@ func TestMockBuildRejectsUnknownKeyNamingIt(t *testing.T) {
 		t.Fatalf("want the typo named, got %v", err)
 	}
 }
+
+// withCommandOutputs makes mocked commands print what the real ones would
+// (a kubeconfig, DHCP leases, ...).
+func withCommandOutputs(r *pulumimock.Recorder) { r.State = mockmon.CommandOutputs }
 
 func TestMain(m *testing.M) {
 	// Tests must not pick up a developer's real key through ssh.privateKeyPath.

@@ -119,6 +119,7 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 	if err != nil {
 		return kafkaOut{}, fmt.Errorf("Kafka: %w", err)
 	}
+	b.offer(kafka)
 
 	topics := []struct {
 		name string
@@ -146,7 +147,7 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 		}})
 	}
 	for _, t := range topics {
-		_, err := apiextensions.NewCustomResource(b.ctx, b.name+"-topic-"+t.name, &apiextensions.CustomResourceArgs{
+		topic, err := apiextensions.NewCustomResource(b.ctx, b.name+"-topic-"+t.name, &apiextensions.CustomResourceArgs{
 			ApiVersion:  pulumi.String("kafka.strimzi.io/v1beta2"),
 			Kind:        pulumi.String("KafkaTopic"),
 			Metadata:    &metav1.ObjectMetaArgs{Name: pulumi.String(t.name), Namespace: pulumi.String(KafkaNamespace), Labels: clusterLabel},
@@ -155,6 +156,7 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 		if err != nil {
 			return kafkaOut{}, fmt.Errorf("KafkaTopic %s: %w", t.name, err)
 		}
+		b.offer(topic)
 	}
 	return kafkaOut{bootstrap: KafkaBootstrap}, nil
 }

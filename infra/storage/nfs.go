@@ -113,7 +113,7 @@ func (b *builder) nfs(given []pulumi.Resource, ceph cephOut) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("dataset PersistentVolume: %w", err)
 	}
-	_, err = corev1.NewPersistentVolumeClaim(b.ctx, b.name+"-dataset-claim", &corev1.PersistentVolumeClaimArgs{
+	claim, err := corev1.NewPersistentVolumeClaim(b.ctx, b.name+"-dataset-claim", &corev1.PersistentVolumeClaimArgs{
 		Metadata: &metav1.ObjectMetaArgs{
 			Name: pulumi.String(DatasetClaim), Namespace: pulumi.String(a.DatasetNamespace), Labels: labels("nfs"),
 		},
@@ -127,6 +127,7 @@ func (b *builder) nfs(given []pulumi.Resource, ceph cephOut) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("dataset PersistentVolumeClaim: %w", err)
 	}
+	b.offer(claim)
 	return DatasetClaim, nil
 }
 
@@ -203,5 +204,6 @@ func (b *builder) nfsServer(ns pulumi.Resource, ceph cephOut) (pulumi.Resource, 
 	if err != nil {
 		return nil, fmt.Errorf("NFS server Service: %w", err)
 	}
+	b.offer(deploy, svc)
 	return svc, nil
 }

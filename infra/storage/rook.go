@@ -162,6 +162,7 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 	if err != nil {
 		return cephOut{}, fmt.Errorf("StorageClass %s: %w", BlockStorageClass, err)
 	}
+	b.offer(sc)
 	return cephOut{className: BlockStorageClass, class: sc}, nil
 }
 

@@ -85,6 +85,13 @@ type Storage struct {
 	DatasetClaim pulumi.StringOutput
 	// BlockStorageClass is the Ceph block StorageClass ("" without Ceph).
 	BlockStorageClass pulumi.StringOutput
+	// Ready are the resources consumers use: topics, Kafka, the dataset claim,
+	// the NFS server and the StorageClasses. Each depends on its operator and
+	// CRDs, so depending on Ready orders a consumer before all of the layer on
+	// destroy. Depend on Ready rather than on the component: the Go SDK
+	// expands a dependency on a component into the children registered so far,
+	// and children register asynchronously.
+	Ready []pulumi.Resource
 }
 
 // builder carries what every service file needs while registering children.
@@ -95,7 +102,12 @@ type builder struct {
 	comp  *Storage
 	size  Sizing
 	child []pulumi.ResourceOption
+	// ready collects what consumers use (see Storage.Ready).
+	ready []pulumi.Resource
 }
+
+// offer records resources the layer's consumers use.
+func (b *builder) offer(rs ...pulumi.Resource) { b.ready = append(b.ready, rs...) }
 
 // opts returns the child options plus DependsOn deps (nil entries skipped).
 func (b *builder) opts(deps ...pulumi.Resource) []pulumi.ResourceOption {
@@ -177,6 +189,7 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		return nil, fmt.Errorf("storage: nfs: %w", err)
 	}
 
+	comp.Ready = b.ready
 	comp.KafkaBootstrap = pulumi.String(kafka.bootstrap).ToStringOutput()
 	comp.DatasetClaim = pulumi.String(claim).ToStringOutput()
 	comp.BlockStorageClass = pulumi.String(ceph.className).ToStringOutput()
