@@ -77,7 +77,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		st.Cluster, err = cluster.New(ctx, "cluster", &cluster.Args{
 			Cluster: c.Cluster, Nodes: st.Nodes.Nodes,
 			SSH: c.SSH, SSHPrivateKey: key, Versions: c.Versions,
-		}, pulumi.DependsOn([]pulumi.Resource{st.Nodes}))
+		}, pulumi.DependsOn(st.Nodes.Ready))
 		if err != nil {
 			return nil, fmt.Errorf("cluster layer: %w", err)
 		}
@@ -101,7 +101,13 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		}
 	}
 
-	st.Storage, err = storage.New(ctx, "storage", storage.ArgsFor(&c, st.Provider))
+	// Storage waits for a usable cluster (pod network, metrics, joined
+	// workers) and is destroyed before it.
+	var onCluster []pulumi.ResourceOption
+	if st.Cluster != nil {
+		onCluster = append(onCluster, pulumi.DependsOn(st.Cluster.Ready))
+	}
+	st.Storage, err = storage.New(ctx, "storage", storage.ArgsFor(&c, st.Provider), onCluster...)
 	if err != nil {
 		return nil, fmt.Errorf("storage layer: %w", err)
 	}
@@ -138,10 +144,13 @@ func privateKey(cfg *config.Loaded) (pulumi.StringInput, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
-			// Preview and tests may run without the key; nodes fail to connect at `up`.
-			return pulumi.ToSecret(pulumi.String("")).(pulumi.StringOutput), nil
+			return nil, fmt.Errorf("simlab:ssh.privateKeyPath: %s does not exist: create the key pair or set the key "+
+				"as a secret (pulumi config set --secret simlab:sshPrivateKey < KEYFILE)", path)
 		}
 		return nil, fmt.Errorf("simlab:ssh.privateKeyPath: reading %s: %w", path, err)
+	}
+	if strings.TrimSpace(string(data)) == "" {
+		return nil, fmt.Errorf("simlab:ssh.privateKeyPath: %s is empty", path)
 	}
 	return pulumi.ToSecret(pulumi.String(string(data))).(pulumi.StringOutput), nil
 }

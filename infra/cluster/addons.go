@@ -45,7 +45,8 @@ const flannelCNIConf = `{
 
 // flannel deploys Flannel (vxlan, --kube-subnet-mgr) as typed objects, so the
 // pod network follows the stack's podCIDR and the images follow versions.go.
-func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...pulumi.ResourceOption) error {
+// It returns the DaemonSet, which depends on every other Flannel object.
+func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...pulumi.ResourceOption) (pulumi.Resource, error) {
 	labels := pulumi.StringMap{"app": pulumi.String(flannelName), "k8s-app": pulumi.String(flannelName)}
 	ns, err := corev1.NewNamespace(ctx, flannelNamespace, &corev1.NamespaceArgs{
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(flannelNamespace), Labels: pulumi.StringMap{
@@ -54,13 +55,13 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 		}},
 	}, opts...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	inNS := append(append([]pulumi.ResourceOption{}, opts...), pulumi.DependsOn([]pulumi.Resource{ns}))
 	meta := &metav1.ObjectMetaArgs{Name: pulumi.String(flannelName), Namespace: pulumi.String(flannelNamespace), Labels: labels}
 	sa, err := corev1.NewServiceAccount(ctx, "flannel", &corev1.ServiceAccountArgs{Metadata: meta}, inNS...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	role, err := rbacv1.NewClusterRole(ctx, "flannel", &rbacv1.ClusterRoleArgs{
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(flannelName), Labels: labels},
@@ -74,7 +75,7 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 		},
 	}, opts...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	binding, err := rbacv1.NewClusterRoleBinding(ctx, "flannel", &rbacv1.ClusterRoleBindingArgs{
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(flannelName), Labels: labels},
@@ -84,7 +85,7 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 			Name: pulumi.String(flannelName), Namespace: pulumi.String(flannelNamespace)}},
 	}, append(append([]pulumi.ResourceOption{}, opts...), pulumi.DependsOn([]pulumi.Resource{role, sa}))...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cm, err := corev1.NewConfigMap(ctx, "kube-flannel-cfg", &corev1.ConfigMapArgs{
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String("kube-flannel-cfg"), Namespace: pulumi.String(flannelNamespace), Labels: labels},
@@ -94,7 +95,7 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 		},
 	}, inNS...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hostPath := func(name, path string, typ string) corev1.VolumeArgs {
 		hp := &corev1.HostPathVolumeSourceArgs{Path: pulumi.String(path)}
@@ -111,7 +112,7 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 			FieldRef: &corev1.ObjectFieldSelectorArgs{FieldPath: pulumi.String(path)}}}
 	}
 	image := fmt.Sprintf("%s:%s", flannelImage, v.Flannel)
-	_, err = appsv1.NewDaemonSet(ctx, "kube-flannel-ds", &appsv1.DaemonSetArgs{
+	ds, err := appsv1.NewDaemonSet(ctx, "kube-flannel-ds", &appsv1.DaemonSetArgs{
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String("kube-flannel-ds"), Namespace: pulumi.String(flannelNamespace), Labels: labels},
 		Spec: appsv1.DaemonSetSpecArgs{
 			Selector: &metav1.LabelSelectorArgs{MatchLabels: pulumi.StringMap{"app": pulumi.String(flannelName)}},
@@ -173,7 +174,10 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 			},
 		},
 	}, append(append([]pulumi.ResourceOption{}, opts...), pulumi.DependsOn([]pulumi.Resource{ns, sa, binding, cm}))...)
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return ds, nil
 }
 
 // MetricsServerManifest is the pinned upstream release manifest. It keeps
@@ -184,9 +188,9 @@ func MetricsServerManifest(version string) string {
 }
 
 // metricsServer deploys the pinned metrics-server release.
-func metricsServer(ctx *pulumi.Context, v config.Versions, opts ...pulumi.ResourceOption) error {
-	_, err := yamlv2.NewConfigFile(ctx, "metrics-server", &yamlv2.ConfigFileArgs{
+// The ConfigFile is a remote component: depending on it waits for its objects.
+func metricsServer(ctx *pulumi.Context, v config.Versions, opts ...pulumi.ResourceOption) (pulumi.Resource, error) {
+	return yamlv2.NewConfigFile(ctx, "metrics-server", &yamlv2.ConfigFileArgs{
 		File: pulumi.String(MetricsServerManifest(v.MetricsServer)),
 	}, opts...)
-	return err
 }

@@ -52,6 +52,12 @@ type Cluster struct {
 	// Init is the kubeadm init command; Joins are the workers' join commands.
 	Init  *remote.Command
 	Joins []*remote.Command
+	// Ready are the resources that make the cluster usable: Flannel,
+	// metrics-server and every node admitted (joined, serving certificate
+	// approved). The layers above depend on Ready, not on the component (the
+	// Go SDK expands a component into the children registered so far, and
+	// children register asynchronously), so destroy removes them first.
+	Ready []pulumi.Resource
 }
 
 // kubectl on the controller, as root with the admin kubeconfig.
@@ -89,8 +95,13 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 
 	// The bootstrap token, derived from the secret SSH key: stable across
 	// `up`s without state, secret, and telling nothing about the key.
-	token := pulumi.ToSecret(args.SSHPrivateKey.ToStringOutput().ApplyT(func(key string) string {
-		return DeriveToken(key, cname)
+	token := pulumi.ToSecret(args.SSHPrivateKey.ToStringOutput().ApplyT(func(key string) (string, error) {
+		if strings.TrimSpace(key) == "" {
+			// An empty seed would give a token anyone could compute.
+			return "", fmt.Errorf("cluster: the SSH private key is empty (set simlab:sshPrivateKey or ssh.privateKeyPath): " +
+				"it reaches the nodes and seeds the bootstrap token")
+		}
+		return DeriveToken(key, cname), nil
 	})).(pulumi.StringOutput)
 
 	// kubeadm init on the controller, skipped when the cluster exists.
@@ -108,7 +119,7 @@ if sudo test -f /etc/kubernetes/admin.conf; then echo "kubeadm init: cluster exi
 sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
 		Delete:   pulumi.String(resetScript),
 		Triggers: pulumi.Array{ctrl.InstanceID},
-	}, parent, pulumi.DependsOn([]pulumi.Resource{ctrl}))
+	}, parent, pulumi.DependsOn(ctrl.Ready))
 	if err != nil {
 		return nil, fmt.Errorf("kubeadm init on %s: %w", ctrl.Name, err)
 	}
@@ -127,13 +138,15 @@ sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
 	caHash := pulumi.ToSecret(comp.Kubeconfig.ApplyT(CACertHashFromKubeconfig)).(pulumi.StringOutput)
 
 	// The controller's kubelet asks for a serving certificate too.
-	if _, err := remote.NewCommand(ctx, ctrl.Name+"-admit", &remote.CommandArgs{
+	admit, err := remote.NewCommand(ctx, ctrl.Name+"-admit", &remote.CommandArgs{
 		Connection: ctrl.Connection,
 		Create:     pulumi.String(approveScript(ctrl.Name)),
 		Triggers:   pulumi.Array{comp.Init.ID()},
-	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch})); err != nil {
+	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch}))
+	if err != nil {
 		return nil, fmt.Errorf("admitting %s: %w", ctrl.Name, err)
 	}
+	comp.Ready = append(comp.Ready, admit)
 
 	for _, w := range workers {
 		join, err := joinWorker(ctx, comp, args, ctrl, w, token, caHash, fetch)
@@ -151,12 +164,15 @@ sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
 	k8s := []pulumi.ResourceOption{parent, pulumi.Provider(comp.Provider), pulumi.DependsOn([]pulumi.Resource{comp.Init})}
-	if err := flannel(ctx, args.Cluster, args.Versions, k8s...); err != nil {
+	cni, err := flannel(ctx, args.Cluster, args.Versions, k8s...)
+	if err != nil {
 		return nil, fmt.Errorf("flannel: %w", err)
 	}
-	if err := metricsServer(ctx, args.Versions, k8s...); err != nil {
+	metrics, err := metricsServer(ctx, args.Versions, k8s...)
+	if err != nil {
 		return nil, fmt.Errorf("metrics-server: %w", err)
 	}
+	comp.Ready = append(comp.Ready, cni, metrics)
 
 	if err := ctx.RegisterResourceOutputs(comp, pulumi.Map{"kubeconfig": comp.Kubeconfig}); err != nil {
 		return nil, err
@@ -212,21 +228,23 @@ if sudo test -f /etc/kubernetes/kubelet.conf; then echo "kubeadm join: already j
 sudo kubeadm join --config ` + ConfigDir + `/join.yaml`),
 		Delete:   pulumi.String(resetScript),
 		Triggers: pulumi.Array{w.InstanceID, comp.Init.ID()},
-	}, parent, pulumi.DependsOn([]pulumi.Resource{comp.Init, refresh, w}))
+	}, parent, pulumi.DependsOn(append([]pulumi.Resource{comp.Init, refresh}, w.Ready...)))
 	if err != nil {
 		return nil, fmt.Errorf("joining %s: %w", w.Name, err)
 	}
 
 	// Created after the join, so deleted before it: drain and delete the
 	// Node while the worker still runs, then the join's delete resets it.
-	if _, err := remote.NewCommand(ctx, w.Name+"-admit", &remote.CommandArgs{
+	admit, err := remote.NewCommand(ctx, w.Name+"-admit", &remote.CommandArgs{
 		Connection: ctrl.Connection,
 		Create:     pulumi.String(approveScript(w.Name)),
 		Delete:     pulumi.String(drainScript(w.Name)),
 		Triggers:   pulumi.Array{join.ID()},
-	}, parent, pulumi.DependsOn([]pulumi.Resource{join})); err != nil {
+	}, parent, pulumi.DependsOn([]pulumi.Resource{join}))
+	if err != nil {
 		return nil, fmt.Errorf("admitting %s: %w", w.Name, err)
 	}
+	comp.Ready = append(comp.Ready, admit)
 	return join, nil
 }
 

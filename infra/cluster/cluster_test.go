@@ -383,3 +383,22 @@ func TestMockMetalStackJoinsAndKeepsSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestMockEmptyKeyIsRefused(t *testing.T) {
+	c := stackConfig(1)
+	_, err := mockmon.Run(func(ctx *pulumi.Context) error {
+		key := pulumi.ToSecret(pulumi.String("")).(pulumi.StringOutput)
+		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
+			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
+			Libvirt: c.Libvirt, SSH: c.SSH, SSHPrivateKey: key, Artifacts: c.Artifacts, Versions: c.Versions, Manifest: manifest(t),
+		})
+		if err != nil {
+			return err
+		}
+		_, err = cluster.New(ctx, "cluster", &cluster.Args{Cluster: c.Cluster, Nodes: ns.Nodes, SSHPrivateKey: key, Versions: c.Versions})
+		return err
+	}, mockmon.CommandOutputs)
+	if err == nil || !strings.Contains(err.Error(), "SSH private key is empty") {
+		t.Fatalf("an empty key must be refused (it would make the token predictable), got %v", err)
+	}
+}

@@ -68,6 +68,11 @@ type Node struct {
 	InstanceID pulumi.StringOutput
 	// Connection reaches the node over SSH once it answers (a secret: it holds the key).
 	Connection remote.ConnectionOutput
+	// Ready is the node's last resource: it answers SSH, and it depends on
+	// every other resource of the node. Depend on Ready, not on the Node: the
+	// Go SDK expands a dependency on a component into the children
+	// registered so far, and children register asynchronously.
+	Ready []pulumi.Resource
 }
 
 // Nodes is the nodes layer.
@@ -76,6 +81,8 @@ type Nodes struct {
 
 	// Nodes are the machines, controllers first.
 	Nodes []*Node
+	// Ready holds every node's Ready resources (see Node.Ready).
+	Ready []pulumi.Resource
 }
 
 // SSH connection retry budget while a node boots: DialErrorLimit attempts of
@@ -165,6 +172,7 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 			return nil, err
 		}
 		comp.Nodes = append(comp.Nodes, node)
+		comp.Ready = append(comp.Ready, node.Ready...)
 		names = append(names, pulumi.String(n.Name))
 		addrs[n.Name] = node.Address
 	}
@@ -209,6 +217,7 @@ func waitForSSH(ctx *pulumi.Context, node *Node, args *Args, host pulumi.StringO
 	if err != nil {
 		return fmt.Errorf("waiting for SSH: %w", err)
 	}
+	node.Ready = []pulumi.Resource{wait}
 	// The connection is handed out only after SSH answered.
 	node.Connection = remote.ConnectionArgs{
 		Host: pulumi.All(wait.Stdout, host).ApplyT(func(v []any) string { return v[1].(string) }).(pulumi.StringOutput),
