@@ -11,7 +11,6 @@ import (
 
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
-	"github.com/simlab/simlab/infra/nodes/mockmon"
 	"github.com/simlab/simlab/tests/pulumimock"
 )
 
@@ -305,7 +304,7 @@ func TestMockBuildRejectsUnknownKeyNamingIt(t *testing.T) {
 
 // withCommandOutputs makes mocked commands print what the real ones would
 // (a kubeconfig, DHCP leases, ...).
-func withCommandOutputs(r *pulumimock.Recorder) { r.State = mockmon.CommandOutputs }
+var withCommandOutputs = pulumimock.WithState(pulumimock.CommandOutputs)
 
 func TestMain(m *testing.M) {
 	// Tests must not pick up a developer's real key through ssh.privateKeyPath.

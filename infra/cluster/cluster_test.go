@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"encoding/base64"
 	"fmt"
+	"github.com/simlab/simlab/tests/pulumimock"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,6 @@ import (
 	"github.com/simlab/simlab/infra/cluster"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
-	"github.com/simlab/simlab/infra/nodes/mockmon"
 )
 
 const fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-ssh-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -31,7 +31,7 @@ var (
 
 func init() {
 	var ca []byte
-	fakeKubeconfig, ca = mockmon.Kubeconfig()
+	fakeKubeconfig, ca = pulumimock.Kubeconfig()
 	var err error
 	if fakeCAHash, err = cluster.CACertHash(ca); err != nil {
 		panic(err)
@@ -62,7 +62,7 @@ func manifest(t *testing.T) *artifacts.Manifest {
 // deploy runs the nodes and cluster layers for c under the mock monitor; a
 // sink resource takes the cluster's exported outputs as inputs, so the
 // record shows whether they arrive as secrets.
-func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
+func deploy(t *testing.T, c *config.Config) *pulumimock.Recorder {
 	t.Helper()
 	m, err := deployE(manifest(t), c)
 	if err != nil {
@@ -71,8 +71,8 @@ func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
 	return m
 }
 
-func deployE(man *artifacts.Manifest, c *config.Config) (*mockmon.Monitor, error) {
-	return mockmon.Run(func(ctx *pulumi.Context) error {
+func deployE(man *artifacts.Manifest, c *config.Config) (*pulumimock.Recorder, error) {
+	return pulumimock.Run("simlab", "test", func(ctx *pulumi.Context) error {
 		key := pulumi.ToSecret(pulumi.String(fakePrivateKey)).(pulumi.StringOutput)
 		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
@@ -91,7 +91,7 @@ func deployE(man *artifacts.Manifest, c *config.Config) (*mockmon.Monitor, error
 		return ctx.RegisterResource("test:index:Sink", "sink", pulumi.Map{
 			"kubeconfig": cl.Kubeconfig, "controllerConnection": ns.Nodes[0].Connection,
 		}, &sink)
-	}, mockmon.CommandOutputs)
+	}, pulumimock.WithState(pulumimock.CommandOutputs))
 }
 
 func TestMockOneInitAndAJoinPerWorker(t *testing.T) {
@@ -131,7 +131,7 @@ func TestMockOneInitAndAJoinPerWorker(t *testing.T) {
 	}
 }
 
-func names(rs []mockmon.Resource) []string {
+func names(rs []pulumimock.Resource) []string {
 	var out []string
 	for _, r := range rs {
 		out = append(out, r.Name)
@@ -144,7 +144,7 @@ func TestMockSecretsStaySecret(t *testing.T) {
 	// No secret value appears in any plain-text input or output.
 	needles := map[string]string{
 		"bootstrap token": fakeToken, "token secret half": strings.Split(fakeToken, ".")[1],
-		"SSH private key": "TESTONLY-ssh-key", "admin kubeconfig": base64.StdEncoding.EncodeToString([]byte(mockmon.ClientKeyMarker)),
+		"SSH private key": "TESTONLY-ssh-key", "admin kubeconfig": base64.StdEncoding.EncodeToString([]byte(pulumimock.ClientKeyMarker)),
 		"CA hash": strings.TrimPrefix(fakeCAHash, "sha256:"),
 	}
 	for what, needle := range needles {
@@ -173,20 +173,20 @@ func TestMockSecretsStaySecret(t *testing.T) {
 		if s.side == "out" {
 			pm = r.Outputs
 		}
-		if !mockmon.IsSecret(pm, s.key) {
+		if !pulumimock.IsSecret(pm, s.key) {
 			t.Errorf("%s %s: %s is not a secret", s.name, s.side, s.key)
 		}
 	}
 	// And they carry the right content: the token and CA hash reach the join config.
 	join, _ := m.Find(typRemote, "dev-worker-1-kubeadm-join")
-	cfg := mockmon.String(join.Inputs, "stdin")
+	cfg := pulumimock.String(join.Inputs, "stdin")
 	for _, want := range []string{"token: " + fakeToken, fakeCAHash, "name: dev-worker-1", "apiServerEndpoint: 192.168.122."} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("join config lacks %q:\n%s", want, cfg)
 		}
 	}
 	kc, _ := m.Find("test:index:Sink", "sink")
-	if mockmon.String(kc.Inputs, "kubeconfig") != fakeKubeconfig {
+	if pulumimock.String(kc.Inputs, "kubeconfig") != fakeKubeconfig {
 		t.Errorf("the exported kubeconfig is not the controller's admin.conf")
 	}
 }
@@ -198,8 +198,8 @@ func TestMockAddingAWorkerAddsOneNodeAndOneJoin(t *testing.T) {
 	a := deploy(t, stackConfig(2))
 	again := deploy(t, stackConfig(2))
 	b := deploy(t, stackConfig(3))
-	index := func(m *mockmon.Monitor) map[string]mockmon.Resource {
-		out := map[string]mockmon.Resource{}
+	index := func(m *pulumimock.Recorder) map[string]pulumimock.Resource {
+		out := map[string]pulumimock.Resource{}
 		for _, r := range m.Resources() {
 			out[r.Key()] = r
 		}
@@ -211,7 +211,7 @@ func TestMockAddingAWorkerAddsOneNodeAndOneJoin(t *testing.T) {
 			t.Errorf("a second run changed the inputs of %s", k)
 		}
 	}
-	var added []mockmon.Resource
+	var added []pulumimock.Resource
 	for k, r := range index(b) {
 		old, ok := before[k]
 		if !ok {
@@ -253,24 +253,24 @@ func TestMockRemovedWorkerIsDrainedDeletedAndReset(t *testing.T) {
 		if !ok || !admit.DependsOn(join) {
 			t.Fatalf("%s-admit must exist and depend on the join (so it is deleted first)", w)
 		}
-		del := mockmon.String(admit.Inputs, "delete")
+		del := pulumimock.String(admit.Inputs, "delete")
 		for _, want := range []string{"drain " + w, "delete node " + w} {
 			if !strings.Contains(del, want) {
 				t.Errorf("%s-admit delete lacks %q:\n%s", w, want, del)
 			}
 		}
-		if !strings.Contains(mockmon.String(join.Inputs, "delete"), "kubeadm reset -f") {
+		if !strings.Contains(pulumimock.String(join.Inputs, "delete"), "kubeadm reset -f") {
 			t.Errorf("%s join delete does not reset the node", w)
 		}
-		if !strings.Contains(mockmon.String(admit.Inputs, "create"), "certificate approve") {
+		if !strings.Contains(pulumimock.String(admit.Inputs, "create"), "certificate approve") {
 			t.Errorf("%s-admit does not approve the kubelet serving certificate", w)
 		}
 	}
 	init, _ := m.Find(typRemote, "dev-controller-1-kubeadm-init")
-	if !strings.Contains(mockmon.String(init.Inputs, "delete"), "kubeadm reset -f") {
+	if !strings.Contains(pulumimock.String(init.Inputs, "delete"), "kubeadm reset -f") {
 		t.Errorf("destroy must reset the controller")
 	}
-	if c := mockmon.String(init.Inputs, "create"); !strings.Contains(c, "test -f /etc/kubernetes/admin.conf") {
+	if c := pulumimock.String(init.Inputs, "create"); !strings.Contains(c, "test -f /etc/kubernetes/admin.conf") {
 		t.Errorf("init must skip an existing cluster:\n%s", c)
 	}
 }
@@ -289,7 +289,7 @@ func TestMockFlannelFollowsPodCIDR(t *testing.T) {
 		t.Errorf("net-conf.json = %s", net)
 	}
 	init, _ := m.Find(typRemote, "dev-controller-1-kubeadm-init")
-	if !strings.Contains(mockmon.String(init.Inputs, "stdin"), "podSubnet: 10.50.0.0/16") {
+	if !strings.Contains(pulumimock.String(init.Inputs, "stdin"), "podSubnet: 10.50.0.0/16") {
 		t.Errorf("kubeadm podSubnet does not follow the config")
 	}
 	ds, _ := m.Find("kubernetes:apps/v1:DaemonSet", "kube-flannel-ds")
@@ -304,7 +304,7 @@ func TestMockClusterScriptsParse(t *testing.T) {
 	n := 0
 	for _, r := range m.Resources() {
 		for _, k := range []string{"create", "update", "delete"} {
-			s := mockmon.String(r.Inputs, k)
+			s := pulumimock.String(r.Inputs, k)
 			if s == "" {
 				continue
 			}
@@ -372,12 +372,12 @@ func TestMockMetalStackJoinsAndKeepsSecrets(t *testing.T) {
 		if !j.DependsOn(inits[0]) {
 			t.Errorf("%s does not depend on the init", j.Name)
 		}
-		if cfg := mockmon.String(j.Inputs, "stdin"); !strings.Contains(cfg, "apiServerEndpoint: 10.20.0.10:6443") {
+		if cfg := pulumimock.String(j.Inputs, "stdin"); !strings.Contains(cfg, "apiServerEndpoint: 10.20.0.10:6443") {
 			t.Errorf("%s does not join the controller's static address:\n%s", j.Name, cfg)
 		}
 	}
 	token := cluster.DeriveToken(fakePrivateKey, "lab")
-	for _, needle := range []string{token, "TESTONLY-ssh-key", base64.StdEncoding.EncodeToString([]byte(mockmon.ClientKeyMarker))} {
+	for _, needle := range []string{token, "TESTONLY-ssh-key", base64.StdEncoding.EncodeToString([]byte(pulumimock.ClientKeyMarker))} {
 		if hits := m.FindPlain(needle); len(hits) > 0 {
 			t.Errorf("secret %q in plain text at %v", needle[:8], hits)
 		}
@@ -386,7 +386,7 @@ func TestMockMetalStackJoinsAndKeepsSecrets(t *testing.T) {
 
 func TestMockEmptyKeyIsRefused(t *testing.T) {
 	c := stackConfig(1)
-	_, err := mockmon.Run(func(ctx *pulumi.Context) error {
+	_, err := pulumimock.Run("simlab", "test", func(ctx *pulumi.Context) error {
 		key := pulumi.ToSecret(pulumi.String("")).(pulumi.StringOutput)
 		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
@@ -397,7 +397,7 @@ func TestMockEmptyKeyIsRefused(t *testing.T) {
 		}
 		_, err = cluster.New(ctx, "cluster", &cluster.Args{Cluster: c.Cluster, Nodes: ns.Nodes, SSHPrivateKey: key, Versions: c.Versions})
 		return err
-	}, mockmon.CommandOutputs)
+	}, pulumimock.WithState(pulumimock.CommandOutputs))
 	if err == nil || !strings.Contains(err.Error(), "SSH private key is empty") {
 		t.Fatalf("an empty key must be refused (it would make the token predictable), got %v", err)
 	}

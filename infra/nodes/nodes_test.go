@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/simlab/simlab/tests/pulumimock"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -18,7 +19,6 @@ import (
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
-	"github.com/simlab/simlab/infra/nodes/mockmon"
 )
 
 const (
@@ -73,9 +73,9 @@ func outputs(args pulumi.MockResourceArgs) resource.PropertyMap {
 
 // deploy runs the nodes layer for c under the mock monitor, with a sink
 // resource that takes every node's address as input.
-func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
+func deploy(t *testing.T, c *config.Config) *pulumimock.Recorder {
 	t.Helper()
-	m, err := mockmon.Run(func(ctx *pulumi.Context) error {
+	m, err := pulumimock.Run("simlab", "test", func(ctx *pulumi.Context) error {
 		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
 			Libvirt: c.Libvirt, Metal: c.Metal, SSH: c.SSH,
@@ -91,14 +91,14 @@ func deploy(t *testing.T, c *config.Config) *mockmon.Monitor {
 		}
 		var sink pulumi.CustomResourceState
 		return ctx.RegisterResource("test:index:Sink", "sink", pulumi.Map{"addresses": addrs}, &sink)
-	}, outputs)
+	}, pulumimock.WithState(outputs))
 	if err != nil {
 		t.Fatalf("nodes layer failed under mocks: %v", err)
 	}
 	return m
 }
 
-func find(t *testing.T, m *mockmon.Monitor, typ, name string) mockmon.Resource {
+func find(t *testing.T, m *pulumimock.Recorder, typ, name string) pulumimock.Resource {
 	t.Helper()
 	r, ok := m.Find(typ, name)
 	if !ok {
@@ -107,14 +107,14 @@ func find(t *testing.T, m *mockmon.Monitor, typ, name string) mockmon.Resource {
 	return r
 }
 
-func triggers(r mockmon.Resource) string { return fmt.Sprint(r.Inputs["triggers"]) }
+func triggers(r pulumimock.Resource) string { return fmt.Sprint(r.Inputs["triggers"]) }
 
 func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 	c := loadStack(t, "dev")
 	m := deploy(t, c)
 	img := find(t, m, typRemote, "dev-fcos-image")
 	qemu, _ := manifest(t).Get(artifacts.FCOSQemu)
-	if create := mockmon.String(img.Inputs, "create"); !strings.Contains(create, qemu.SHA512) ||
+	if create := pulumimock.String(img.Inputs, "create"); !strings.Contains(create, qemu.SHA512) ||
 		!strings.Contains(create, "sha512sum -c") || !strings.Contains(create, c.Artifacts.URL+"/"+qemu.Path) {
 		t.Errorf("base image is not fetched from the artifact server and checked:\n%s", create)
 	}
@@ -126,7 +126,7 @@ func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 				t.Errorf("%s%s is parented to %s, want the node", n.Name, child, r.Parent)
 			}
 		}
-		disks := mockmon.String(find(t, m, typRemote, n.Name+"-disks").Inputs, "create")
+		disks := pulumimock.String(find(t, m, typRemote, n.Name+"-disks").Inputs, "create")
 		if !strings.Contains(disks, "-b '/var/lib/libvirt/images/simlab-dev/fedora-coreos-42.20251012.3.0-qemu.x86_64.qcow2'") {
 			t.Errorf("%s: overlay is not on the base image:\n%s", n.Name, disks)
 		}
@@ -134,7 +134,7 @@ func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 		if hasCeph != (n.Role == config.RoleWorker) {
 			t.Errorf("%s (%s): Ceph data disk present=%v", n.Name, n.Role, hasCeph)
 		}
-		domain := mockmon.String(find(t, m, typRemote, n.Name+"-domain").Inputs, "create")
+		domain := pulumimock.String(find(t, m, typRemote, n.Name+"-domain").Inputs, "create")
 		pool := c.Controllers
 		if n.Role == config.RoleWorker {
 			pool = c.Workers
@@ -148,11 +148,11 @@ func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 				t.Errorf("%s domain lacks %q:\n%s", n.Name, want, domain)
 			}
 		}
-		del := mockmon.String(find(t, m, typRemote, n.Name+"-domain").Inputs, "delete")
+		del := pulumimock.String(find(t, m, typRemote, n.Name+"-domain").Inputs, "delete")
 		if !strings.Contains(del, "undefine '"+n.Name+"'") {
 			t.Errorf("%s: deleting does not undefine the domain:\n%s", n.Name, del)
 		}
-		if d := mockmon.String(find(t, m, typRemote, n.Name+"-disks").Inputs, "delete"); !strings.Contains(d, n.Name+".qcow2") {
+		if d := pulumimock.String(find(t, m, typRemote, n.Name+"-disks").Inputs, "delete"); !strings.Contains(d, n.Name+".qcow2") {
 			t.Errorf("%s: deleting does not remove its disk: %s", n.Name, d)
 		}
 	}
@@ -177,7 +177,7 @@ func TestMockStaticLibvirtAddressNeedsNoLease(t *testing.T) {
 	if got := fmt.Sprint(sink.Inputs["addresses"]); !strings.Contains(got, "192.168.122.51") {
 		t.Errorf("static address not exported: %s", got)
 	}
-	ign := mockmon.String(find(t, m, typRemote, "dev-worker-1-ignition").Inputs, "stdin")
+	ign := pulumimock.String(find(t, m, typRemote, "dev-worker-1-ignition").Inputs, "stdin")
 	if !strings.Contains(ign, "simlab-static.nmconnection") {
 		t.Errorf("static node's Ignition has no static network")
 	}
@@ -229,7 +229,7 @@ func TestMockScalingWorkersTouchesOnlyWorkers(t *testing.T) {
 	large := loadStack(t, "dev")
 	large.Workers.Count = 50
 	a, b := deploy(t, small), deploy(t, large)
-	before := map[string]mockmon.Resource{}
+	before := map[string]pulumimock.Resource{}
 	for _, r := range a.Resources() {
 		before[r.Key()] = r
 	}
@@ -331,7 +331,7 @@ func TestMockScriptsParse(t *testing.T) {
 		m := deploy(t, loadStack(t, stack))
 		for _, r := range m.Resources() {
 			for _, k := range []string{"create", "update", "delete"} {
-				s := mockmon.String(r.Inputs, k)
+				s := pulumimock.String(r.Inputs, k)
 				if s == "" {
 					continue
 				}

@@ -1,8 +1,10 @@
 // Package pulumimock runs a Pulumi program under the SDK's official mock
 // monitor (pulumi.WithMocks) and records every resource it registers: type,
 // name, parent, dependencies, provider and inputs. Tests assert the resource
-// graph from the record. No engine or provider plugin is involved: this is a
-// mock of the Pulumi engine, and tests using it say so in their names.
+// graph from the record. Like the engine (which the SDK's mocks leave out),
+// it marks the outputs named in additionalSecretOutputs as secrets. No engine
+// or provider plugin is involved: this is a mock of the Pulumi engine, and
+// tests using it say so in their names (TestMock...).
 package pulumimock
 
 import (
@@ -12,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
 
@@ -29,43 +32,77 @@ type Resource struct {
 	Dependencies []string
 	// Provider is the provider reference, if any.
 	Provider string
-	// Inputs are the resource's inputs, secrets kept as secrets.
-	Inputs resource.PropertyMap
+	// URN is the resource's URN as the SDK's mock monitor computes it.
+	URN string
+	// Inputs and Outputs keep secrets as secrets.
+	Inputs, Outputs resource.PropertyMap
+	// IgnoreChanges, ReplaceOnChanges and DeleteBeforeReplace are the options sent.
+	IgnoreChanges, ReplaceOnChanges []string
+	DeleteBeforeReplace             bool
 }
 
 // Key identifies a resource by type and name.
 func (r Resource) Key() string { return r.Type + "::" + r.Name }
+
+// DependsOn reports whether r lists a dependency on the resource other.
+func (r Resource) DependsOn(other Resource) bool {
+	for _, d := range r.Dependencies {
+		if d == other.URN {
+			return true
+		}
+	}
+	return false
+}
 
 // StateFunc lets a test add outputs for a resource (e.g. a command's stdout).
 type StateFunc func(args pulumi.MockResourceArgs) resource.PropertyMap
 
 // Recorder is a pulumi.MockResourceMonitor that records resources.
 type Recorder struct {
-	mu        sync.Mutex
-	resources []Resource
+	mu             sync.Mutex
+	resources      []Resource
+	project, stack string
 	// State, when set, is merged over the inputs to form each resource's outputs.
 	State StateFunc
 }
 
-// NewResource records the resource and echoes its inputs as outputs.
+// WithState sets the Recorder's State (see Run).
+func WithState(f StateFunc) func(*Recorder) { return func(r *Recorder) { r.State = f } }
+
+// NewResource records the resource; its outputs are its inputs merged with State's.
 func (r *Recorder) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
 	res := Resource{Type: args.TypeToken, Name: args.Name, Custom: args.Custom, Provider: args.Provider, Inputs: args.Inputs}
-	if rpc := args.RegisterRPC; rpc != nil {
-		res.Parent = rpc.GetParent()
-		res.Dependencies = append(res.Dependencies, rpc.GetDependencies()...)
-		for _, deps := range rpc.GetPropertyDependencies() {
-			res.Dependencies = append(res.Dependencies, deps.GetUrns()...)
-		}
-	}
-	r.mu.Lock()
-	r.resources = append(r.resources, res)
-	r.mu.Unlock()
 	state := args.Inputs.Copy()
 	if r.State != nil {
 		for k, v := range r.State(args) {
 			state[k] = v
 		}
 	}
+	if rpc := args.RegisterRPC; rpc != nil {
+		res.Parent = rpc.GetParent()
+		res.Dependencies = append(res.Dependencies, rpc.GetDependencies()...)
+		for _, deps := range rpc.GetPropertyDependencies() {
+			res.Dependencies = append(res.Dependencies, deps.GetUrns()...)
+		}
+		res.IgnoreChanges = rpc.GetIgnoreChanges()
+		res.ReplaceOnChanges = rpc.GetReplaceOnChanges()
+		res.DeleteBeforeReplace = rpc.GetDeleteBeforeReplace()
+		for _, k := range rpc.GetAdditionalSecretOutputs() {
+			if v, ok := state[resource.PropertyKey(k)]; ok && !v.IsSecret() {
+				state[resource.PropertyKey(k)] = resource.MakeSecret(v)
+			}
+		}
+		parentType := tokens.Type("")
+		if p := resource.URN(res.Parent); p != "" && p.QualifiedType() != resource.RootStackType {
+			parentType = p.QualifiedType()
+		}
+		res.URN = string(resource.NewURN(tokens.QName(r.stack), tokens.PackageName(r.project), parentType,
+			tokens.Type(res.Type), res.Name))
+	}
+	res.Outputs = state
+	r.mu.Lock()
+	r.resources = append(r.resources, res)
+	r.mu.Unlock()
 	return args.Name + "-id", state, nil
 }
 
@@ -104,9 +141,20 @@ func (r *Recorder) Find(typ, name string) (Resource, bool) {
 	return Resource{}, false
 }
 
+// Select returns the resources of a type whose name ends with suffix.
+func (r *Recorder) Select(typ, suffix string) []Resource {
+	var out []Resource
+	for _, res := range r.OfType(typ) {
+		if strings.HasSuffix(res.Name, suffix) {
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
 // Run runs program under mocks for project/stack and returns the record.
 func Run(project, stack string, program pulumi.RunFunc, opts ...func(*Recorder)) (*Recorder, error) {
-	rec := &Recorder{}
+	rec := &Recorder{project: project, stack: stack}
 	for _, o := range opts {
 		o(rec)
 	}
@@ -144,16 +192,51 @@ func PlainStrings(path string, v resource.PropertyValue) map[string]string {
 	return out
 }
 
-// FindPlain reports where needle appears in plain (non-secret) inputs of any recorded resource.
+// FindPlain reports where needle appears in a plain (non-secret) input or
+// output of any recorded resource.
 func (r *Recorder) FindPlain(needle string) []string {
 	var hits []string
 	for _, res := range r.Resources() {
-		for p, s := range PlainStrings(res.Key(), resource.NewObjectProperty(res.Inputs)) {
-			if strings.Contains(s, needle) {
-				hits = append(hits, p)
+		for _, side := range []struct {
+			name string
+			pm   resource.PropertyMap
+		}{{"inputs", res.Inputs}, {"outputs", res.Outputs}} {
+			for p, s := range PlainStrings(res.Key()+"."+side.name, resource.NewObjectProperty(side.pm)) {
+				if strings.Contains(s, needle) {
+					hits = append(hits, p)
+				}
 			}
 		}
 	}
 	sort.Strings(hits)
 	return hits
+}
+
+// IsSecret reports whether the property at key of pm is a secret.
+func IsSecret(pm resource.PropertyMap, key string) bool {
+	v, ok := pm[resource.PropertyKey(key)]
+	if !ok {
+		return false
+	}
+	return v.IsSecret() || (v.IsOutput() && v.OutputValue().Secret)
+}
+
+// String returns the string at key of pm, looking through secrets.
+func String(pm resource.PropertyMap, key string) string {
+	v, ok := pm[resource.PropertyKey(key)]
+	if !ok {
+		return ""
+	}
+	for {
+		switch {
+		case v.IsSecret():
+			v = v.SecretValue().Element
+		case v.IsOutput():
+			v = v.OutputValue().Element
+		case v.IsString():
+			return v.StringValue()
+		default:
+			return ""
+		}
+	}
 }

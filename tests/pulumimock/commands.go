@@ -1,4 +1,4 @@
-package mockmon
+package pulumimock
 
 import (
 	"crypto/ecdsa"
@@ -64,8 +64,8 @@ users:
 
 // CommandOutputs is what the nodes' and cluster's commands would print:
 // stdout of the admin kubeconfig fetch (Kubeconfig), a libvirt domain's UUID,
-// a DHCP lease (a stable 192.168.122.x per node) and a machine ID. Use it as
-// Run's Outputs, or as a State function of another mock monitor.
+// a DHCP lease (a stable 192.168.122.x per node) and a machine ID. Pass it to
+// Run as WithState(CommandOutputs).
 func CommandOutputs(args pulumi.MockResourceArgs) resource.PropertyMap {
 	if args.TypeToken != "command:remote:Command" && args.TypeToken != "command:local:Command" {
 		return nil
