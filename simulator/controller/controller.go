@@ -484,13 +484,16 @@ type TypeStatus struct {
 
 // Status is the body of GET /v1/status.
 type Status struct {
-	Stage     string                `json:"stage"`
-	RunID     string                `json:"run_id,omitempty"`
-	StartTime time.Time             `json:"start_time,omitzero"`
-	Span      string                `json:"span,omitempty"`
-	Repeat    bool                  `json:"repeat"`
-	Loops     int                   `json:"loops"`
-	Types     map[string]TypeStatus `json:"types"`
+	Stage     string    `json:"stage"`
+	RunID     string    `json:"run_id,omitempty"`
+	StartTime time.Time `json:"start_time,omitzero"`
+	Span      string    `json:"span,omitempty"`
+	Repeat    bool      `json:"repeat"`
+	Loops     int       `json:"loops"`
+	// Done is true once a run with a finite number of loops has every
+	// record of every type committed: nothing is left to send.
+	Done  bool                  `json:"done"`
+	Types map[string]TypeStatus `json:"types"`
 }
 
 // Status reports the stage and per-type progress from the committed offsets.
@@ -527,6 +530,12 @@ func (c *Controller) Status(ctx context.Context) (*Status, error) {
 			ts.Progress = float64(ts.Committed) / float64(ts.Records*int64(loops))
 		}
 		out.Types[typ] = ts
+	}
+	out.Done = st.Stage == state.StageRunning && st.LoopCount() > 0 && len(out.Types) > 0
+	for _, ts := range out.Types {
+		if ts.Committed < ts.Records*int64(st.LoopCount()) {
+			out.Done = false
+		}
 	}
 	return out, nil
 }

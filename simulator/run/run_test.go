@@ -110,6 +110,9 @@ func TestExactCountsNoEarlySend(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if !status.Done || status.Stage != "running" {
+				t.Errorf("a finished run must report done (stage running), got done=%v stage %s", status.Done, status.Stage)
+			}
 			for typ, ts := range status.Types {
 				if ts.Progress != 1 || ts.Committed != 160 {
 					t.Errorf("%s: progress %v committed %d, want 1 and 160", typ, ts.Progress, ts.Committed)
