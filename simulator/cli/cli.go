@@ -29,6 +29,22 @@ func Main(args []string) int {
 	root := &cobra.Command{
 		Use:           "simulator",
 		Short:         "network simulator: replays datasets to a system under test through Kafka",
+		Long: `The network simulator replays a dataset of timed records (one folder per simulated
+data source, see docs/DATASET.md) to a system under test: each record is sent at
+start time + its offset, over TCP or served over SFTP.
+
+On a cluster, one controller loads datasets into Kafka and serves an HTTP API
+(docs/API.md); workers, one consumer group per data-source type, send the records
+and commit their progress to Kafka, so any worker can take over from another.
+Locally, "run" does all of it in one process with an embedded broker and sink.`,
+		Example: `  simulator generate --out /tmp/ds --types 2 --sources 20 --records 100 --span 10s
+  simulator dataset validate /tmp/ds
+  simulator run --dataset /tmp/ds --workers 2 --report /tmp/report.json
+
+  # the same as separate processes
+  simulator broker --listen 127.0.0.1:9092
+  simulator controller --kafka-brokers 127.0.0.1:9092 --listen 127.0.0.1:8080 --dataset-root /tmp
+  simulator worker --kafka-brokers 127.0.0.1:9092 --type type1 --controller-url http://127.0.0.1:8080`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
