@@ -44,7 +44,11 @@ Locally, "run" does all of it in one process with an embedded broker and sink.`,
   # the same as separate processes
   simulator broker --listen 127.0.0.1:9092
   simulator controller --kafka-brokers 127.0.0.1:9092 --listen 127.0.0.1:8080 --dataset-root /tmp
-  simulator worker --kafka-brokers 127.0.0.1:9092 --type type1 --controller-url http://127.0.0.1:8080`,
+  simulator worker --kafka-brokers 127.0.0.1:9092 --type type1 --controller-url http://127.0.0.1:8080
+  simulator sink --listen 127.0.0.1:9000 --dataset /tmp/ds --controller-url http://127.0.0.1:8080 --report /tmp/sink.json
+  curl -d '{"path": "ds", "address_override": "127.0.0.1:9000"}' http://127.0.0.1:8080/v1/dataset
+  curl -d '{"delay": "2s"}' http://127.0.0.1:8080/v1/start
+  curl http://127.0.0.1:8080/v1/status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
