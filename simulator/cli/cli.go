@@ -27,8 +27,8 @@ func (e *exitError) Error() string { return e.err.Error() }
 // Main runs the command line and returns the process exit code.
 func Main(args []string) int {
 	root := &cobra.Command{
-		Use:           "simulator",
-		Short:         "network simulator: replays datasets to a system under test through Kafka",
+		Use:   "simulator",
+		Short: "network simulator: replays datasets to a system under test through Kafka",
 		Long: `The network simulator replays a dataset of timed records (one folder per simulated
 data source, see docs/DATASET.md) to a system under test: each record is sent at
 start time + its offset, over TCP or served over SFTP.
