@@ -23,7 +23,7 @@ func perSource(s config.SourceType) int { return s.Instances }
 
 // checkRendered asserts the structure of a rendered chart: per type a worker
 // Deployment (no replicas, CPU request, no CPU limit), an HPA with
-// maxReplicas = min(maxWorkers, partitions), a Service and a PDB; one
+// maxReplicas = min(maxWorkers, partitions) (1 for sftp), a Service and a PDB; one
 // controller with the dataset claim mounted read-only; probes and a grace
 // period everywhere.
 func checkRendered(t *testing.T, objs []map[string]any, namespace string, want expectation) {
@@ -106,6 +106,10 @@ func checkRendered(t *testing.T, objs []map[string]any, namespace string, want e
 		}
 
 		wantMax := min(want.sim.MaxWorkers, want.partitions(s))
+		if s.Protocol == "sftp" {
+			// Only the worker owning a source serves its files (see _helpers.tpl).
+			wantMax = 1
+		}
 		wantMin := min(want.sim.MinWorkers, wantMax)
 		if got := num(hpa, "spec", "maxReplicas"); got != wantMax {
 			t.Errorf("%s: HPA maxReplicas %d, want min(maxWorkers %d, partitions %d) = %d", n, got, want.sim.MaxWorkers, want.partitions(s), wantMax)

@@ -79,11 +79,18 @@ simulator.partitions is the partition count of one type's topic; call with
 {{/*
 simulator.maxReplicas is a type's HPA maximum: its maxReplicas (or
 workers.maxReplicas), never above its partitions (a worker without a
-partition would idle).
+partition would idle). An sftp type runs one worker: the system under test
+reaches the files through the type's Service, and only the worker owning a
+source's partition holds that source's files, so with two workers a login
+could land on the wrong one.
 */}}
 {{- define "simulator.maxReplicas" -}}
 {{- $max := int (default .root.Values.workers.maxReplicas .source.maxReplicas) -}}
+{{- if eq .source.protocol "sftp" -}}
+{{- 1 -}}
+{{- else -}}
 {{- min $max (int (include "simulator.partitions" .)) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
