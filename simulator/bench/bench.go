@@ -1,10 +1,12 @@
 // Package bench owns the simulator's benchmarks: Kafka -> TCP throughput and lateness of one worker
 // process at several rates, the unscheduled ceiling, partition handover on scale-out, and many
 // sources in one worker, printed as a table. The worker runs as a child process so its CPU time is
-// measured alone; broker, controller and sink run in the benchmark process.
+// measured alone; the broker runs as another child process (as Kafka runs apart from the system
+// under test), and the controller and sink run in the benchmark process.
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -157,6 +160,36 @@ func genDS(tmp, name string, sources, records int, span time.Duration) (string, 
 	return dir, d, err
 }
 
+// newEnv starts a broker child process and the controller and sink on it.
+// Closing the Env stops the broker too.
+func newEnv(o Options) (*run.Env, error) {
+	cmd := exec.Command(o.Exe, "broker", "--listen", "127.0.0.1:0")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the broker: %w", err)
+	}
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "broker listening on ")
+	if err != nil || !ok {
+		stop()
+		return nil, fmt.Errorf("the broker did not say where it listens (got %q): %v", line, err)
+	}
+	env, err := run.NewEnv(run.EnvOptions{Log: o.Log, Brokers: []string{addr}, OnClose: stop})
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return env, nil
+}
+
 type child struct {
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -201,7 +234,7 @@ func replay(ctx context.Context, o Options, tmp, name string, sources, perSource
 	if err != nil {
 		return row, err
 	}
-	env, err := run.NewEnv(run.EnvOptions{Log: o.Log})
+	env, err := newEnv(o)
 	if err != nil {
 		return row, err
 	}
@@ -268,7 +301,7 @@ func handover(ctx context.Context, o Options, tmp, part string) (Row, error) {
 	if err != nil {
 		return row, err
 	}
-	env, err := run.NewEnv(run.EnvOptions{Log: o.Log})
+	env, err := newEnv(o)
 	if err != nil {
 		return row, err
 	}

@@ -38,6 +38,7 @@ type Env struct {
 	mu      sync.Mutex
 	workers []*handle
 	bg      sync.WaitGroup
+	onClose func()
 }
 
 type handle struct {
@@ -52,6 +53,7 @@ type EnvOptions struct {
 	Framing string       // sink framing (default newline)
 	Log     *slog.Logger // default: discard
 	Brokers []string     // use these instead of an embedded broker
+	OnClose func()       // called last by Close (e.g. to stop an external broker)
 }
 
 // NewEnv starts the broker (unless given), the sink, and the controller with its HTTP API.
@@ -60,7 +62,7 @@ func NewEnv(o EnvOptions) (*Env, error) {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &Env{Names: state.Names{Prefix: "sim"}, Log: o.Log, ctx: ctx, cancel: cancel, Brokers: o.Brokers}
+	e := &Env{Names: state.Names{Prefix: "sim"}, Log: o.Log, ctx: ctx, cancel: cancel, Brokers: o.Brokers, onClose: o.OnClose}
 	fail := func(err error) (*Env, error) { e.Close(); return nil, err }
 	if len(e.Brokers) == 0 {
 		b, err := broker.Start("127.0.0.1:0")
@@ -146,6 +148,9 @@ func (e *Env) Close() {
 	}
 	if e.Broker != nil {
 		e.Broker.Close()
+	}
+	if e.onClose != nil {
+		e.onClose()
 	}
 }
 
