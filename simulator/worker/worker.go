@@ -241,7 +241,8 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 		kgo.AdjustFetchOffsetsFn(s.adjust),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
-		kgo.FetchMaxPartitionBytes(8 << 20),
+		kgo.FetchMaxPartitionBytes(256 << 10),
+		kgo.FetchMaxBytes(1 << 20),
 	}
 	if w.cfg.InstanceID != "" {
 		opts = append(opts, kgo.ClientID(w.cfg.InstanceID))
