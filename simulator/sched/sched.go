@@ -55,11 +55,20 @@ func (s *Scheduler) Len() int {
 	return len(s.h)
 }
 
+// pushChunk bounds how many items Push inserts per lock hold, so a large fetch
+// batch never keeps the timing loop from dispatching for long.
+const pushChunk = 64
+
 // Push adds items (any order).
 func (s *Scheduler) Push(items ...*Item) {
-	if len(items) == 0 {
-		return
+	for len(items) > 0 {
+		n := min(len(items), pushChunk)
+		s.push(items[:n])
+		items = items[n:]
 	}
+}
+
+func (s *Scheduler) push(items []*Item) {
 	s.mu.Lock()
 	first := int64(-1)
 	if len(s.h) > 0 {
@@ -80,6 +89,13 @@ func (s *Scheduler) Push(items ...*Item) {
 		}
 	}
 }
+
+// coarse is how late the runtime's timers may fire in an idle process: Go
+// waits for timers in epoll_wait, whose timeout is in whole milliseconds.
+// Run wakes from a timer this long before a deadline, then sleeps the rest
+// with preciseSleep (during which a newly pushed earlier item or stop waits
+// at most this long).
+const coarse = time.Millisecond
 
 // Run dispatches due items until stop is closed.
 func (s *Scheduler) Run(stop <-chan struct{}) {
@@ -113,6 +129,14 @@ func (s *Scheduler) Run(stop <-chan struct{}) {
 			if wait <= 0 {
 				continue
 			}
+			if wait <= coarse {
+				// The runtime's timers wake an idle process with millisecond
+				// resolution (epoll_wait takes milliseconds), i.e. up to 1 ms
+				// late; the last stretch is slept precisely instead.
+				preciseSleep(wait)
+				continue
+			}
+			wait -= coarse
 		}
 		timer.Reset(wait)
 		select {
