@@ -64,6 +64,7 @@ func generateCmd() *cobra.Command {
 	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
 	f.StringVar(&o.SUTAddress, "sut", o.SUTAddress, "TCP address of the SUT written into every source.json")
 	f.StringVar(&o.Framing, "framing", o.Framing, "newline, length32 or raw")
+	f.StringVar(&o.Protocol, "protocol", "tcp", "tcp (workers push to --sut) or sftp (logins <type>-<instance>, password in $"+dataset.SFTPPasswordEnv+")")
 	_ = time.Second
 	return c
 }

@@ -300,7 +300,20 @@ func runCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "run --dataset DIR",
 		Short: "load and replay a dataset in one process (embedded broker, built-in sink) and report",
-		Args:  cobra.NoArgs,
+		Long: `Load a dataset into an embedded Kafka-protocol broker, replay it with --workers
+workers per type into a built-in sink, and print a report per type: expected, sent,
+received, lost, duplicated, early and lateness. Exit status 0 only if nothing was lost
+and nothing was sent early.
+
+TCP sources are sent to the sink whatever their configured address. SFTP sources are
+served by each worker and pulled by the sink from all of them, logging in with the
+password in the source's sftp.password_env (key-only sources cannot be pulled here).`,
+		Example: `  simulator generate --out /tmp/ds --types 2 --sources 20 --records 100 --span 10s
+  simulator run --dataset /tmp/ds --workers 2 --report /tmp/report.json
+
+  simulator generate --out /tmp/sftp --protocol sftp
+  SIMULATOR_SFTP_PASSWORD=secret simulator run --dataset /tmp/sftp --workers 2`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Dataset == "" {
 				return errors.New("--dataset is required")

@@ -14,17 +14,24 @@ import (
 
 // GenOptions describes a synthetic dataset.
 type GenOptions struct {
-	Types         int
-	SourcesPer    int
-	RecordsPer    int
-	Span          time.Duration
-	RecordSize    int
-	Seed          uint64
-	SUTAddress    string
-	Framing       string
+	Types      int
+	SourcesPer int
+	RecordsPer int
+	Span       time.Duration
+	RecordSize int
+	Seed       uint64
+	SUTAddress string
+	Framing    string
+	// Protocol is tcp (default: push to SUTAddress) or sftp (each source a
+	// login <type>-<instance> whose password is in $SFTPPasswordEnv).
+	Protocol      string
 	TypePrefix    string // type names are <prefix><n>; default "type"
 	InstancePrefx string // instance names are <prefix><n>; default "ne"
 }
+
+// SFTPPasswordEnv is the environment variable generated sftp sources take
+// their password from.
+const SFTPPasswordEnv = "SIMULATOR_SFTP_PASSWORD"
 
 // DefaultGenOptions replays in about 10 s.
 func DefaultGenOptions() GenOptions {
@@ -84,6 +91,11 @@ func Generate(dir string, o GenOptions) error {
 	if o.Framing == "" {
 		o.Framing = FramingNewline
 	}
+	switch o.Protocol {
+	case "", ProtoTCP, ProtoSFTP:
+	default:
+		return fmt.Errorf("generate: protocol %q: want tcp or sftp", o.Protocol)
+	}
 	if o.TypePrefix == "" {
 		o.TypePrefix = "type"
 	}
@@ -111,6 +123,9 @@ func Generate(dir string, o GenOptions) error {
 				return fmt.Errorf("generate: %w", err)
 			}
 			cfg := SourceConfig{Protocol: ProtoTCP, Framing: o.Framing, TCP: &TCPConfig{Address: o.SUTAddress}}
+			if o.Protocol == ProtoSFTP {
+				cfg = SourceConfig{Protocol: ProtoSFTP, SFTP: &SFTPConfig{User: typ + "-" + inst, PasswordEnv: SFTPPasswordEnv}}
+			}
 			cb, _ := json.MarshalIndent(cfg, "", "  ")
 			if err := os.WriteFile(filepath.Join(sdir, ConfigFile), append(cb, '\n'), 0o644); err != nil {
 				return fmt.Errorf("generate: %w", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/simlab/simlab/simulator/dataset"
 	"github.com/simlab/simlab/simulator/sink"
 	"github.com/simlab/simlab/simulator/worker"
+	"golang.org/x/crypto/ssh"
 )
 
 // Options configures an all-in-one run.
@@ -28,6 +29,18 @@ type Options struct {
 	Log          *slog.Logger
 	NoWait       bool // benchmark ceiling: no scheduling
 	Timeout      time.Duration
+}
+
+// sftpPollInterval is how often the built-in sink lists each sftp source's
+// files (SFTP lateness includes up to this much).
+const sftpPollInterval = 20 * time.Millisecond
+
+// describeEnv says why an environment variable cannot be used.
+func describeEnv(name string) string {
+	if name == "" {
+		return "not set in the source's config (key-only logins need a private key the sink does not have)"
+	}
+	return "$" + name + ", empty in this environment"
 }
 
 // Result is the outcome of a run.
@@ -58,9 +71,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	framing := ""
+	var sftpSources []*dataset.Source
 	for _, s := range ds.Sources {
-		if s.Config.Protocol != dataset.ProtoTCP {
-			return nil, fmt.Errorf("run: source %s uses %s; the built-in sink receives tcp only", s.ID(), s.Config.Protocol)
+		if s.Config.Protocol == dataset.ProtoSFTP {
+			c := s.Config.SFTP
+			if c.PasswordEnv == "" || os.Getenv(c.PasswordEnv) == "" {
+				return nil, fmt.Errorf("run: sftp source %s: the built-in sink logs in with the password in sftp.password_env, "+
+					"which is %s", s.ID(), describeEnv(c.PasswordEnv))
+			}
+			sftpSources = append(sftpSources, s)
+			continue
 		}
 		if framing != "" && s.Config.Framing != framing {
 			return nil, fmt.Errorf("run: sources use different framings (%s, %s); the built-in sink needs one", framing, s.Config.Framing)
@@ -77,9 +97,33 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(o.Out, "loaded %d types, %d sources, %d records (span %s) in %s\n", loaded.Types, loaded.Sources, loaded.Records, ds.Span, loaded.Took)
+	workerType := map[int]string{}
 	for _, typ := range ds.Types() {
 		for i := 0; i < o.Workers; i++ {
-			env.AddWorker(typ, func(c *worker.Config) { c.NoWait = o.NoWait })
+			workerType[env.AddWorker(typ, func(c *worker.Config) {
+				c.NoWait = o.NoWait
+				if len(sftpSources) > 0 {
+					c.SFTPListen = "127.0.0.1:0"
+				}
+			})] = typ
+		}
+	}
+	// The sink pulls every sftp source from every worker of its type: a
+	// source's files are on whichever worker owns it at the time.
+	pullCtx, stopPulls := context.WithCancel(ctx)
+	defer stopPulls()
+	for i, typ := range workerType {
+		for _, s := range sftpSources {
+			if s.Type != typ {
+				continue
+			}
+			srv, err := env.Worker(i).SFTP()
+			if err != nil {
+				return nil, fmt.Errorf("run: sftp server of a %s worker: %w", s.Type, err)
+			}
+			cfg := &ssh.ClientConfig{User: s.Config.SFTP.User, Auth: []ssh.AuthMethod{ssh.Password(os.Getenv(s.Config.SFTP.PasswordEnv))},
+				HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+			go env.Sink.PullSFTP(pullCtx, srv.Addr(), cfg, sftpPollInterval)
 		}
 	}
 	st, err := env.Controller.Start(ctx, controller.StartRequest{Delay: o.Delay.String(), Repeat: o.Repeat, Loops: o.Loops})

@@ -94,3 +94,34 @@ func TestSFTPPullPasswordAndKey(t *testing.T) {
 		t.Error("ne2's key accepted for ne1")
 	}
 }
+
+// TestRunReplaysAnSFTPDataset: `simulator run` on a generated sftp dataset
+// with two workers per type; the built-in sink pulls every source from every
+// worker and receives every record once, none early.
+func TestRunReplaysAnSFTPDataset(t *testing.T) {
+	o := small(2, 4, 25, 1500*time.Millisecond)
+	o.Protocol = dataset.ProtoSFTP
+	dir, d := gen(t, o)
+	t.Setenv(dataset.SFTPPasswordEnv, "s3cret")
+	res, err := Run(ctxFor(t, 60*time.Second), Options{Dataset: dir, Workers: 2, Delay: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Report.Total
+	if r.Expected != int64(d.RecordCount()) || r.Received != r.Expected || r.Lost != 0 || r.Early != 0 || r.Duplicated != 0 {
+		t.Fatalf("want all %d records once and none early, got %+v", d.RecordCount(), r)
+	}
+}
+
+// TestRunRefusesSFTPWithoutPassword: the built-in sink cannot log in without
+// the password, so run says which source and which variable before loading.
+func TestRunRefusesSFTPWithoutPassword(t *testing.T) {
+	o := small(1, 1, 5, time.Second)
+	o.Protocol = dataset.ProtoSFTP
+	dir, _ := gen(t, o)
+	t.Setenv(dataset.SFTPPasswordEnv, "")
+	_, err := Run(ctxFor(t, 30*time.Second), Options{Dataset: dir})
+	if err == nil || !strings.Contains(err.Error(), "type1/ne00001") || !strings.Contains(err.Error(), dataset.SFTPPasswordEnv) {
+		t.Fatalf("want the source and the variable named, got %v", err)
+	}
+}
