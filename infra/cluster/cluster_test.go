@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"encoding/base64"
 	"fmt"
-	"github.com/simlab/simlab/tests/pulumimock"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/simlab/simlab/infra/cluster"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
+	"github.com/simlab/simlab/tests/pulumimock"
 )
 
 const fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-ssh-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"

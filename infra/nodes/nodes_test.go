@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/simlab/simlab/tests/pulumimock"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
+	"github.com/simlab/simlab/tests/pulumimock"
 )
 
 const (

@@ -242,9 +242,7 @@ func sinkCmd() *cobra.Command {
 					if !ok || user == "" || addr == "" {
 						return fmt.Errorf("--sftp-pull %q: want user@host:port", p)
 					}
-					// The sink is a test stand-in for the SUT: it does not pin the worker's host key.
-					cfg := &ssh.ClientConfig{User: user, Auth: auth, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
-					go s.PullSFTP(cmd.Context(), addr, cfg, pullEvery)
+					go s.PullSFTP(cmd.Context(), addr, sink.PullerConfig(user, auth...), pullEvery)
 				}
 			}
 			<-cmd.Context().Done()

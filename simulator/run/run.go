@@ -121,8 +121,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if err != nil {
 				return nil, fmt.Errorf("run: sftp server of a %s worker: %w", s.Type, err)
 			}
-			cfg := &ssh.ClientConfig{User: s.Config.SFTP.User, Auth: []ssh.AuthMethod{ssh.Password(os.Getenv(s.Config.SFTP.PasswordEnv))},
-				HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+			cfg := sink.PullerConfig(s.Config.SFTP.User, ssh.Password(os.Getenv(s.Config.SFTP.PasswordEnv)))
 			go env.Sink.PullSFTP(pullCtx, srv.Addr(), cfg, sftpPollInterval)
 		}
 	}

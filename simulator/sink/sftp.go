@@ -10,6 +10,13 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
+// PullerConfig is the SSH client config the sink pulls a source with: it
+// logs in as user and, being a stand-in for the SUT, does not pin the
+// worker's host key (workers generate one per start unless given one).
+func PullerConfig(user string, auth ...ssh.AuthMethod) *ssh.ClientConfig {
+	return &ssh.ClientConfig{User: user, Auth: auth, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}
+}
+
 // PullSFTP polls one source's SFTP root every interval, downloads each new file once and records it
 // as received (at download time: lateness includes the polling interval). It runs until ctx ends,
 // reconnecting after errors.
