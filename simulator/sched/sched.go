@@ -130,9 +130,7 @@ func (s *Scheduler) Run(stop <-chan struct{}) {
 				continue
 			}
 			if wait <= coarse {
-				// The runtime's timers wake an idle process with millisecond
-				// resolution (epoll_wait takes milliseconds), i.e. up to 1 ms
-				// late; the last stretch is slept precisely instead.
+				// The last stretch is slept precisely (see coarse).
 				preciseSleep(wait)
 				continue
 			}
