@@ -23,9 +23,11 @@ import (
 	"github.com/simlab/simlab/infra/workloads"
 )
 
-// Build is the Pulumi program: it reads the engine's config and deploys the stack.
+// Build is the Pulumi program: it reads the stack's config through the Pulumi
+// context (so it works under `pulumi up`, the Automation API and the mock
+// engine alike) and deploys the stack.
 func Build(ctx *pulumi.Context) error {
-	cfg, err := config.FromEnvironment()
+	cfg, err := config.FromEngine(ctx)
 	if err != nil {
 		return err
 	}

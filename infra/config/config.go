@@ -3,8 +3,8 @@
 //
 // Nothing below this package reads raw Pulumi config. A Config is obtained
 // either from a stack file on disk (LoadStackFile, used by `make validate` and
-// the tests) or from the config map the Pulumi engine hands the program
-// (FromPulumi). Both paths run the same checks: unknown keys, wrong types and
+// the tests) or from the config the Pulumi engine hands the program
+// (FromEngine, through the Pulumi context). Both paths run the same checks: unknown keys, wrong types and
 // bad values are all reported at once, each naming its key, for example
 //
 //	simlab:workers.count: must be >= 0, got -1

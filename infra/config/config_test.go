@@ -232,8 +232,8 @@ func TestSecureValueIsAcceptedAsPresent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !l.Secrets["sshPrivateKey"] || l.SSHPrivateKey == "" {
-		t.Fatalf("secure value not recorded: secrets=%v", l.Secrets)
+	if l.SSHPrivateKey == "" {
+		t.Fatal("secure value not taken as set")
 	}
 }
 
@@ -248,17 +248,17 @@ func TestFromPulumiEngineConfig(t *testing.T) {
 		"simlab:simulator":     `{"sut":{"address":"sut:9000"}}`,
 		"kubernetes:context":   "ignored",
 	}
-	l, err := config.FromPulumi(values, []string{"simlab:sshPrivateKey"})
+	l, err := config.FromPulumi(values)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Workers.Count != 5 || !l.Secrets["sshPrivateKey"] || len(l.NodesByRole(config.RoleWorker)) != 5 {
-		t.Fatalf("unexpected: workers=%d secrets=%v", l.Workers.Count, l.Secrets)
+	if l.Workers.Count != 5 || l.SSHPrivateKey == "" || len(l.NodesByRole(config.RoleWorker)) != 5 {
+		t.Fatalf("unexpected: workers=%d", l.Workers.Count)
 	}
 
 	values["simlab:workerz"] = `{"count":1}`
 	values["simlab:workers"] = `{"count":"5"}`
-	_, err = config.FromPulumi(values, nil)
+	_, err = config.FromPulumi(values)
 	var errs *config.Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("want config errors, got %v", err)
@@ -275,7 +275,7 @@ func TestSecretNeverAppearsInErrors(t *testing.T) {
 		"simlab:provider":      "libvirt",
 		"simlab:sshPrivateKey": "TOP-SECRET-KEY-MATERIAL",
 	}
-	_, err := config.FromPulumi(values, []string{"simlab:sshPrivateKey"})
+	_, err := config.FromPulumi(values)
 	if err == nil {
 		t.Fatal("want errors for the incomplete stack")
 	}
@@ -297,5 +297,38 @@ func TestNodeNamesAreStableAcrossScaling(t *testing.T) {
 	}
 	if len(nb) != 51 || nb[len(nb)-1].Name != "dev-worker-50" {
 		t.Fatalf("got %d nodes, last %v", len(nb), nb[len(nb)-1])
+	}
+}
+
+// engineConfig is a Pulumi context's view of config: a map of "simlab:key".
+type engineConfig map[string]string
+
+func (e engineConfig) GetConfig(key string) (string, bool) { v, ok := e[key]; return v, ok }
+
+func TestFromEngineAsksForEveryKey(t *testing.T) {
+	t.Setenv("PULUMI_CONFIG", "")
+	e := engineConfig{
+		"simlab:provider":  "existing",
+		"simlab:existing":  `{"kubeconfig":"/tmp/kc"}`,
+		"simlab:simulator": `{"maxWorkers":7,"sut":{"address":"sut:9000"}}`,
+		"simlab:workerz":   `{"count":1}`, // invisible: the SDK cannot list keys
+	}
+	l, err := config.FromEngine(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Provider != config.ProviderExisting || l.Existing.Kubeconfig != "/tmp/kc" || l.Simulator.MaxWorkers != 7 {
+		t.Fatalf("config not read through the engine: provider=%q existing=%+v maxWorkers=%d",
+			l.Provider, l.Existing, l.Simulator.MaxWorkers)
+	}
+}
+
+func TestFromEngineReportsUnknownKeysFromTheEnvironment(t *testing.T) {
+	e := engineConfig{"simlab:provider": "existing", "simlab:existing": `{"kubeconfig":"/tmp/kc"}`}
+	t.Setenv("PULUMI_CONFIG", `{"simlab:provider":"existing","simlab:simulater":"{}"}`)
+	_, err := config.FromEngine(e)
+	var errs *config.Errors
+	if !errors.As(err, &errs) || !contains(errs.Lines(), `simlab:simulater: unknown key; did you mean "simulator"?`) {
+		t.Fatalf("want the typo named, got %v", err)
 	}
 }

@@ -12,14 +12,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Loaded is a validated configuration plus what is known about where it came from.
+// Loaded is a validated configuration.
 type Loaded struct {
 	Config
-	// Secrets lists the top-level keys whose values are secrets (without the namespace).
-	Secrets map[string]bool
-	// FromFile is true when loaded from a stack file, where secure values are
-	// opaque placeholders rather than their decrypted contents.
-	FromFile bool
 }
 
 // LoadStackFile reads stacks/Pulumi.<env>.yaml, checks and validates every
@@ -46,7 +41,6 @@ func ParseStackFile(name string, data []byte) (*Loaded, error) {
 	root := doc.Content[0]
 	raw := map[string]any{}
 	lines := map[string]int{}
-	secrets := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		if root.Content[i].Value != "config" {
 			continue // encryptionsalt, secretsprovider, environment, ...
@@ -68,24 +62,51 @@ func ParseStackFile(name string, data []byte) (*Loaded, error) {
 				errs.add(full, v.Line, "%v", err)
 				continue
 			}
-			if m, ok := val.(map[string]any); ok && len(m) == 1 && m["secure"] != nil {
-				secrets[key] = true
-			}
 			raw[key] = val
 		}
 	}
-	l, err := build(raw, lines, errs)
-	if l != nil {
-		l.FromFile = true
-		l.Secrets = secrets
-	}
-	return l, err
+	return build(raw, lines, errs)
 }
 
-// FromPulumi builds the configuration from the engine's config map (the
-// PULUMI_CONFIG environment: "simlab:key" -> value, objects as JSON) and the
-// list of secret keys.
-func FromPulumi(values map[string]string, secretKeys []string) (*Loaded, error) {
+// Engine is what the program reads its config through: *pulumi.Context
+// satisfies it, under `pulumi up`, the Automation API's inline programs and
+// the mock engine alike.
+type Engine interface {
+	// GetConfig returns the value of a "namespace:key" config key.
+	GetConfig(key string) (string, bool)
+}
+
+// FromEngine builds the configuration from the config the Pulumi engine gave
+// the program. The SDK offers no way to list config keys, so it asks for every
+// key Config has; a top-level key it does not know (a typo such as
+// simlab:workerz) is reported when the engine also passed the whole map in
+// the environment (PULUMI_CONFIG, as `pulumi up` does for a compiled program),
+// and always by `simlab validate` and the stack-file tests.
+func FromEngine(e Engine) (*Loaded, error) {
+	values := map[string]string{}
+	for key := range jsonFields(reflect.TypeOf(Config{})) {
+		if v, ok := e.GetConfig(Namespace + ":" + key); ok {
+			values[Namespace+":"+key] = v
+		}
+	}
+	if s := os.Getenv("PULUMI_CONFIG"); s != "" {
+		var env map[string]string
+		if err := json.Unmarshal([]byte(s), &env); err != nil {
+			return nil, fmt.Errorf("reading PULUMI_CONFIG: %w", err)
+		}
+		for k, v := range env {
+			if _, seen := values[k]; !seen {
+				values[k] = v
+			}
+		}
+	}
+	return FromPulumi(values)
+}
+
+// FromPulumi builds the configuration from the engine's config map
+// ("simlab:key" -> value, objects as JSON); keys of other namespaces are
+// ignored.
+func FromPulumi(values map[string]string) (*Loaded, error) {
 	errs := &Errors{}
 	raw := map[string]any{}
 	fields := jsonFields(reflect.TypeOf(Config{}))
@@ -129,34 +150,7 @@ func FromPulumi(values map[string]string, secretKeys []string) (*Loaded, error) 
 			raw[key] = x
 		}
 	}
-	secrets := map[string]bool{}
-	for _, k := range secretKeys {
-		if ns, key, ok := strings.Cut(k, ":"); ok && ns == Namespace {
-			secrets[key] = true
-		}
-	}
-	l, err := build(raw, map[string]int{}, errs)
-	if l != nil {
-		l.Secrets = secrets
-	}
-	return l, err
-}
-
-// FromEnvironment reads the config the Pulumi engine passed to this process.
-func FromEnvironment() (*Loaded, error) {
-	values := map[string]string{}
-	if s := os.Getenv("PULUMI_CONFIG"); s != "" {
-		if err := json.Unmarshal([]byte(s), &values); err != nil {
-			return nil, fmt.Errorf("reading PULUMI_CONFIG: %w", err)
-		}
-	}
-	var secretKeys []string
-	if s := os.Getenv("PULUMI_CONFIG_SECRET_KEYS"); s != "" {
-		if err := json.Unmarshal([]byte(s), &secretKeys); err != nil {
-			return nil, fmt.Errorf("reading PULUMI_CONFIG_SECRET_KEYS: %w", err)
-		}
-	}
-	return FromPulumi(values, secretKeys)
+	return build(raw, map[string]int{}, errs)
 }
 
 // build checks shape, decodes over defaults and validates.
