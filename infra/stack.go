@@ -16,6 +16,7 @@ import (
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/cluster"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
@@ -48,6 +49,12 @@ type Stack struct {
 func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	c := cfg.Config
 	st := &Stack{}
+	// Everything the layers apply comes from the artifact mirror, checked
+	// before any resource is registered.
+	files, err := resolveMirrored(&c)
+	if err != nil {
+		return nil, err
+	}
 	var kubeconfig pulumi.StringInput
 	var kubeContext pulumi.StringPtrInput
 
@@ -77,8 +84,8 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			return nil, fmt.Errorf("nodes layer: %w", err)
 		}
 		st.Cluster, err = cluster.New(ctx, "cluster", &cluster.Args{
-			Cluster: c.Cluster, Nodes: st.Nodes.Nodes,
-			SSH: c.SSH, SSHPrivateKey: key, Versions: c.Versions,
+			Cluster: c.Cluster, Nodes: st.Nodes.Nodes, SSHPrivateKey: key, Versions: c.Versions,
+			MetricsServerManifest: files[artifacts.ManifestMetricsServer],
 		}, pulumi.DependsOn(st.Nodes.Ready))
 		if err != nil {
 			return nil, fmt.Errorf("cluster layer: %w", err)
@@ -87,7 +94,6 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		ctx.Export("kubeconfig", st.Cluster.Kubeconfig)
 	}
 
-	var err error
 	if st.Cluster != nil && st.Cluster.Provider != nil {
 		// The cluster layer already deploys Flannel and metrics-server through
 		// a provider built from its kubeconfig: the layers above share it.
@@ -109,7 +115,9 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	if st.Cluster != nil {
 		onCluster = append(onCluster, pulumi.DependsOn(st.Cluster.Ready))
 	}
-	st.Storage, err = storage.New(ctx, "storage", storage.ArgsFor(&c, st.Provider), onCluster...)
+	sargs := storage.ArgsFor(&c, st.Provider)
+	sargs.Mirrored = files.storage()
+	st.Storage, err = storage.New(ctx, "storage", sargs, onCluster...)
 	if err != nil {
 		return nil, fmt.Errorf("storage layer: %w", err)
 	}

@@ -7,15 +7,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra"
+	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/tests/standin"
 )
-
-// testManifestDir holds the ignition package's test manifest of tiny fake artifacts.
-const testManifestDir = "../ignition/testdata"
 
 const fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-not-a-real-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"
 
@@ -26,11 +26,12 @@ func loadStack(t *testing.T, name string) *config.Loaded {
 		t.Fatal(err)
 	}
 	// As `pulumi up` would after `pulumi config set --secret simlab:sshPrivateKey`
-	// and `simlab artifacts mirror` (here: the committed test manifest).
+	// and `simlab artifacts mirror` (here: a stand-in mirror with the
+	// ignition test manifest's node artifacts).
 	if l.Provider != config.ProviderExisting {
 		l.SSHPrivateKey = fakePrivateKey
-		l.Artifacts.Dir = testManifestDir
 	}
+	l.Artifacts.Dir = standin.MirrorT(t, "..")
 	return l
 }
 
@@ -189,6 +190,7 @@ func TestMockScalingWorkersChangesOnlyWorkerResources(t *testing.T) {
 	small := loadStack(t, "dev")
 	large := loadStack(t, "dev")
 	large.Workers.Count = 50
+	large.Artifacts.Dir = small.Artifacts.Dir // one mirror, as in one project
 	a := deployMock(t, "dev", small)
 	b := deployMock(t, "dev", large)
 
@@ -322,5 +324,69 @@ func TestMockMissingKeyFileIsNamed(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "simlab:ssh.privateKeyPath") || !strings.Contains(err.Error(), "absent_ed25519") {
 		t.Fatalf("want the missing key file named with its key, got %v", err)
+	}
+}
+
+// TestMockChartsAndManifestsComeFromTheMirror: every chart and manifest the
+// program applies is a local file of the stack's artifact mirror, never a URL.
+func TestMockChartsAndManifestsComeFromTheMirror(t *testing.T) {
+	for _, name := range []string{"dev", "lab", "local"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := loadStack(t, name)
+			dir := cfg.Artifacts.Dir
+			rec := deployMock(t, name, cfg)
+			n := 0
+			for _, r := range rec.Resources() {
+				var key string
+				switch r.Type {
+				case "kubernetes:helm.sh/v3:Release":
+					key = "chart"
+				case "kubernetes:yaml/v2:ConfigFile":
+					key = "file"
+				default:
+					continue
+				}
+				v := r.Inputs[resource.PropertyKey(key)]
+				if !v.IsString() || !strings.HasPrefix(v.StringValue(), dir+string(filepath.Separator)) {
+					t.Errorf("%s %s: %s is %v, want a file under the mirror %s", r.Type, r.Name, key, v, dir)
+				}
+				n++
+			}
+			if n == 0 {
+				t.Fatal("no chart or manifest registered")
+			}
+		})
+	}
+}
+
+func TestMockMirrorProblemsAreNamedBeforeAnythingRegisters(t *testing.T) {
+	cfg := loadStack(t, "local")
+	m, err := artifacts.LoadManifest(cfg.Artifacts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(m.Artifacts, artifacts.ChartCSIDriverNFS)
+	if err := m.Write(cfg.Artifacts.Dir); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Versions.Strimzi = "0.49.0" // the mirror was made for 0.48.0
+	var registered int
+	_, err = pulumimock.Run("simlab", "local", func(ctx *pulumi.Context) error {
+		st, err := infra.Deploy(ctx, cfg)
+		if st != nil {
+			registered++
+		}
+		return err
+	})
+	if err == nil {
+		t.Fatal("a stack whose mirror lacks its charts deployed")
+	}
+	for _, want := range []string{artifacts.ChartCSIDriverNFS, "strimzi-kafka-operator-0.48.0.tgz", "0.49.0", "simlab artifacts mirror"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %q: %v", want, err)
+		}
+	}
+	if registered != 0 {
+		t.Error("the stack registered resources before refusing")
 	}
 }

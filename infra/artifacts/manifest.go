@@ -72,6 +72,11 @@ type ManifestVersions struct {
 	CNIPlugins  string `json:"cniPlugins"`
 	FCOSStream  string `json:"fcosStream"`
 	FCOSRelease string `json:"fcosRelease"`
+	// The pins of the deploy artifacts (DeployArtifacts), when mirrored.
+	Rook          string `json:"rook,omitempty"`
+	Strimzi       string `json:"strimzi,omitempty"`
+	CSIDriverNFS  string `json:"csiDriverNFS,omitempty"`
+	MetricsServer string `json:"metricsServer,omitempty"`
 }
 
 // Artifact is one mirrored file.

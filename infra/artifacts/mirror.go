@@ -26,14 +26,23 @@ type Upstreams struct {
 	// FCOS serves /prod/streams/<stream>/builds/<release>/<arch>/meta.json and
 	// the images next to it (builds.coreos.fedoraproject.org).
 	FCOS string
+	// GitHubRaw serves files of Git trees at a ref (raw.githubusercontent.com):
+	// Rook's CRDs and csi-driver-nfs's chart repository.
+	GitHubRaw string
+	// RookCharts and StrimziCharts are the operators' Helm repositories.
+	RookCharts    string
+	StrimziCharts string
 }
 
 // DefaultUpstreams are the public upstreams.
 func DefaultUpstreams() Upstreams {
 	return Upstreams{
-		Kubernetes: "https://dl.k8s.io",
-		GitHub:     "https://github.com",
-		FCOS:       "https://builds.coreos.fedoraproject.org",
+		Kubernetes:    "https://dl.k8s.io",
+		GitHub:        "https://github.com",
+		FCOS:          "https://builds.coreos.fedoraproject.org",
+		GitHubRaw:     "https://raw.githubusercontent.com",
+		RookCharts:    "https://charts.rook.io/release",
+		StrimziCharts: "https://strimzi.io/charts",
 	}
 }
 
@@ -49,6 +58,12 @@ type MirrorOptions struct {
 	Upstreams Upstreams
 	// SkipFCOS mirrors only the Kubernetes artifacts.
 	SkipFCOS bool
+	// SkipNodes mirrors neither the node binaries nor the Fedora CoreOS
+	// images (a stack in existing mode has no nodes to provision).
+	SkipNodes bool
+	// Deploy names the deploy artifacts (DeployArtifacts) to mirror: the
+	// charts and manifests the stack applies.
+	Deploy []string
 	// Client is the HTTP client; default http.DefaultClient.
 	Client *http.Client
 	// Log receives one line per artifact; nil discards.
@@ -87,6 +102,15 @@ func Mirror(ctx context.Context, o MirrorOptions) (*Manifest, error) {
 	if o.Upstreams.FCOS == "" {
 		o.Upstreams.FCOS = def.FCOS
 	}
+	if o.Upstreams.GitHubRaw == "" {
+		o.Upstreams.GitHubRaw = def.GitHubRaw
+	}
+	if o.Upstreams.RookCharts == "" {
+		o.Upstreams.RookCharts = def.RookCharts
+	}
+	if o.Upstreams.StrimziCharts == "" {
+		o.Upstreams.StrimziCharts = def.StrimziCharts
+	}
 	if o.Client == nil {
 		o.Client = http.DefaultClient
 	}
@@ -96,17 +120,25 @@ func Mirror(ctx context.Context, o MirrorOptions) (*Manifest, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
-	srcs, err := sources(o)
-	if err != nil {
-		return nil, err
+	var srcs []source
+	if !o.SkipNodes {
+		var err error
+		if srcs, err = sources(o); err != nil {
+			return nil, err
+		}
 	}
-	if !o.SkipFCOS {
+	if !o.SkipNodes && !o.SkipFCOS {
 		fc, err := fcosSources(ctx, o)
 		if err != nil {
 			return nil, err
 		}
 		srcs = append(srcs, fc...)
 	}
+	ds, err := deployMirrorSources(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	srcs = append(srcs, ds...)
 	m := &Manifest{Schema: ManifestSchema, Arch: o.Arch, Versions: o.Versions, Artifacts: map[string]Artifact{}}
 	for _, s := range srcs {
 		a, err := fetchVerified(ctx, o, s)
@@ -114,7 +146,11 @@ func Mirror(ctx context.Context, o MirrorOptions) (*Manifest, error) {
 			return nil, fmt.Errorf("mirroring %s: %w", s.name, err)
 		}
 		m.Artifacts[s.name] = a
-		fmt.Fprintf(o.Log, "%-20s %s (%d bytes, %s)\n", s.name, a.Path, a.Size, a.Upstream)
+		verified := a.Upstream
+		if verified == "" {
+			verified = "no upstream checksum; sha512 recorded"
+		}
+		fmt.Fprintf(o.Log, "%-28s %s (%d bytes, %s)\n", s.name, a.Path, a.Size, verified)
 	}
 	if err := m.Write(o.Dir); err != nil {
 		return nil, err
@@ -203,8 +239,13 @@ func fcosSources(ctx context.Context, o MirrorOptions) ([]source, error) {
 }
 
 // fetchVerified makes sure s is in the mirror with its published checksum.
+// A source without one (a release manifest) is downloaded afresh each time and
+// its sha512 recorded: from then on the manifest pins it.
 func fetchVerified(ctx context.Context, o MirrorOptions, s source) (Artifact, error) {
 	want := s.checksum
+	if want == "" && s.sumURL == "" {
+		return fetchUnverified(ctx, o, s)
+	}
 	if want == "" {
 		body, err := get(ctx, o.Client, s.sumURL, 64<<10)
 		if err != nil {
@@ -229,24 +270,45 @@ func fetchVerified(ctx context.Context, o MirrorOptions, s source) (Artifact, er
 			return art, nil
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+	sums, size, err := download(ctx, o, s, dest, want)
+	if err != nil {
 		return Artifact{}, err
+	}
+	art.SHA512, art.Size = sums["sha512"], size
+	return art, nil
+}
+
+// fetchUnverified downloads a source that has no published checksum.
+func fetchUnverified(ctx context.Context, o MirrorOptions, s source) (Artifact, error) {
+	dest := filepath.Join(o.Dir, filepath.FromSlash(s.rel))
+	sums, size, err := download(ctx, o, s, dest, "")
+	if err != nil {
+		return Artifact{}, err
+	}
+	return Artifact{Path: s.rel, Source: s.url, SHA512: sums["sha512"], Size: size}, nil
+}
+
+// download fetches s.url into dest through a temp file that is renamed only
+// when the whole body arrived and, if want is set, its s.algo digest matches.
+func download(ctx context.Context, o MirrorOptions, s source, dest, want string) (map[string]string, int64, error) {
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return nil, 0, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return Artifact{}, err
+		return nil, 0, err
 	}
 	resp, err := o.Client.Do(req)
 	if err != nil {
-		return Artifact{}, err
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return Artifact{}, fmt.Errorf("GET %s: %s", s.url, resp.Status)
+		return nil, 0, fmt.Errorf("GET %s: %s", s.url, resp.Status)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".part-*")
 	if err != nil {
-		return Artifact{}, err
+		return nil, 0, err
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
 	sums, size, err := hashReader(io.TeeReader(resp.Body, tmp), s.algo)
@@ -254,19 +316,18 @@ func fetchVerified(ctx context.Context, o MirrorOptions, s source) (Artifact, er
 		err = cerr
 	}
 	if err != nil {
-		return Artifact{}, fmt.Errorf("GET %s: %w (partial download discarded)", s.url, err)
+		return nil, 0, fmt.Errorf("GET %s: %w (partial download discarded)", s.url, err)
 	}
 	if resp.ContentLength >= 0 && size != resp.ContentLength {
-		return Artifact{}, fmt.Errorf("GET %s: got %d of %d bytes (partial download discarded)", s.url, size, resp.ContentLength)
+		return nil, 0, fmt.Errorf("GET %s: got %d of %d bytes (partial download discarded)", s.url, size, resp.ContentLength)
 	}
-	if got := sums[s.algo]; got != want {
-		return Artifact{}, fmt.Errorf("%s of %s is %s but upstream published %s: download rejected and discarded", s.algo, s.url, got, want)
+	if got := sums[s.algo]; want != "" && got != want {
+		return nil, 0, fmt.Errorf("%s of %s is %s but upstream published %s: download rejected and discarded", s.algo, s.url, got, want)
 	}
 	if err := os.Rename(tmp.Name(), dest); err != nil {
-		return Artifact{}, err
+		return nil, 0, err
 	}
-	art.SHA512, art.Size = sums["sha512"], size
-	return art, nil
+	return sums, size, nil
 }
 
 // hashReader returns the sha512 and the algo hash (hex) of r, and its size.

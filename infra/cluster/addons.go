@@ -180,17 +180,13 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 	return ds, nil
 }
 
-// MetricsServerManifest is the pinned upstream release manifest. It keeps
-// metrics-server's TLS verification of kubelets: their serving certificates
-// come from serverTLSBootstrap and are approved by the admit commands.
-func MetricsServerManifest(version string) string {
-	return "https://github.com/kubernetes-sigs/metrics-server/releases/download/" + version + "/components.yaml"
-}
-
-// metricsServer deploys the pinned metrics-server release.
-// The ConfigFile is a remote component: depending on it waits for its objects.
-func metricsServer(ctx *pulumi.Context, v config.Versions, opts ...pulumi.ResourceOption) (pulumi.Resource, error) {
+// metricsServer deploys the pinned metrics-server release manifest, a file of
+// the artifact mirror. It keeps metrics-server's TLS verification of
+// kubelets: their serving certificates come from serverTLSBootstrap and are
+// approved by the admit commands. The ConfigFile is a remote component:
+// depending on it waits for its objects.
+func metricsServer(ctx *pulumi.Context, manifest string, opts ...pulumi.ResourceOption) (pulumi.Resource, error) {
 	return yamlv2.NewConfigFile(ctx, "metrics-server", &yamlv2.ConfigFileArgs{
-		File: pulumi.String(MetricsServerManifest(v.MetricsServer)),
+		File: pulumi.String(manifest),
 	}, opts...)
 }

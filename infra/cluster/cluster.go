@@ -32,12 +32,14 @@ type Args struct {
 	// Nodes are the booted machines from the nodes layer; each carries its
 	// own SSH connection.
 	Nodes []*nodes.Node
-	// SSH and SSHPrivateKey (secret) reach the nodes. The connections come
-	// with the nodes; these are kept for callers that build nodes themselves.
-	SSH           config.SSH
+	// SSHPrivateKey (secret) seeds the bootstrap token; the SSH connections
+	// come with the nodes.
 	SSHPrivateKey pulumi.StringInput
 	// Versions pins Kubernetes, Flannel and metrics-server.
 	Versions config.Versions
+	// MetricsServerManifest is the local file of metrics-server's release
+	// manifest from the artifact mirror (artifacts.ManifestMetricsServer).
+	MetricsServerManifest string
 }
 
 // Cluster is the cluster layer.
@@ -70,6 +72,9 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	}
 	if args.SSHPrivateKey == nil {
 		return nil, fmt.Errorf("cluster: Args.SSHPrivateKey is required (it seeds the bootstrap token)")
+	}
+	if args.MetricsServerManifest == "" {
+		return nil, fmt.Errorf("cluster: Args.MetricsServerManifest is required (metrics-server's manifest from the artifact mirror)")
 	}
 	var ctrl *nodes.Node
 	var workers []*nodes.Node
@@ -168,7 +173,7 @@ sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
 	if err != nil {
 		return nil, fmt.Errorf("flannel: %w", err)
 	}
-	metrics, err := metricsServer(ctx, args.Versions, k8s...)
+	metrics, err := metricsServer(ctx, args.MetricsServerManifest, k8s...)
 	if err != nil {
 		return nil, fmt.Errorf("metrics-server: %w", err)
 	}

@@ -48,6 +48,10 @@ func stackConfig(workers int) *config.Config {
 	return &c
 }
 
+// testMetricsServerManifest is where infra would find metrics-server's
+// manifest in the mirror (mocks read no file).
+const testMetricsServerManifest = "/mirror/manifests/metrics-server.yaml"
+
 // manifest is the ignition package's test manifest (hashes of the pinned
 // artifacts); the nodes layer renders real Ignition with it.
 func manifest(t *testing.T) *artifacts.Manifest {
@@ -82,8 +86,9 @@ func deployE(man *artifacts.Manifest, c *config.Config) (*pulumimock.Recorder, e
 		if err != nil {
 			return err
 		}
-		cl, err := cluster.New(ctx, "cluster", &cluster.Args{Cluster: c.Cluster, Nodes: ns.Nodes, SSH: c.SSH,
-			SSHPrivateKey: key, Versions: c.Versions}, pulumi.DependsOn([]pulumi.Resource{ns}))
+		cl, err := cluster.New(ctx, "cluster", &cluster.Args{Cluster: c.Cluster, Nodes: ns.Nodes,
+			SSHPrivateKey: key, Versions: c.Versions, MetricsServerManifest: testMetricsServerManifest},
+			pulumi.DependsOn([]pulumi.Resource{ns}))
 		if err != nil {
 			return err
 		}
@@ -395,7 +400,8 @@ func TestMockEmptyKeyIsRefused(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		_, err = cluster.New(ctx, "cluster", &cluster.Args{Cluster: c.Cluster, Nodes: ns.Nodes, SSHPrivateKey: key, Versions: c.Versions})
+		_, err = cluster.New(ctx, "cluster", &cluster.Args{Cluster: c.Cluster, Nodes: ns.Nodes, SSHPrivateKey: key,
+			Versions: c.Versions, MetricsServerManifest: testMetricsServerManifest})
 		return err
 	}, pulumimock.WithState(pulumimock.CommandOutputs))
 	if err == nil || !strings.Contains(err.Error(), "SSH private key is empty") {

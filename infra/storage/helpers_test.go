@@ -29,7 +29,20 @@ func baseArgs(n int) *storage.Args {
 		{Type: "alarm-logs", Instances: 8, Protocol: "sftp"},
 	}
 	// Worker names simlab-worker-1..n (config.Nodes for libvirt).
-	return storage.ArgsFor(&c, nil)
+	return withMirrored(storage.ArgsFor(&c, nil))
+}
+
+// withMirrored gives args the mirror's file names (mocks read no file).
+func withMirrored(a *storage.Args) *storage.Args {
+	a.Mirrored = fakeMirrored
+	return a
+}
+
+// fakeMirrored are the paths infra would resolve from a mirror.
+var fakeMirrored = storage.Mirrored{
+	RookChart: "/mirror/charts/rook-ceph.tgz", RookCRDs: "/mirror/manifests/rook-crds.yaml",
+	StrimziChart: "/mirror/charts/strimzi-kafka-operator.tgz", StrimziCRDs: "/mirror/manifests/strimzi-crds.yaml",
+	CSIDriverNFSChart: "/mirror/charts/csi-driver-nfs.tgz",
 }
 
 // runErr registers the storage layer alone under the mock engine.

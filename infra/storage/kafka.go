@@ -21,9 +21,6 @@ const (
 	KafkaNodePoolName = "dual"
 	// KafkaPort is the plain in-cluster listener's port.
 	KafkaPort = 9092
-	// StrimziChartRepo and StrimziChart locate the operator chart.
-	StrimziChartRepo = "https://strimzi.io/charts/"
-	StrimziChart     = "strimzi-kafka-operator"
 	// TopicPrefix is the simulator's topic prefix (chart value
 	// kafka.topicPrefix, docs/API.md): topics <prefix>.state and
 	// <prefix>.records.<type>.
@@ -35,14 +32,6 @@ const (
 
 // KafkaBootstrap is the in-cluster bootstrap address of the Kafka cluster.
 var KafkaBootstrap = fmt.Sprintf("%s-kafka-bootstrap.%s.svc:%d", KafkaClusterName, KafkaNamespace, KafkaPort)
-
-// StrimziCRDsURL is the pinned Strimzi release's CRD manifest (a release
-// asset). Like Rook's, the CRDs are their own resource and the chart
-// installs none (skipCrds).
-func StrimziCRDsURL(strimziVersion string) string {
-	return "https://github.com/strimzi/strimzi-kafka-operator/releases/download/" + strimziVersion +
-		"/strimzi-crds-" + strimziVersion + ".yaml"
-}
 
 // RecordsTopic is the simulator's topic of one data-source type.
 func RecordsTopic(sourceType string) string { return TopicPrefix + ".records." + sourceType }
@@ -67,19 +56,20 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 	if err != nil {
 		return kafkaOut{}, err
 	}
+	// Like Rook's, the CRDs are their own resource and the chart installs
+	// none (skipCrds).
 	crds, err := yamlv2.NewConfigFile(b.ctx, b.name+"-strimzi-crds", &yamlv2.ConfigFileArgs{
-		File: pulumi.String(StrimziCRDsURL(v.Strimzi)),
+		File: pulumi.String(a.Mirrored.StrimziCRDs),
 	}, b.opts(ns)...)
 	if err != nil {
 		return kafkaOut{}, fmt.Errorf("strimzi CRDs: %w", err)
 	}
 	operator, err := helmv3.NewRelease(b.ctx, b.name+"-strimzi-operator", &helmv3.ReleaseArgs{
-		Name:           pulumi.String("strimzi"),
-		Chart:          pulumi.String(StrimziChart),
-		Version:        pulumi.String(v.Strimzi),
-		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String(StrimziChartRepo)},
-		Namespace:      pulumi.String(KafkaNamespace),
-		SkipCrds:       pulumi.Bool(true),
+		Name:      pulumi.String("strimzi"),
+		Chart:     pulumi.String(a.Mirrored.StrimziChart),
+		Version:   pulumi.String(v.Strimzi),
+		Namespace: pulumi.String(KafkaNamespace),
+		SkipCrds:  pulumi.Bool(true),
 		Values: pulumi.Map{
 			// The operator watches its own namespace only.
 			"watchAnyNamespace": pulumi.Bool(false),

@@ -23,9 +23,6 @@ const (
 	DatasetClaim = "simulator-datasets"
 	// NFSServerName names the in-cluster NFS server's Deployment, Service and volume.
 	NFSServerName = "nfs-server"
-	// CSIDriverNFSChartRepo and CSIDriverNFSChart locate the driver's chart.
-	CSIDriverNFSChartRepo = "https://raw.githubusercontent.com/kubernetes-csi/csi-driver-nfs/master/charts"
-	CSIDriverNFSChart     = "csi-driver-nfs"
 )
 
 // nfsMountOptions are used for every NFS mount (the in-cluster server
@@ -48,11 +45,10 @@ func (b *builder) nfs(given []pulumi.Resource, ceph cephOut) (string, error) {
 		return "", err
 	}
 	driver, err := helmv3.NewRelease(b.ctx, b.name+"-csi-driver-nfs", &helmv3.ReleaseArgs{
-		Name:           pulumi.String("csi-driver-nfs"),
-		Chart:          pulumi.String(CSIDriverNFSChart),
-		Version:        pulumi.String(v.CSIDriverNFS),
-		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String(CSIDriverNFSChartRepo)},
-		Namespace:      pulumi.String(NFSNamespace),
+		Name:      pulumi.String("csi-driver-nfs"),
+		Chart:     pulumi.String(a.Mirrored.CSIDriverNFSChart),
+		Version:   pulumi.String(v.CSIDriverNFS),
+		Namespace: pulumi.String(NFSNamespace),
 		Values: pulumi.Map{
 			// No snapshot controller and no snapshot CRDs: nothing to outlive the release.
 			"externalSnapshotter": pulumi.Map{"enabled": pulumi.Bool(false)},

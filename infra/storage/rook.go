@@ -24,22 +24,12 @@ const (
 	CephPoolName = "replicapool"
 	// BlockStorageClass is the default StorageClass on Ceph RBD.
 	BlockStorageClass = "ceph-block"
-	// RookChartRepo and RookChart locate the operator chart.
-	RookChartRepo = "https://charts.rook.io/release"
-	RookChart     = "rook-ceph"
 	// CephImageRepo is the Ceph image; its tag is versions.ceph.
 	CephImageRepo = "quay.io/ceph/ceph"
 	// CleanupConfirmation is the value of spec.cleanupPolicy.confirmation
 	// that makes Rook wipe hosts and disks when the CephCluster is deleted.
 	CleanupConfirmation = "yes-really-destroy-data"
 )
-
-// RookCRDsURL is the pinned Rook release's CRD manifest. The CRDs are a
-// resource of their own (the chart installs none: crds.enabled=false), so the
-// graph deletes them after the operator and before the namespace.
-func RookCRDsURL(rookVersion string) string {
-	return "https://raw.githubusercontent.com/rook/rook/" + rookVersion + "/deploy/examples/crds.yaml"
-}
 
 // cephOut is what Kafka and NFS need from Ceph.
 type cephOut struct {
@@ -62,19 +52,21 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 	if err != nil {
 		return cephOut{}, err
 	}
+	// The CRDs are a resource of their own (the chart installs none:
+	// crds.enabled=false), so the graph deletes them after the operator and
+	// before the namespace.
 	crds, err := yamlv2.NewConfigFile(b.ctx, b.name+"-rook-crds", &yamlv2.ConfigFileArgs{
-		File: pulumi.String(RookCRDsURL(v.Rook)),
+		File: pulumi.String(a.Mirrored.RookCRDs),
 	}, b.opts(ns)...)
 	if err != nil {
 		return cephOut{}, fmt.Errorf("rook CRDs: %w", err)
 	}
 	operator, err := helmv3.NewRelease(b.ctx, b.name+"-rook-operator", &helmv3.ReleaseArgs{
-		Name:           pulumi.String("rook-ceph"),
-		Chart:          pulumi.String(RookChart),
-		Version:        pulumi.String(v.Rook),
-		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String(RookChartRepo)},
-		Namespace:      pulumi.String(RookNamespace),
-		SkipCrds:       pulumi.Bool(true),
+		Name:      pulumi.String("rook-ceph"),
+		Chart:     pulumi.String(a.Mirrored.RookChart),
+		Version:   pulumi.String(v.Rook),
+		Namespace: pulumi.String(RookNamespace),
+		SkipCrds:  pulumi.Bool(true),
 		Values: pulumi.Map{
 			"crds": pulumi.Map{"enabled": pulumi.Bool(false)},
 			// Rook deploys the Ceph CSI driver itself (rook-ceph.rbd.csi.ceph.com)

@@ -12,6 +12,7 @@ package storage
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
@@ -53,10 +54,45 @@ type Args struct {
 	// CephDisk is the workers' dedicated data disk: config.Metal.CephDisk on
 	// metal, /dev/vdb on libvirt. Empty means DefaultCephDisk.
 	CephDisk string
+	// Mirrored are the charts and CRD manifests the layer applies, as local
+	// files of the artifact mirror (infra resolves and verifies them); the
+	// layer never fetches a URL.
+	Mirrored Mirrored
 	// DatasetNamespace is where the dataset PVC lives, the simulator's
 	// namespace (config.Simulator.Namespace). Empty means
 	// config.Default().Simulator.Namespace.
 	DatasetNamespace string
+}
+
+// Mirrored are local paths of the deploy artifacts the storage layer applies
+// (artifacts.ChartRook, ...). Each is required when its service is enabled.
+type Mirrored struct {
+	// RookChart and RookCRDs: the rook-ceph chart (.tgz) and Rook's CRDs.
+	RookChart, RookCRDs string
+	// StrimziChart and StrimziCRDs: the strimzi-kafka-operator chart and
+	// Strimzi's CRDs.
+	StrimziChart, StrimziCRDs string
+	// CSIDriverNFSChart is the csi-driver-nfs chart.
+	CSIDriverNFSChart string
+}
+
+// check names every source an enabled service lacks.
+func (s Mirrored) check(st config.Storage) error {
+	var missing []string
+	need := func(on bool, v, what string) {
+		if on && v == "" {
+			missing = append(missing, what)
+		}
+	}
+	need(st.Ceph.Enabled, s.RookChart, "RookChart")
+	need(st.Ceph.Enabled, s.RookCRDs, "RookCRDs")
+	need(st.Kafka.Enabled, s.StrimziChart, "StrimziChart")
+	need(st.Kafka.Enabled, s.StrimziCRDs, "StrimziCRDs")
+	need(st.NFS.Enabled, s.CSIDriverNFSChart, "CSIDriverNFSChart")
+	if len(missing) > 0 {
+		return fmt.Errorf("storage: Mirrored.%s required (local files from the artifact mirror)", strings.Join(missing, ", Mirrored."))
+	}
+	return nil
 }
 
 // ArgsFor derives the storage layer's Args from a stack's config.
@@ -231,5 +267,5 @@ func (a *Args) validate() error {
 			return fmt.Errorf("storage: simlab:simulator.sources[%s].instances must be >= 1 (one partition per source), got %d", src.Type, src.Instances)
 		}
 	}
-	return nil
+	return a.Mirrored.check(s)
 }

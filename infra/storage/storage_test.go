@@ -19,6 +19,7 @@ import (
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
 	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/tests/standin"
 )
 
 const (
@@ -118,7 +119,7 @@ func TestMockCephDiskPerProvider(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := storage.ArgsFor(&l.Config, nil)
+			a := withMirrored(storage.ArgsFor(&l.Config, nil))
 			if len(a.StorageNodes) != l.Workers.Count {
 				t.Fatalf("storage nodes %v, want the %d workers", a.StorageNodes, l.Workers.Count)
 			}
@@ -340,7 +341,7 @@ func TestMockVersionsComeFromConfig(t *testing.T) {
 		for _, f := range rec.OfType(tConfigFile) {
 			files[get(t, f, "file").(string)] = true
 		}
-		for _, want := range []string{storage.RookCRDsURL(v.Rook), storage.StrimziCRDsURL(v.Strimzi)} {
+		for _, want := range []string{fakeMirrored.RookCRDs, fakeMirrored.StrimziCRDs} {
 			if !files[want] {
 				t.Errorf("CRD manifest %s not registered (have %v)", want, files)
 			}
@@ -451,6 +452,7 @@ func TestMockSimulatorGoesFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.Artifacts.Dir = standin.MirrorT(t, filepath.Join("..", ".."))
 	rec, err := pulumimock.Run("simlab", "local", func(ctx *pulumi.Context) error {
 		_, err := infra.Deploy(ctx, l)
 		return err

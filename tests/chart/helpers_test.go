@@ -24,6 +24,7 @@ import (
 	"github.com/simlab/simlab/infra/workloads"
 	"github.com/simlab/simlab/tests/localcluster"
 	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/tests/standin"
 )
 
 var (
@@ -121,8 +122,8 @@ type program struct {
 
 // runProgram runs infra.Deploy for cfg under Pulumi's mock engine. A libvirt
 // or metal stack runs as if in existing mode: the chart's values come from the
-// storage and workloads layers alone, and the nodes layer needs the lab's
-// mirrored artifacts (.artifacts/manifest.json), which tests do not have.
+// storage and workloads layers alone. The charts and manifests come from a
+// stand-in mirror (tests/standin).
 func runProgram(t *testing.T, stack string, cfg *config.Loaded) program {
 	t.Helper()
 	if cfg.Provider != config.ProviderExisting {
@@ -131,6 +132,9 @@ func runProgram(t *testing.T, stack string, cfg *config.Loaded) program {
 		c.Existing = &config.Existing{Kubeconfig: "/nonexistent/kubeconfig"}
 		cfg = &c
 	}
+	c := *cfg
+	c.Artifacts.Dir = standin.MirrorT(t, filepath.Join("..", ".."))
+	cfg = &c
 	rec, err := pulumimock.Run("simlab", stack, func(ctx *pulumi.Context) error {
 		_, err := infra.Deploy(ctx, cfg)
 		return err

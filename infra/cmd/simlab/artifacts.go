@@ -57,7 +57,12 @@ func newArtifactsMirrorCmd() *cobra.Command {
 		Long: `Mirror downloads kubeadm, kubelet and kubectl (dl.k8s.io, checked against the published
 .sha512), crictl (cri-tools release, .sha256), the CNI plugins (release, .sha512) and the
 Fedora CoreOS qemu image and live PXE files (the pinned build's meta.json, sha256) into
---dir. Versions come from infra/config/versions.go, or from --stack when given. Each file is
+--dir, and what the program applies to the cluster: the rook-ceph, strimzi-kafka-operator
+and csi-driver-nfs charts (checked against the digest in their repository's index.yaml)
+and the Rook, Strimzi and metrics-server release manifests (upstream publishes no checksum
+for these; their sha512 is recorded, and ` + "`pulumi up`" + ` applies only those bytes).
+Versions come from infra/config/versions.go, or from --stack when given; with --stack only
+what that stack uses is mirrored (no node files for provider existing). Each file is
 written to a temp file and renamed only after its checksum matched; a mismatch is an error
 and leaves nothing behind. Files already mirrored with a matching checksum are kept.
 Finally manifest.json records each file's path, size and sha512.`,
@@ -67,20 +72,24 @@ Finally manifest.json records each file's path, size and sha512.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v := config.DefaultVersions()
+			deploy := artifacts.DeployArtifacts
+			skipNodes := false
 			if stack != "" {
 				l, err := loadStack(stacksDir, stack)
 				if err != nil {
 					return err
 				}
 				v = l.Versions
+				deploy = artifacts.DeployFor(&l.Config)
+				// A stack on an existing cluster provisions no nodes.
+				skipNodes = l.Provider == config.ProviderExisting
 			}
 			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
 			m, err := artifacts.Mirror(ctx, artifacts.MirrorOptions{
-				Dir: dir, Arch: arch, Upstreams: up, SkipFCOS: skipFCOS, Log: cmd.OutOrStdout(),
-				Client: &http.Client{Timeout: 2 * time.Hour},
-				Versions: artifacts.ManifestVersions{Kubernetes: v.Kubernetes, Crictl: v.Crictl, CNIPlugins: v.CNIPlugins,
-					FCOSStream: v.FCOSStream, FCOSRelease: v.FCOSRelease},
+				Dir: dir, Arch: arch, Upstreams: up, SkipFCOS: skipFCOS, SkipNodes: skipNodes, Deploy: deploy,
+				Log: cmd.OutOrStdout(), Client: &http.Client{Timeout: 2 * time.Hour},
+				Versions: artifacts.VersionsFor(v),
 			})
 			if err != nil {
 				return err
@@ -98,6 +107,9 @@ Finally manifest.json records each file's path, size and sha512.`,
 	f.StringVar(&up.Kubernetes, "kubernetes-url", up.Kubernetes, "base URL of the Kubernetes release binaries")
 	f.StringVar(&up.GitHub, "github-url", up.GitHub, "base URL of the cri-tools and CNI plugins release assets")
 	f.StringVar(&up.FCOS, "fcos-url", up.FCOS, "base URL of the Fedora CoreOS builds")
+	f.StringVar(&up.GitHubRaw, "github-raw-url", up.GitHubRaw, "base URL of files in Git trees (Rook's CRDs, csi-driver-nfs's chart repository)")
+	f.StringVar(&up.RookCharts, "rook-charts-url", up.RookCharts, "Rook's Helm chart repository")
+	f.StringVar(&up.StrimziCharts, "strimzi-charts-url", up.StrimziCharts, "Strimzi's Helm chart repository")
 	return cmd
 }
 

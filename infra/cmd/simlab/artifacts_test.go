@@ -43,6 +43,20 @@ func fakeReleases(t *testing.T, corrupt string) *httptest.Server {
 	files[p] = []byte("fake cni")
 	s := sha512.Sum512(files[p])
 	files[p+".sha512"] = []byte(hex.EncodeToString(s[:]) + "  cni.tgz\n")
+	// The deploy artifacts: three chart repositories and three manifests.
+	for _, c := range []struct{ dir, chart, version string }{
+		{"/rook-charts", "rook-ceph", v.Rook}, {"/strimzi-charts", "strimzi-kafka-operator", v.Strimzi},
+		{"/kubernetes-csi/csi-driver-nfs/master/charts", "csi-driver-nfs", v.CSIDriverNFS},
+	} {
+		tgz := c.chart + "-" + c.version + ".tgz"
+		files[c.dir+"/"+tgz] = []byte("fake chart " + c.chart)
+		sum := sha256.Sum256(files[c.dir+"/"+tgz])
+		files[c.dir+"/index.yaml"] = []byte(fmt.Sprintf("entries:\n  %s:\n    - version: %s\n      digest: %x\n      urls: [%s]\n",
+			c.chart, c.version, sum, tgz))
+	}
+	files["/rook/rook/"+v.Rook+"/deploy/examples/crds.yaml"] = []byte("fake rook crds")
+	files["/strimzi/strimzi-kafka-operator/releases/download/"+v.Strimzi+"/strimzi-crds-"+v.Strimzi+".yaml"] = []byte("fake strimzi crds")
+	files["/kubernetes-sigs/metrics-server/releases/download/"+v.MetricsServer+"/components.yaml"] = []byte("fake metrics-server")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, ok := files[r.URL.Path]
 		if !ok {
@@ -58,10 +72,16 @@ func fakeReleases(t *testing.T, corrupt string) *httptest.Server {
 	return srv
 }
 
+// mirrorArgs runs `simlab artifacts mirror` against the fake upstreams at url.
+func mirrorArgs(dir, url string) []string {
+	return []string{"artifacts", "mirror", "--dir", dir, "--skip-fcos", "--kubernetes-url", url, "--github-url", url,
+		"--github-raw-url", url, "--rook-charts-url", url + "/rook-charts", "--strimzi-charts-url", url + "/strimzi-charts"}
+}
+
 func TestArtifactsMirrorRejectsCorruptDownload(t *testing.T) {
 	up := fakeReleases(t, "kubelet")
 	dir := t.TempDir()
-	_, errOut, code := runCLI("artifacts", "mirror", "--dir", dir, "--skip-fcos", "--kubernetes-url", up.URL, "--github-url", up.URL)
+	_, errOut, code := runCLI(mirrorArgs(dir, up.URL)...)
 	if code == 0 || !strings.Contains(errOut, "mirroring kubelet: sha512 of "+up.URL) {
 		t.Fatalf("exit %d, stderr %q: want a kubelet checksum error", code, errOut)
 	}
@@ -86,11 +106,11 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 func TestArtifactsMirrorThenServeIgnition(t *testing.T) {
 	up := fakeReleases(t, "")
 	dir := t.TempDir()
-	out, errOut, code := runCLI("artifacts", "mirror", "--dir", dir, "--skip-fcos", "--kubernetes-url", up.URL, "--github-url", up.URL)
+	out, errOut, code := runCLI(mirrorArgs(dir, up.URL)...)
 	if code != 0 {
 		t.Fatalf("mirror: exit %d: %s", code, errOut)
 	}
-	if !strings.Contains(out, "mirrored 5 artifacts") {
+	if !strings.Contains(out, fmt.Sprintf("mirrored %d artifacts", 5+len(artifacts.DeployArtifacts))) {
 		t.Errorf("mirror output %q", out)
 	}
 	m, err := artifacts.LoadManifest(dir)
@@ -186,5 +206,23 @@ func TestArtifactsIgnitionPrintsNode(t *testing.T) {
 	_, errOut, code = runCLI("artifacts", "ignition", "--dir", "../../../ignition/testdata", "--stacks-dir", "../../../stacks", "--stack", "lab", "nope")
 	if code == 0 || !strings.Contains(errOut, `stack lab has no node "nope"`) {
 		t.Errorf("unknown node: exit %d, %q", code, errOut)
+	}
+}
+
+func TestArtifactsMirrorTakesWhatTheStackApplies(t *testing.T) {
+	up := fakeReleases(t, "")
+	dir := t.TempDir()
+	// The local stack: existing cluster (no node files), Kafka and NFS, no Ceph.
+	out, errOut, code := runCLI(append(mirrorArgs(dir, up.URL), "--stack", "local", "--stacks-dir", "../../../stacks")...)
+	if code != 0 {
+		t.Fatalf("mirror: exit %d: %s", code, errOut)
+	}
+	m, err := artifacts.LoadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{artifacts.ChartCSIDriverNFS, artifacts.ChartStrimzi, artifacts.ManifestStrimziCRDs}
+	if got := strings.Join(m.Names(), " "); got != strings.Join(want, " ") {
+		t.Fatalf("mirrored %s, want %s\n%s", got, strings.Join(want, " "), out)
 	}
 }
