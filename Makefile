@@ -16,12 +16,10 @@ TEST_DEPS      :=
 BENCH_TARGETS  :=
 GOLDEN_TARGETS :=
 DEPS_TARGETS   :=
-DEMO_TARGET    := demo-pending
 
 # --- simulator (simulator/) -------------------------------------------------
 SIM_BIN  := $(CACHE_DIR)/bin/simulator
 SIM_DEMO := $(CURDIR)/.demo/simulator
-DEMO_TARGET := demo-simulator
 BENCH_TARGETS += bench-simulator
 .PHONY: simulator demo-simulator bench-simulator test-simulator
 simulator: ## build the simulator binary into .cache/bin/simulator
@@ -83,10 +81,14 @@ include tests/tools/tools.mk
 NODES ?= 3
 # More flags for `localcluster up`, e.g. CLUSTER_FLAGS="-hpa-downscale=30s -wait-metrics".
 CLUSTER_FLAGS ?=
-TEST_DEPS += tools
-.PHONY: tools cluster-up cluster-down
+TEST_DEPS += tools engine-tools
+DEPS_TARGETS += tools engine-tools
+.PHONY: tools engine-tools cluster-up cluster-down
 tools: $(TOOLS_OUT) ## build the local control plane's binaries into .cache/bin (cached by version)
 	@echo "tools: up to date in $(TOOLS_BIN)"
+# One at a time (.NOTPARALLEL below): each is a heavy build.
+engine-tools: $(ENGINE_OUT) ## build the Pulumi CLI and Kubernetes provider into .cache/bin (cached by version)
+	@echo "engine-tools: up to date in $(TOOLS_BIN)"
 cluster-up: tools ## start a local control plane with NODES simulated nodes (state in .cache/cluster)
 	$(GO) run ./tests/localcluster/cmd/localcluster up -dir $(CACHE_DIR)/cluster -bin $(TOOLS_BIN) -nodes $(NODES) $(CLUSTER_FLAGS)
 cluster-down: ## stop exactly the processes cluster-up started (by PID)
@@ -129,7 +131,9 @@ ceph-confirm-cleanup: ## before `make destroy`: let Rook wipe Ceph's disks and /
 	  -p '{"spec":{"cleanupPolicy":{"confirmation":"yes-really-destroy-data"}}}'
 # --- end storage ---
 
-.PHONY: help test test-go lint vet fmt validate preview up destroy demo demo-pending bench golden deps check-pulumi
+.PHONY: help test test-go test-engine lint vet fmt validate preview up destroy demo bench golden deps check-pulumi
+# Tool builds are heavy (the provider alone ~5 GiB): never two at once.
+.NOTPARALLEL:
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -164,10 +168,11 @@ up: check-pulumi validate ## pulumi up for STACK
 destroy: check-pulumi ## pulumi destroy for STACK
 	$(PULUMI) destroy --stack $(STACK)
 
-demo: $(DEMO_TARGET) ## run the simulator locally on a generated dataset
+demo: tools engine-tools simulator ## local control plane, `pulumi up` of the local stack (real engine), a replay, `pulumi destroy`
+	$(GO) run ./tests/engine/cmd/labdemo -replay '$(MAKE) --no-print-directory demo-simulator'
 
-demo-pending:
-	@echo "make demo: the simulator is not built yet (issue: the network simulator); nothing to run."
+test-engine: tools engine-tools ## the program through the real Pulumi engine on the local control plane (docs/ENGINE.md)
+	$(GO) test -count=1 -v -run 'TestEngine|TestProvider' ./tests/engine/
 
 bench: $(BENCH_TARGETS) ## run every benchmark and print the tables
 

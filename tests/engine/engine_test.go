@@ -1,0 +1,384 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optdestroy"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optpreview"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
+
+	"github.com/simlab/simlab/infra/storage"
+	"github.com/simlab/simlab/tests/engine"
+	"github.com/simlab/simlab/tests/localcluster"
+	"github.com/simlab/simlab/tests/standin"
+)
+
+// tools returns the engine's binaries; without them the test fails in CI
+// (make test builds them first) and skips elsewhere, naming the target.
+func tools(t *testing.T, root string) engine.Tools {
+	t.Helper()
+	tl, err := engine.FindTools(root)
+	if err != nil {
+		if localcluster.InCI() {
+			t.Fatalf("engine tools: %v", err)
+		}
+		t.Skipf("engine tools: %v; skipping (this fails when CI=true)", err)
+	}
+	return tl
+}
+
+// TestProviderIsTheSDKsRelease: the provider the tests run is the release a
+// user's engine downloads for the SDK in go.mod, so no run warns about an
+// unexpected provider version.
+func TestProviderIsTheSDKsRelease(t *testing.T) {
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sdk string
+	sc := bufio.NewScanner(strings.NewReader(string(data)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "github.com/pulumi/pulumi-kubernetes/sdk/v4" {
+			sdk = f[1]
+		}
+	}
+	tl, _ := engine.FindTools(root)
+	if sdk == "" || sdk != tl.ProviderVersion {
+		t.Fatalf("go.mod requires pulumi-kubernetes sdk/v4 %q but tests/tools/pulumi-kubernetes builds the provider %q: "+
+			"a user's engine would download a provider the tests never ran", sdk, tl.ProviderVersion)
+	}
+}
+
+// kube reads an object from the local control plane; ok is false on 404.
+func kube(ctx context.Context, t *testing.T, c *localcluster.Cluster, path string, out any) bool {
+	t.Helper()
+	err := c.Get(ctx, path, out)
+	if err == nil {
+		return true
+	}
+	var ae *localcluster.APIError
+	if errors.As(err, &ae) && ae.Code == 404 {
+		return false
+	}
+	t.Fatalf("GET %s: %v", path, err)
+	return false
+}
+
+// obj is the part of any object the test reads.
+type obj struct {
+	Metadata struct {
+		Name        string
+		Annotations map[string]string
+	}
+	Spec   map[string]any
+	Status map[string]any
+}
+
+// TestEngineLocalStack runs the program through the real Pulumi engine and
+// the real Kubernetes provider against the local control plane, for the
+// committed local stack: preview, up, a no-op up, a config change, destroy.
+// The upstream charts and CRD manifests are stand-ins (tests/standin): what
+// they leave unproven is that the upstream charts take our values; no
+// operator runs (kwok nodes run no containers).
+func TestEngineLocalStack(t *testing.T) {
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := tools(t, root)
+	c := localcluster.StartT(t, localcluster.Options{Nodes: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+
+	mirror := standin.MirrorT(t, root)
+	var progress strings.Builder
+	lab, err := engine.Open(ctx, engine.Options{
+		Root: root, Tools: tl, Dir: t.TempDir(), Stack: "enginetest", From: "local",
+		Passphrase: "engine-test-passphrase",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secretValue = "ENGINE-TEST-SECRET-7f3a9c"
+	if err := lab.SetConfig(ctx, map[string]string{
+		"simlab:existing.kubeconfig": c.Kubeconfig,
+		"simlab:artifacts.dir":       mirror,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A secret the stack holds (unused in existing mode): it must never reach
+	// the state in plain text.
+	if err := lab.SetSecret(ctx, "simlab:sshPrivateKey", secretValue); err != nil {
+		t.Fatal(err)
+	}
+	times := map[string]time.Duration{}
+	timed := func(name string, f func() error) {
+		t.Helper()
+		start := time.Now()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v\n--- engine output ---\n%s", name, err, progress.String())
+		}
+		times[name] = time.Since(start)
+	}
+
+	// preview lists what up creates.
+	var preview map[apitype.OpType]int
+	pSteps := engine.NewSteps()
+	timed("preview", func() error {
+		r, err := lab.Stack.Preview(ctx, optpreview.EventStreams(pSteps.Channel()), optpreview.ProgressStreams(&progress))
+		preview = r.ChangeSummary
+		return err
+	})
+	if preview[apitype.OpCreate] == 0 {
+		t.Fatalf("preview creates nothing: %v", preview)
+	}
+
+	upSteps := engine.NewSteps()
+	timed("up", func() error {
+		_, err := lab.Stack.Up(ctx, optup.EventStreams(upSteps.Channel()), optup.ProgressStreams(&progress))
+		return err
+	})
+	created := upSteps.Of(apitype.OpCreate)
+	if want := pSteps.Of(apitype.OpCreate); strings.Join(created, "\n") != strings.Join(want, "\n") {
+		t.Errorf("up created\n  %s\nbut preview listed\n  %s", strings.Join(created, "\n  "), strings.Join(want, "\n  "))
+	}
+	// Awaiting a Deployment warns until it is available (kwok makes it so);
+	// a provider that is not the version the SDK asks for warns as well, and
+	// that must never happen.
+	for _, w := range upSteps.Warnings() {
+		if strings.Contains(strings.ToLower(w), "version") {
+			t.Errorf("engine warning during up: %s", w)
+		}
+	}
+	t.Logf("up created %d resources", len(created))
+
+	t.Run("objects exist with the config's values", func(t *testing.T) {
+		for _, ns := range []string{storage.KafkaNamespace, storage.NFSNamespace, "simulator"} {
+			if !kube(ctx, t, c, "/api/v1/namespaces/"+ns, &obj{}) {
+				t.Errorf("namespace %s missing", ns)
+			}
+		}
+		var pvc obj
+		if !kube(ctx, t, c, "/api/v1/namespaces/simulator/persistentvolumeclaims/"+storage.DatasetClaim, &pvc) {
+			t.Fatalf("dataset claim %s missing", storage.DatasetClaim)
+		}
+		if pvc.Status["phase"] != "Bound" {
+			t.Errorf("dataset claim is %v, want Bound", pvc.Status["phase"])
+		}
+		for _, d := range []string{"simulator-controller", "simulator-worker-pm-counters"} {
+			var dep obj
+			if !kube(ctx, t, c, "/apis/apps/v1/namespaces/simulator/deployments/"+d, &dep) {
+				t.Errorf("Deployment %s missing", d)
+				continue
+			}
+			if !available(dep) {
+				t.Errorf("Deployment %s not Available: %v", d, dep.Status)
+			}
+			for _, kind := range []string{"/api/v1/namespaces/simulator/services/", "/apis/policy/v1/namespaces/simulator/poddisruptionbudgets/"} {
+				if !kube(ctx, t, c, kind+d, &obj{}) {
+					t.Errorf("%s%s missing", kind, d)
+				}
+			}
+		}
+		var hpa obj
+		if !kube(ctx, t, c, "/apis/autoscaling/v2/namespaces/simulator/horizontalpodautoscalers/simulator-worker-pm-counters", &hpa) {
+			t.Fatal("HPA simulator-worker-pm-counters missing")
+		}
+		if hpa.Spec["minReplicas"] != float64(1) || hpa.Spec["maxReplicas"] != float64(3) {
+			t.Errorf("HPA min %v max %v, want 1 and 3 (stacks/Pulumi.local.yaml)", hpa.Spec["minReplicas"], hpa.Spec["maxReplicas"])
+		}
+		var topic obj
+		if !kube(ctx, t, c, "/apis/kafka.strimzi.io/v1beta2/namespaces/kafka/kafkatopics/sim-records-pm-counters", &topic) {
+			t.Fatal("KafkaTopic sim-records-pm-counters missing")
+		}
+		if topic.Spec["partitions"] != float64(6) {
+			t.Errorf("topic partitions %v, want 6 (one per instance)", topic.Spec["partitions"])
+		}
+		if !kube(ctx, t, c, "/apis/kafka.strimzi.io/v1beta2/namespaces/kafka/kafkas/"+storage.KafkaClusterName, &obj{}) {
+			t.Error("Kafka CR missing")
+		}
+		for _, op := range standin.Operators {
+			if op.Chart == "rook-ceph" {
+				continue // Ceph is off in the local stack
+			}
+			var dep obj
+			if !kube(ctx, t, c, "/apis/apps/v1/namespaces/"+op.Namespace+"/deployments/"+op.Deployment, &dep) {
+				t.Errorf("%s (stand-in %s chart) missing", op.Deployment, op.Chart)
+			}
+		}
+	})
+
+	t.Run("no secret in the state in plain text", func(t *testing.T) {
+		dep, err := lab.Stack.Export(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		state := string(dep.Deployment)
+		kc, err := os.ReadFile(c.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		needles := map[string]string{"simlab:sshPrivateKey": secretValue}
+		if key := kubeconfigField(string(kc), "client-key-data"); key != "" {
+			needles["the admin client key"] = key
+			if raw, err := base64.StdEncoding.DecodeString(key); err == nil {
+				if lines := strings.Split(string(raw), "\n"); len(lines) > 2 {
+					needles["the admin client key (decoded)"] = lines[1]
+				}
+			}
+		}
+		for what, s := range needles {
+			if strings.Contains(state, s) {
+				t.Errorf("%s is in the state in plain text", what)
+			}
+		}
+	})
+
+	noop := engine.NewSteps()
+	timed("second up", func() error {
+		_, err := lab.Stack.Up(ctx, optup.EventStreams(noop.Channel()), optup.ProgressStreams(&progress))
+		return err
+	})
+	for op, n := range noop.Ops() {
+		if op != apitype.OpSame {
+			t.Errorf("a second up with no change did %d %s: %v", n, op, noop.Of(op))
+		}
+	}
+
+	// A config change: more workers allowed, and a second source type.
+	if err := lab.SetConfig(ctx, map[string]string{
+		"simlab:simulator.maxWorkers":           "5",
+		"simlab:simulator.sources[1].type":      "alarm-logs",
+		"simlab:simulator.sources[1].instances": "2",
+		"simlab:simulator.sources[1].protocol":  "tcp",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	change := engine.NewSteps()
+	timed("change up", func() error {
+		_, err := lab.Stack.Up(ctx, optup.EventStreams(change.Channel()), optup.ProgressStreams(&progress))
+		return err
+	})
+	t.Run("a config change touches exactly what it should", func(t *testing.T) {
+		// The chart's objects are named <chart resource>:<namespace>/<name>.
+		const chart = "workloads-simulator:simulator/"
+		for _, op := range []apitype.OpType{apitype.OpDelete, apitype.OpReplace, apitype.OpCreateReplacement, apitype.OpDeleteReplaced} {
+			if got := change.Of(op); len(got) > 0 {
+				t.Errorf("%s: %v", op, got)
+			}
+		}
+		wantCreated := []string{
+			"kubernetes:apps/v1:Deployment::" + chart + "simulator-worker-alarm-logs",
+			"kubernetes:autoscaling/v2:HorizontalPodAutoscaler::" + chart + "simulator-worker-alarm-logs",
+			"kubernetes:core/v1:Service::" + chart + "simulator-worker-alarm-logs",
+			"kubernetes:kafka.strimzi.io/v1beta2:KafkaTopic::storage-topic-sim-records-alarm-logs",
+			"kubernetes:policy/v1:PodDisruptionBudget::" + chart + "simulator-worker-alarm-logs",
+		}
+		if got := change.Of(apitype.OpCreate); strings.Join(got, "\n") != strings.Join(wantCreated, "\n") {
+			t.Errorf("created\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(wantCreated, "\n  "))
+		}
+		updated := change.Of(apitype.OpUpdate)
+		hpa := "kubernetes:autoscaling/v2:HorizontalPodAutoscaler::" + chart + "simulator-worker-pm-counters"
+		if !contains(updated, hpa) {
+			t.Errorf("the pm-counters HPA was not updated; updated: %v", updated)
+		}
+		for _, u := range updated {
+			if strings.Contains(u, "KafkaTopic") || strings.Contains(u, "Namespace") || strings.Contains(u, "PersistentVolume") {
+				t.Errorf("updated %s, which the change does not concern", u)
+			}
+		}
+		var h obj
+		if !kube(ctx, t, c, "/apis/autoscaling/v2/namespaces/simulator/horizontalpodautoscalers/simulator-worker-pm-counters", &h) ||
+			h.Spec["maxReplicas"] != float64(5) {
+			t.Errorf("HPA maxReplicas %v, want 5", h.Spec["maxReplicas"])
+		}
+		var d obj
+		if !kube(ctx, t, c, "/apis/apps/v1/namespaces/simulator/deployments/simulator-worker-alarm-logs", &d) || !available(d) {
+			t.Errorf("the new type's workers are not Available: %v", d.Status)
+		}
+	})
+
+	// Record what the stack made, then destroy and check nothing is left.
+	made := append(created, change.Of(apitype.OpCreate)...)
+	dSteps := engine.NewSteps()
+	timed("destroy", func() error {
+		_, err := lab.Stack.Destroy(ctx, optdestroy.EventStreams(dSteps.Channel()), optdestroy.ProgressStreams(&progress))
+		return err
+	})
+	if n := len(dSteps.Of(apitype.OpDelete)); n != len(made) {
+		t.Errorf("destroy deleted %d resources, the stack made %d", n, len(made))
+	}
+	t.Run("destroy leaves nothing behind", func(t *testing.T) {
+		for _, ns := range []string{storage.KafkaNamespace, storage.NFSNamespace, "simulator"} {
+			var n obj
+			if kube(ctx, t, c, "/api/v1/namespaces/"+ns, &n) {
+				t.Errorf("namespace %s still exists (%v)", ns, n.Status)
+			}
+		}
+		for _, p := range []string{
+			"/apis/storage.k8s.io/v1/storageclasses/" + storage.NFSStorageClass,
+			"/api/v1/persistentvolumes/simulator-datasets",
+			"/apis/storage.k8s.io/v1/csidrivers/" + storage.NFSDriver,
+			"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/kafkas.kafka.strimzi.io",
+		} {
+			if kube(ctx, t, c, p, &obj{}) {
+				t.Errorf("%s still exists", p)
+			}
+		}
+	})
+
+	var b strings.Builder
+	for _, n := range []string{"preview", "up", "second up", "change up", "destroy"} {
+		fmt.Fprintf(&b, "| %s | %.1f |\n", n, times[n].Seconds())
+	}
+	t.Logf("engine timings (s), %d resources:\n%s", len(made), b.String())
+	if t.Failed() {
+		t.Logf("--- engine output ---\n%s", progress.String())
+	}
+}
+
+func available(o obj) bool {
+	conds, _ := o.Status["conditions"].([]any)
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Available" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// kubeconfigField returns the first value of a kubeconfig field (YAML or JSON).
+func kubeconfigField(kc, field string) string {
+	for _, line := range strings.Split(kc, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	return ""
+}
