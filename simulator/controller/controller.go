@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"net"
 	"slices"
 	"sort"
 	"strconv"
@@ -51,6 +52,9 @@ type Controller struct {
 
 // ErrConflict is returned when an operation does not fit the current stage.
 var ErrConflict = errors.New("conflict")
+
+// ErrInvalid marks a request the API refuses as malformed (HTTP 400).
+var ErrInvalid = errors.New("invalid request")
 
 // New connects to Kafka and creates the state topic if needed. Run must be called to read it.
 func New(ctx context.Context, cfg Config) (*Controller, error) {
@@ -176,6 +180,11 @@ func (c *Controller) Load(ctx context.Context, dir string, req LoadRequest) (*Lo
 	case Keyed:
 	default:
 		return nil, fmt.Errorf("partitioning %q: want %s or %s", part, PerSource, Keyed)
+	}
+	if req.AddressOverride != "" {
+		if err := checkHostPort(req.AddressOverride); err != nil {
+			return nil, fmt.Errorf("%w: address_override %q: %v (want host:port, e.g. sut.example:9000)", ErrInvalid, req.AddressOverride, err)
+		}
 	}
 	fp := ds.Fingerprint + "/" + part + "/" + strconv.Itoa(nkeyed) + "/" + req.AddressOverride
 	c.mu.Lock()
@@ -408,7 +417,17 @@ func (c *Controller) Start(ctx context.Context, req StartRequest) (state.Stage, 
 		return st, fmt.Errorf("%w: nothing loaded", ErrConflict)
 	}
 	if req.Loops < 0 {
-		return st, errors.New("loops must be >= 0")
+		return st, fmt.Errorf("%w: loops must be >= 0", ErrInvalid)
+	}
+	if req.Loops > 0 && !req.Repeat {
+		return st, fmt.Errorf("%w: loops %d needs repeat: true (without repeat a run plays the dataset once)", ErrInvalid, req.Loops)
+	}
+	if !req.StartTime.IsZero() && req.Delay != "" {
+		return st, fmt.Errorf("%w: give start_time or delay, not both", ErrInvalid)
+	}
+	if now := time.Now(); !req.StartTime.IsZero() && req.StartTime.Before(now) {
+		return st, fmt.Errorf("%w: start_time %s is %s in the past: every record due before now would be sent at once; "+
+			"give a future start_time or a delay", ErrInvalid, req.StartTime.UTC().Format(time.RFC3339Nano), now.Sub(req.StartTime).Round(time.Millisecond))
 	}
 	start := req.StartTime
 	if start.IsZero() {
@@ -416,7 +435,7 @@ func (c *Controller) Start(ctx context.Context, req StartRequest) (state.Stage, 
 		if req.Delay != "" {
 			var err error
 			if d, err = time.ParseDuration(req.Delay); err != nil || d < 0 {
-				return st, fmt.Errorf("delay %q: want a non-negative duration", req.Delay)
+				return st, fmt.Errorf("%w: delay %q: want a non-negative duration", ErrInvalid, req.Delay)
 			}
 		}
 		start = time.Now().Add(d)
@@ -538,4 +557,19 @@ func (c *Controller) Status(ctx context.Context) (*Status, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkHostPort accepts host:port with a port from 1 to 65535.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return errors.New("no host")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q: want 1-65535", port)
+	}
+	return nil
 }

@@ -160,6 +160,8 @@ func errCode(err error) int {
 	switch {
 	case errors.Is(err, ErrConflict):
 		return 409
+	case errors.Is(err, ErrInvalid):
+		return 400
 	case strings.Contains(err.Error(), "opening dataset"), strings.Contains(err.Error(), "partitioning"),
 		strings.Contains(err.Error(), "loops"), strings.Contains(err.Error(), "delay"):
 		return 400

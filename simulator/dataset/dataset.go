@@ -207,6 +207,23 @@ func Load(dir string) (*Dataset, error) {
 	if len(d.Sources) == 0 && len(probs) == 0 {
 		prob(".", 0, "no data sources: expected <type>/<instance>/%s and %s", ConfigFile, RecordsFile)
 	}
+	// A span no longer than a record's offset would make repeat loops overlap.
+	if d.Span > 0 {
+		var last time.Duration
+		var at string
+		for _, s := range d.Sources {
+			for _, r := range s.Records {
+				if r.Offset > last {
+					last, at = r.Offset, s.Type+"/"+s.Instance
+				}
+			}
+		}
+		if last >= d.Span {
+			b, _ := os.ReadFile(filepath.Join(dir, MetaFile))
+			prob(MetaFile, lineOfKey(b, "span"), "span %s is not longer than the largest record offset %s (%s): "+
+				"repeat loops would overlap; make span longer or leave it out (default: largest offset + 1s)", d.Span, last, at)
+		}
+	}
 	if len(probs) > 0 {
 		return nil, &ValidationError{Problems: probs}
 	}

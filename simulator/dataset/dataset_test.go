@@ -151,3 +151,29 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestSpanShorterThanAnOffsetIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	for rel, s := range map[string]string{
+		"dataset.json":     "{\n  \"name\": \"x\",\n  \"span\": \"2s\"\n}\n",
+		"pm/a/source.json": `{"protocol": "tcp", "tcp": {"address": "h:1"}}`,
+		"pm/a/records":     "@1s 1\na\n",
+		"pm/b/source.json": `{"protocol": "tcp", "tcp": {"address": "h:1"}}`,
+		"pm/b/records":     "@500ms 1\na\n@2s 1\nb\n",
+	} {
+		p := filepath.Join(dir, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := Load(dir)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(strings.Join(ve.Strings(), "\n"), "dataset.json:3: span 2s is not longer than the largest record offset 2s (pm/b)") {
+		t.Fatalf("want the span refused, naming the line and the source: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "dataset.json"), []byte(`{"span": "3s"}`), 0o644)
+	if d, err := Load(dir); err != nil || d.Span != 3*time.Second {
+		t.Fatalf("a span longer than every offset: %v", err)
+	}
+}
