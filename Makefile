@@ -108,14 +108,16 @@ HELM          := $(TOOLS_BIN)/helm-$(HELM_VERSION)
 SIM_IMAGE     ?= $(shell sed -n 's/^[[:space:]]*Image:[[:space:]]*"\([^"]*simulator\)",.*/\1/p' infra/config/defaults.go)
 SIM_IMAGE_TAG ?= $(shell sed -n 's/^[[:space:]]*Simulator:[[:space:]]*"\([^"]*\)",.*/\1/p' infra/config/versions.go)
 DOCKER        ?= docker
-.PHONY: chart-lint test-chart image image-push
+.PHONY: chart-lint test-chart image image-docker image-push
 chart-lint: $(HELM) ## helm lint --strict charts/simulator with the pinned helm
 	$(HELM) lint --strict charts/simulator
 test-chart: tools ## the chart's and workloads layer's tests (render, schema, HPA on the local control plane)
 	$(GO) test -count=1 -timeout 20m ./infra/workloads/... ./tests/chart/...
-image: ## build the simulator image $(SIM_IMAGE):$(SIM_IMAGE_TAG) (needs docker with BuildKit)
+image: ## build the simulator image (linux/amd64+arm64, OCI layout in ARTIFACTS_DIR/images/simulator) without a container engine
+	$(GO) run ./infra/cmd/simlab image build --dir $(ARTIFACTS_DIR) --stack $(STACK)
+image-docker: ## the same image with docker (BuildKit): $(SIM_IMAGE):$(SIM_IMAGE_TAG)
 	$(DOCKER) build -f simulator/Dockerfile -t $(SIM_IMAGE):$(SIM_IMAGE_TAG) .
-image-push: image ## push the simulator image
+image-push: image-docker ## push the docker-built simulator image
 	$(DOCKER) push $(SIM_IMAGE):$(SIM_IMAGE_TAG)
 # end chart
 # --- end workloads ---

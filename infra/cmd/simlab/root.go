@@ -30,15 +30,18 @@ func newRoot() *cobra.Command {
 Kubernetes with kubeadm and Flannel, Ceph, Kafka, NFS and the network simulator.
 
 The stack itself is deployed with the Pulumi CLI (make up STACK=<env>). This command
-holds the helpers around it: validating stack files without Pulumi, and mirroring,
-checking and serving the pinned node artifacts and each node's Ignition.`,
+holds the helpers around it: validating stack files without Pulumi; mirroring,
+checking and serving the pinned artifacts and each node's Ignition; building the
+simulator's image without a container engine.`,
 		Example: `  simlab validate stacks/Pulumi.dev.yaml
   simlab artifacts mirror --dir .artifacts --stack dev
   simlab artifacts serve --dir .artifacts --stack dev --listen 0.0.0.0:8080 --verify
-  simlab artifacts ignition dev-worker-1 --stack dev`,
+  simlab artifacts ignition dev-worker-1 --stack dev
+  simlab image build --dir .artifacts`,
 		SilenceUsage: true,
 	}
 	root.AddCommand(newValidateCmd())
 	root.AddCommand(newArtifactsCmd())
+	root.AddCommand(newImageCmd())
 	return root
 }
