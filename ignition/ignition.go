@@ -146,6 +146,11 @@ type clusterData struct {
 	Downloads      []download
 	// CephDisk is the worker's raw Ceph data disk ("" for controllers).
 	CephDisk string
+	// Mirror is the artifact server's registry (its base URL), the mirror
+	// containerd pulls every upstream registry's images through.
+	Mirror string
+	// Registries are the upstream registries it mirrors.
+	Registries []artifacts.UpstreamRegistry
 }
 
 // nodeData is what node.bu sees.
@@ -165,7 +170,8 @@ type staticNet struct {
 func (r *Renderer) clusterData(role string) clusterData {
 	c := r.cfg
 	d := clusterData{Cluster: c.Cluster.Name, Role: role, SSHUser: c.SSH.User,
-		AuthorizedKeys: c.SSH.AuthorizedKeys, Downloads: r.downloads}
+		AuthorizedKeys: c.SSH.AuthorizedKeys, Downloads: r.downloads,
+		Mirror: strings.TrimRight(c.Artifacts.URL, "/"), Registries: artifacts.UpstreamRegistries}
 	if d.SSHUser == "" {
 		d.SSHUser = "core"
 	}

@@ -3,6 +3,7 @@ package ignition
 import (
 	"bytes"
 	"crypto/sha512"
+	"encoding/base64"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
 	ign "github.com/coreos/ignition/v2/config/v3_5"
 	"github.com/coreos/ignition/v2/config/v3_5/types"
 
@@ -367,6 +369,64 @@ func checkContents(t *testing.T, c types.Config, n config.Node, cfg *config.Conf
 		}
 		if n.MAC != "" && !strings.Contains(nm, "mac-address="+n.MAC) {
 			t.Errorf("static connection %q lacks the MAC %s", nm, n.MAC)
+		}
+	}
+}
+
+// decodedContents is fileContents with base64 data URLs decoded too.
+func decodedContents(t *testing.T, c types.Config, p string) string {
+	t.Helper()
+	s, ok := fileContents(t, c, p)
+	if !ok {
+		t.Fatalf("no file %s", p)
+	}
+	if b64, ok := strings.CutPrefix(s, "data:;base64,"); ok {
+		b, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		return string(b)
+	}
+	return s
+}
+
+// TestContainerdPullsThroughTheArtifactServer: every node's containerd uses
+// the artifact server as the mirror of each upstream registry (valid TOML,
+// containerd's hosts.toml keys), so images keep their upstream names.
+func TestContainerdPullsThroughTheArtifactServer(t *testing.T) {
+	all := stacks(t)
+	for _, name := range sortedKeys(all) {
+		c := all[name]
+		n := c.Nodes()[len(c.Nodes())-1]
+		ic := parse(t, n.Name, render(t, c, n))
+		var conf struct {
+			Plugins map[string]struct {
+				Registry struct {
+					ConfigPath string `toml:"config_path"`
+				} `toml:"registry"`
+			} `toml:"plugins"`
+		}
+		if _, err := toml.Decode(decodedContents(t, ic, "/etc/containerd/config.toml"), &conf); err != nil {
+			t.Fatalf("%s: config.toml: %v", name, err)
+		}
+		if got := conf.Plugins["io.containerd.grpc.v1.cri"].Registry.ConfigPath; got != "/etc/containerd/certs.d" {
+			t.Errorf("%s: registry config_path %q", name, got)
+		}
+		for _, r := range artifacts.UpstreamRegistries {
+			var hosts struct {
+				Server string `toml:"server"`
+				Host   map[string]struct {
+					Capabilities []string `toml:"capabilities"`
+				} `toml:"host"`
+			}
+			p := "/etc/containerd/certs.d/" + r.Host + "/hosts.toml"
+			if _, err := toml.Decode(decodedContents(t, ic, p), &hosts); err != nil {
+				t.Fatalf("%s: %s: %v", name, p, err)
+			}
+			mirror, ok := hosts.Host[strings.TrimRight(c.Artifacts.URL, "/")]
+			if hosts.Server != r.Server || !ok || strings.Join(mirror.Capabilities, ",") != "pull,resolve" || len(hosts.Host) != 1 {
+				t.Errorf("%s: %s: server %q, hosts %v; want %s falling back to %s", name, p, hosts.Server, hosts.Host, c.Artifacts.URL, r.Server)
+			}
 		}
 	}
 }

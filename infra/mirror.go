@@ -74,3 +74,18 @@ func joinErrors(errs []error) error {
 	}
 	return fmt.Errorf("%s", msg)
 }
+
+// simulatorImage is the digest of the stack's simulator image in its mirror,
+// as `simlab image build` wrote it: the chart runs exactly those bytes.
+func simulatorImage(c *config.Config) (string, error) {
+	ref := c.Simulator.Image + ":" + c.Versions.Simulator
+	reg, err := artifacts.NewRegistry(c.Artifacts.Dir)
+	if err == nil {
+		var d string
+		if d, err = reg.Digest(ref); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("simlab:artifacts.dir %s: the simulator image: %w (build it with `simlab image build --dir %s --stack STACK`)",
+		filepath.Clean(c.Artifacts.Dir), err, c.Artifacts.Dir)
+}

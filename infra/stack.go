@@ -55,6 +55,12 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	var imageDigest string
+	if c.Simulator.Enabled {
+		if imageDigest, err = simulatorImage(&c); err != nil {
+			return nil, err
+		}
+	}
 	var kubeconfig pulumi.StringInput
 	var kubeContext pulumi.StringPtrInput
 
@@ -126,6 +132,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		st.Workloads, err = workloads.New(ctx, "workloads", &workloads.Args{
 			Provider: st.Provider, Simulator: c.Simulator, Versions: c.Versions,
 			KafkaBootstrap: st.Storage.KafkaBootstrap, DatasetClaim: st.Storage.DatasetClaim,
+			ImageDigest: imageDigest,
 		}, pulumi.DependsOn(st.Storage.Ready))
 		if err != nil {
 			return nil, fmt.Errorf("workloads layer: %w", err)

@@ -390,3 +390,28 @@ func TestMockMirrorProblemsAreNamedBeforeAnythingRegisters(t *testing.T) {
 		t.Error("the stack registered resources before refusing")
 	}
 }
+
+// TestMockSimulatorRunsTheMirroredImageByDigest: the chart gets the digest of
+// the image in the mirror, and a mirror without it is refused by name.
+func TestMockSimulatorRunsTheMirroredImageByDigest(t *testing.T) {
+	cfg := loadStack(t, "local")
+	rec := deployMock(t, "local", cfg)
+	charts := rec.OfType("kubernetes:helm.sh/v4:Chart")
+	if len(charts) != 1 {
+		t.Fatalf("want the simulator chart, got %d", len(charts))
+	}
+	img := charts[0].Inputs["values"].ObjectValue()["image"].ObjectValue()
+	if got := img["digest"].StringValue(); got != standin.ImageDigest {
+		t.Errorf("chart image digest %q, want the mirror's %s", got, standin.ImageDigest)
+	}
+	if err := os.RemoveAll(filepath.Join(cfg.Artifacts.Dir, artifacts.ImagesDir)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pulumimock.Run("simlab", "local", func(ctx *pulumi.Context) error {
+		_, err := infra.Deploy(ctx, cfg)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "ghcr.io/simlab/simulator:") || !strings.Contains(err.Error(), "simlab image build") {
+		t.Fatalf("want the missing image named with the command that builds it: %v", err)
+	}
+}

@@ -52,7 +52,10 @@ func (u *upstream) deployOpts(dir string) MirrorOptions {
 	return o
 }
 
-func TestMirrorDeployArtifacts(t *testing.T) {
+// mirrorDeploy mirrors every deploy artifact from fake upstreams into a
+// temporary directory.
+func mirrorDeploy(t *testing.T) (string, *Manifest) {
+	t.Helper()
 	u := newUpstream(t)
 	u.addDeploy()
 	dir := t.TempDir()
@@ -60,6 +63,11 @@ func TestMirrorDeployArtifacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dir, m
+}
+
+func TestMirrorDeployArtifacts(t *testing.T) {
+	dir, m := mirrorDeploy(t)
 	if got := strings.Join(m.Names(), " "); got != strings.Join(sortedCopy(DeployArtifacts), " ") {
 		t.Fatalf("mirrored %s, want only the deploy artifacts (SkipNodes)", got)
 	}
@@ -118,13 +126,7 @@ func TestMirrorNamesAMissingChartVersion(t *testing.T) {
 }
 
 func TestResolveRefusesChangedOrMissingFiles(t *testing.T) {
-	u := newUpstream(t)
-	u.addDeploy()
-	dir := t.TempDir()
-	m, err := Mirror(context.Background(), u.deployOpts(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, m := mirrorDeploy(t)
 	file := filepath.Join(dir, filepath.FromSlash(m.Artifacts[ManifestStrimziCRDs].Path))
 	if err := os.WriteFile(file, []byte("kind: Namespace # tampered"), 0o644); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,23 @@ func DefaultUpstreams() Upstreams {
 	}
 }
 
+// withDefaults fills every empty field from DefaultUpstreams.
+func (u Upstreams) withDefaults() Upstreams {
+	def := DefaultUpstreams()
+	for _, f := range []struct {
+		v *string
+		d string
+	}{
+		{&u.Kubernetes, def.Kubernetes}, {&u.GitHub, def.GitHub}, {&u.FCOS, def.FCOS},
+		{&u.GitHubRaw, def.GitHubRaw}, {&u.RookCharts, def.RookCharts}, {&u.StrimziCharts, def.StrimziCharts},
+	} {
+		if *f.v == "" {
+			*f.v = f.d
+		}
+	}
+	return u
+}
+
 // MirrorOptions configure Mirror.
 type MirrorOptions struct {
 	// Dir is the mirror directory; manifest.json is written there.
@@ -92,25 +109,7 @@ func Mirror(ctx context.Context, o MirrorOptions) (*Manifest, error) {
 	if o.Arch == "" {
 		o.Arch = defaultArchName
 	}
-	def := DefaultUpstreams()
-	if o.Upstreams.Kubernetes == "" {
-		o.Upstreams.Kubernetes = def.Kubernetes
-	}
-	if o.Upstreams.GitHub == "" {
-		o.Upstreams.GitHub = def.GitHub
-	}
-	if o.Upstreams.FCOS == "" {
-		o.Upstreams.FCOS = def.FCOS
-	}
-	if o.Upstreams.GitHubRaw == "" {
-		o.Upstreams.GitHubRaw = def.GitHubRaw
-	}
-	if o.Upstreams.RookCharts == "" {
-		o.Upstreams.RookCharts = def.RookCharts
-	}
-	if o.Upstreams.StrimziCharts == "" {
-		o.Upstreams.StrimziCharts = def.StrimziCharts
-	}
+	o.Upstreams = o.Upstreams.withDefaults()
 	if o.Client == nil {
 		o.Client = http.DefaultClient
 	}

@@ -36,6 +36,9 @@ type ServerOptions struct {
 	Ignition func(name string) ([]byte, error)
 	// InstallDisk is the disk coreos-installer writes to on metal (e.g. /dev/sda).
 	InstallDisk string
+	// Registry, when set, serves the mirror's container images at /v2/
+	// (NewRegistry).
+	Registry http.Handler
 	// Log receives one line per request; nil discards.
 	Log io.Writer
 }
@@ -48,6 +51,7 @@ type ServerOptions struct {
 //	GET /ignition?mac=<mac>        ... or by its MAC address
 //	GET /pxe?mac=<mac>             PXE boot arguments (JSON: kernel, initrd, args)
 //	GET /boot.ipxe?mac=<mac>       the same as an iPXE script
+//	GET|HEAD /v2/...               the container images (Registry), read-only
 func Handler(o ServerOptions) http.Handler {
 	s := &server{o: o, byName: map[string]ServedNode{}, byMAC: map[string]ServedNode{}}
 	if s.o.Log == nil {
@@ -64,6 +68,10 @@ func Handler(o ServerOptions) http.Handler {
 	mux.HandleFunc("GET /pxe", s.pxe)
 	mux.HandleFunc("GET /boot.ipxe", s.ipxe)
 	mux.HandleFunc("GET /", s.file)
+	if o.Registry != nil {
+		// GET also answers HEAD; other methods get 405 from the mux.
+		mux.Handle("GET /v2/", o.Registry)
+	}
 	return mux
 }
 

@@ -42,6 +42,9 @@ type Args struct {
 	// KafkaBootstrap and DatasetClaim come from the storage layer.
 	KafkaBootstrap pulumi.StringInput
 	DatasetClaim   pulumi.StringInput
+	// ImageDigest (sha256:...) pins the simulator image: the digest of the
+	// image `simlab image build` wrote into the artifact mirror.
+	ImageDigest string
 }
 
 // Workloads is the workloads layer.
@@ -86,7 +89,7 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	sim := args.Simulator
 
 	values := pulumi.All(args.KafkaBootstrap, args.DatasetClaim).ApplyT(func(xs []any) map[string]any {
-		return Values(sim, args.Versions, xs[0].(string), xs[1].(string))
+		return Values(sim, args.Versions, xs[0].(string), xs[1].(string), args.ImageDigest)
 	}).(pulumi.MapOutput)
 
 	_, err = helmv4.NewChart(ctx, name+"-simulator", &helmv4.ChartArgs{
@@ -110,9 +113,10 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 }
 
 // Values returns the chart values for a stack's simulator config, the pinned
-// versions and the storage layer's Kafka bootstrap address and dataset claim.
-// Keys the config does not decide keep the chart's defaults (values.yaml).
-func Values(sim config.Simulator, versions config.Versions, kafkaBootstrap, datasetClaim string) map[string]any {
+// versions, the storage layer's Kafka bootstrap address and dataset claim,
+// and the image's digest ("" runs the tag). Keys the config does not decide
+// keep the chart's defaults (values.yaml).
+func Values(sim config.Simulator, versions config.Versions, kafkaBootstrap, datasetClaim, imageDigest string) map[string]any {
 	sources := make([]any, 0, len(sim.Sources))
 	for _, s := range sim.Sources {
 		sources = append(sources, map[string]any{
@@ -123,6 +127,7 @@ func Values(sim config.Simulator, versions config.Versions, kafkaBootstrap, data
 		"image": map[string]any{
 			"repository": sim.Image,
 			"tag":        versions.Simulator,
+			"digest":     imageDigest,
 		},
 		"kafka": map[string]any{
 			"bootstrap": kafkaBootstrap,

@@ -42,10 +42,10 @@ func jsonRoundTrip(t *testing.T, v any) any {
 
 func TestValuesFollowConfig(t *testing.T) {
 	cfg := localStack(t).Config
-	v := workloads.Values(cfg.Simulator, cfg.Versions, "kafka-bootstrap.kafka.svc:9092", "datasets-claim")
+	v := workloads.Values(cfg.Simulator, cfg.Versions, "kafka-bootstrap.kafka.svc:9092", "datasets-claim", testDigest)
 	got := jsonRoundTrip(t, v).(map[string]any)
 	want := jsonRoundTrip(t, map[string]any{
-		"image":   map[string]any{"repository": cfg.Simulator.Image, "tag": cfg.Versions.Simulator},
+		"image":   map[string]any{"repository": cfg.Simulator.Image, "tag": cfg.Versions.Simulator, "digest": testDigest},
 		"kafka":   map[string]any{"bootstrap": "kafka-bootstrap.kafka.svc:9092"},
 		"dataset": map[string]any{"claimName": "datasets-claim", "path": "datasets/default"},
 		"sut":     map[string]any{"address": "sut.simulator.svc:9000"},
@@ -64,7 +64,7 @@ func TestValuesListEveryTypeInOrder(t *testing.T) {
 	sim.Sources = []config.SourceType{
 		{Type: "b", Instances: 3, Protocol: "sftp"}, {Type: "a", Instances: 1, Protocol: "tcp"},
 	}
-	v := workloads.Values(sim, config.DefaultVersions(), "k:9092", "c")
+	v := workloads.Values(sim, config.DefaultVersions(), "k:9092", "c", "")
 	src := v["sources"].([]any)
 	if len(src) != 2 || src[0].(map[string]any)["type"] != "b" || src[1].(map[string]any)["protocol"] != "tcp" {
 		t.Fatalf("sources = %v", src)
@@ -112,6 +112,9 @@ func TestChartDirFailsOutsideTheProject(t *testing.T) {
 	}
 }
 
+// testDigest stands for the digest of a built simulator image.
+const testDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 // TestMockLayerRegistersTheLocalChart runs the layer under Pulumi's mock
 // engine: the local chart with exactly Values in the simulator's namespace,
 // on the given provider, waiting for the layer's dependencies (the storage
@@ -131,6 +134,7 @@ func TestMockLayerRegistersTheLocalChart(t *testing.T) {
 			Provider: prov, Simulator: cfg.Simulator, Versions: cfg.Versions,
 			KafkaBootstrap: pulumi.String("kafka:9092"),
 			DatasetClaim:   pulumi.String("simulator-datasets").ToStringOutput(),
+			ImageDigest:    testDigest,
 		}, pulumi.DependsOn([]pulumi.Resource{upstream}))
 		return err
 	})
@@ -157,7 +161,7 @@ func TestMockLayerRegistersTheLocalChart(t *testing.T) {
 		t.Errorf("release name %q", got)
 	}
 	got := jsonRoundTrip(t, chart.Inputs["values"].ObjectValue().Mappable())
-	want := jsonRoundTrip(t, workloads.Values(cfg.Simulator, cfg.Versions, "kafka:9092", "simulator-datasets"))
+	want := jsonRoundTrip(t, workloads.Values(cfg.Simulator, cfg.Versions, "kafka:9092", "simulator-datasets", testDigest))
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("chart values %v\nwant %v", got, want)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/workloads"
+	"github.com/simlab/simlab/tests/standin"
 )
 
 // expectation is what the chart must contain for one configuration.
@@ -164,8 +165,9 @@ func env(c any, name string) string {
 
 func expectFor(cfg *config.Loaded, rel release) expectation {
 	return expectation{
-		sim:        cfg.Simulator,
-		image:      cfg.Simulator.Image + ":" + cfg.Versions.Simulator,
+		sim: cfg.Simulator,
+		// The program pins the image the mirror holds, by digest.
+		image:      cfg.Simulator.Image + ":" + cfg.Versions.Simulator + "@" + standin.ImageDigest,
 		bootstrap:  str(rel.Values, "kafka", "bootstrap"),
 		claim:      str(rel.Values, "dataset", "claimName"),
 		partitions: perSource,
@@ -255,6 +257,7 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 		{"unknown partitioning", "kafka.partitioning", "random", []string{"/kafka/partitioning"}},
 		{"dataset path escaping the share", "dataset.path", "../etc", []string{"/dataset/path"}},
 		{"bad pull policy", "image.pullPolicy", "Sometimes", []string{"/image/pullPolicy"}},
+		{"digest that is not sha256", "image.digest", "latest", []string{"/image/digest"}},
 		{"no sources", "sources", []any{}, []string{"/sources", "minItems"}},
 		{"type not a DNS label", "sources", src(map[string]any{"type": "PM_Counters"}), []string{"/sources/0/type"}},
 		{"zero instances", "sources", src(map[string]any{"instances": 0}), []string{"/sources/0/instances"}},

@@ -31,6 +31,11 @@ import (
 	"github.com/simlab/simlab/infra/storage"
 )
 
+// ImageDigest is the digest the stand-in mirror gives the simulator image: an
+// OCI layout whose index.json names the image, with no blobs (kwok runs no
+// containers; the registry test and `simlab image build` prove real ones).
+const ImageDigest = "sha256:5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe5afe"
+
 // Marker is the annotation every stand-in object carries, so a reader of the
 // cluster sees what it is.
 const Marker = "simlab.test/stand-in"
@@ -90,6 +95,22 @@ func Mirror(root, dir string, v config.Versions) (*artifacts.Manifest, error) {
 			Source: "stand-in written by tests/standin"}
 	}
 	if err := m.Write(dir); err != nil {
+		return nil, err
+	}
+	// The simulator image, as `simlab image build` names it in the mirror.
+	c := config.Default()
+	ref := c.Simulator.Image + ":" + v.Simulator
+	layoutDir := filepath.Join(dir, artifacts.ImagesDir, "simulator")
+	if err := os.MkdirAll(layoutDir, 0o755); err != nil {
+		return nil, err
+	}
+	index := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[`+
+		`{"mediaType":"application/vnd.oci.image.index.v1+json","digest":%q,"size":0,"annotations":`+
+		`{"org.opencontainers.image.ref.name":%q,%q:"simulator image"}}]}`, ImageDigest, ref, Marker)
+	if err := os.WriteFile(filepath.Join(layoutDir, "index.json"), []byte(index), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(layoutDir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -44,10 +44,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
-simulator.image is repository:tag (tag defaults to appVersion).
+simulator.image is repository:tag (tag defaults to appVersion), and @digest when a digest is
+given: the runtime then pulls exactly that image.
 */}}
 {{- define "simulator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{/*

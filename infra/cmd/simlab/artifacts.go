@@ -126,6 +126,8 @@ stacks/Pulumi.<STACK>.yaml and the mirror's manifest:
   GET /ignition?name=<node>      the node's Ignition JSON (or ?mac=<mac>)
   GET /pxe?mac=<mac>             PXE boot (JSON: kernel, initrd, kernel arguments)
   GET /boot.ipxe?mac=<mac>       the same as an iPXE script (chain to it from DHCP)
+  GET /v2/...                    the images under <dir>/images (OCI layouts, as written by
+                                 'simlab image build') as a read-only registry
 
 Before serving, every file must be present with the manifest's size (and sha512 with
 --verify), and the manifest must match the stack's pinned versions.`,
@@ -140,7 +142,11 @@ Before serving, every file must be present with the manifest's size (and sha512 
 			if err := m.VerifyFiles(dir, verify); err != nil {
 				return err
 			}
-			o := artifacts.ServerOptions{Dir: dir, Manifest: m, Log: cmd.ErrOrStderr()}
+			reg, err := artifacts.NewRegistry(dir)
+			if err != nil {
+				return err
+			}
+			o := artifacts.ServerOptions{Dir: dir, Manifest: m, Registry: reg, Log: cmd.ErrOrStderr()}
 			if stack != "" {
 				l, err := loadStack(stacksDir, stack)
 				if err != nil {
@@ -184,7 +190,8 @@ Before serving, every file must be present with the manifest's size (and sha512 
 				defer c()
 				srv.Shutdown(sctx)
 			}()
-			fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%d artifacts, %d nodes) on http://%s\n", dir, len(m.Artifacts), len(o.Nodes), ln.Addr())
+			fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%d artifacts, %d nodes, %d images) on http://%s\n",
+				dir, len(m.Artifacts), len(o.Nodes), len(reg.Images()), ln.Addr())
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
