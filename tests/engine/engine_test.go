@@ -91,7 +91,8 @@ type obj struct {
 
 // TestEngineLocalStack runs the program through the real Pulumi engine and
 // the real Kubernetes provider against the local control plane, for the
-// committed local stack: preview, up, a no-op up, a config change, destroy.
+// committed local stack: preview, up, a no-op up, a config change, Ceph
+// turned on, destroy.
 // The upstream charts and CRD manifests are stand-ins (tests/standin): what
 // they leave unproven is that the upstream charts take our values; no
 // operator runs (kwok nodes run no containers).
@@ -148,11 +149,17 @@ func TestEngineLocalStack(t *testing.T) {
 		t.Fatalf("preview creates nothing: %v", preview)
 	}
 
-	upSteps := engine.NewSteps()
-	timed("up", func() error {
-		_, err := lab.Stack.Up(ctx, optup.EventStreams(upSteps.Channel()), optup.ProgressStreams(&progress))
-		return err
-	})
+	// up runs `pulumi up` as step name and returns what it did.
+	up := func(name string) *engine.Steps {
+		t.Helper()
+		steps := engine.NewSteps()
+		timed(name, func() error {
+			_, err := lab.Stack.Up(ctx, optup.EventStreams(steps.Channel()), optup.ProgressStreams(&progress))
+			return err
+		})
+		return steps
+	}
+	upSteps := up("up")
 	created := upSteps.Of(apitype.OpCreate)
 	if want := pSteps.Of(apitype.OpCreate); strings.Join(created, "\n") != strings.Join(want, "\n") {
 		t.Errorf("up created\n  %s\nbut preview listed\n  %s", strings.Join(created, "\n  "), strings.Join(want, "\n  "))
@@ -188,6 +195,17 @@ func TestEngineLocalStack(t *testing.T) {
 			}
 			if !available(dep) {
 				t.Errorf("Deployment %s not Available: %v", d, dep.Status)
+			}
+			var pod struct {
+				Spec struct {
+					Template struct {
+						Spec struct{ Containers []struct{ Image string } }
+					}
+				}
+			}
+			kube(ctx, t, c, "/apis/apps/v1/namespaces/simulator/deployments/"+d, &pod)
+			if cs := pod.Spec.Template.Spec.Containers; len(cs) == 0 || !strings.HasSuffix(cs[0].Image, "@"+standin.ImageDigest) {
+				t.Errorf("Deployment %s runs %v, want the mirrored image by digest %s", d, cs, standin.ImageDigest)
 			}
 			for _, kind := range []string{"/api/v1/namespaces/simulator/services/", "/apis/policy/v1/namespaces/simulator/poddisruptionbudgets/"} {
 				if !kube(ctx, t, c, kind+d, &obj{}) {
@@ -249,11 +267,7 @@ func TestEngineLocalStack(t *testing.T) {
 		}
 	})
 
-	noop := engine.NewSteps()
-	timed("second up", func() error {
-		_, err := lab.Stack.Up(ctx, optup.EventStreams(noop.Channel()), optup.ProgressStreams(&progress))
-		return err
-	})
+	noop := up("second up")
 	for op, n := range noop.Ops() {
 		if op != apitype.OpSame {
 			t.Errorf("a second up with no change did %d %s: %v", n, op, noop.Of(op))
@@ -269,19 +283,11 @@ func TestEngineLocalStack(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	change := engine.NewSteps()
-	timed("change up", func() error {
-		_, err := lab.Stack.Up(ctx, optup.EventStreams(change.Channel()), optup.ProgressStreams(&progress))
-		return err
-	})
+	change := up("change up")
 	t.Run("a config change touches exactly what it should", func(t *testing.T) {
 		// The chart's objects are named <chart resource>:<namespace>/<name>.
 		const chart = "workloads-simulator:simulator/"
-		for _, op := range []apitype.OpType{apitype.OpDelete, apitype.OpReplace, apitype.OpCreateReplacement, apitype.OpDeleteReplaced} {
-			if got := change.Of(op); len(got) > 0 {
-				t.Errorf("%s: %v", op, got)
-			}
-		}
+		noDestruction(t, change)
 		wantCreated := []string{
 			"kubernetes:apps/v1:Deployment::" + chart + "simulator-worker-alarm-logs",
 			"kubernetes:autoscaling/v2:HorizontalPodAutoscaler::" + chart + "simulator-worker-alarm-logs",
@@ -313,8 +319,46 @@ func TestEngineLocalStack(t *testing.T) {
 		}
 	})
 
+	// Turning Ceph on applies Rook's CRs for real (against the stand-in CRD
+	// schemas): the operator chart, the CephCluster, the pools and the
+	// default StorageClass, and moves Kafka's volumes onto it.
+	if err := lab.SetConfig(ctx, map[string]string{"simlab:storage.ceph.enabled": "true"}); err != nil {
+		t.Fatal(err)
+	}
+	ceph := up("ceph up")
+	t.Run("enabling Ceph adds Rook and touches only Kafka's pool", func(t *testing.T) {
+		noDestruction(t, ceph)
+		got := strings.Join(ceph.Of(apitype.OpCreate), "\n")
+		for _, want := range []string{
+			"kubernetes:core/v1:Namespace::storage-ns-rook-ceph",
+			"kubernetes:helm.sh/v3:Release::storage-rook-operator",
+			"kubernetes:ceph.rook.io/v1:CephCluster::storage-ceph-cluster",
+			"kubernetes:ceph.rook.io/v1:CephBlockPool::storage-ceph-pool",
+			"kubernetes:storage.k8s.io/v1:StorageClass::storage-ceph-block",
+		} {
+			if !strings.Contains(got, want) {
+				t.Errorf("not created: %s (created:\n  %s)", want, strings.ReplaceAll(got, "\n", "\n  "))
+			}
+		}
+		if upd := ceph.Of(apitype.OpUpdate); strings.Join(upd, " ") != "kubernetes:kafka.strimzi.io/v1beta2:KafkaNodePool::storage-kafka-nodepool" {
+			t.Errorf("updated %v, want only the KafkaNodePool (its volumes move to Ceph)", upd)
+		}
+		var cl obj
+		if !kube(ctx, t, c, "/apis/ceph.rook.io/v1/namespaces/"+storage.RookNamespace+"/cephclusters/"+storage.CephClusterName, &cl) {
+			t.Fatal("CephCluster missing")
+		}
+		var sc struct {
+			Metadata    struct{ Annotations map[string]string }
+			Provisioner string
+		}
+		if !kube(ctx, t, c, "/apis/storage.k8s.io/v1/storageclasses/"+storage.BlockStorageClass, &sc) ||
+			sc.Metadata.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" {
+			t.Errorf("StorageClass %s missing or not the default: %+v", storage.BlockStorageClass, sc)
+		}
+	})
+
 	// Record what the stack made, then destroy and check nothing is left.
-	made := append(created, change.Of(apitype.OpCreate)...)
+	made := append(append(created, change.Of(apitype.OpCreate)...), ceph.Of(apitype.OpCreate)...)
 	dSteps := engine.NewSteps()
 	timed("destroy", func() error {
 		_, err := lab.Stack.Destroy(ctx, optdestroy.EventStreams(dSteps.Channel()), optdestroy.ProgressStreams(&progress))
@@ -324,7 +368,7 @@ func TestEngineLocalStack(t *testing.T) {
 		t.Errorf("destroy deleted %d resources, the stack made %d", n, len(made))
 	}
 	t.Run("destroy leaves nothing behind", func(t *testing.T) {
-		for _, ns := range []string{storage.KafkaNamespace, storage.NFSNamespace, "simulator"} {
+		for _, ns := range []string{storage.KafkaNamespace, storage.NFSNamespace, storage.RookNamespace, "simulator"} {
 			var n obj
 			if kube(ctx, t, c, "/api/v1/namespaces/"+ns, &n) {
 				t.Errorf("namespace %s still exists (%v)", ns, n.Status)
@@ -335,6 +379,8 @@ func TestEngineLocalStack(t *testing.T) {
 			"/api/v1/persistentvolumes/simulator-datasets",
 			"/apis/storage.k8s.io/v1/csidrivers/" + storage.NFSDriver,
 			"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/kafkas.kafka.strimzi.io",
+			"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/cephclusters.ceph.rook.io",
+			"/apis/storage.k8s.io/v1/storageclasses/" + storage.BlockStorageClass,
 		} {
 			if kube(ctx, t, c, p, &obj{}) {
 				t.Errorf("%s still exists", p)
@@ -343,12 +389,22 @@ func TestEngineLocalStack(t *testing.T) {
 	})
 
 	var b strings.Builder
-	for _, n := range []string{"preview", "up", "second up", "change up", "destroy"} {
+	for _, n := range []string{"preview", "up", "second up", "change up", "ceph up", "destroy"} {
 		fmt.Fprintf(&b, "| %s | %.1f |\n", n, times[n].Seconds())
 	}
 	t.Logf("engine timings (s), %d resources:\n%s", len(made), b.String())
 	if t.Failed() {
 		t.Logf("--- engine output ---\n%s", progress.String())
+	}
+}
+
+// noDestruction fails the test for every resource an up deleted or replaced.
+func noDestruction(t *testing.T, s *engine.Steps) {
+	t.Helper()
+	for _, op := range []apitype.OpType{apitype.OpDelete, apitype.OpReplace, apitype.OpCreateReplacement, apitype.OpDeleteReplaced} {
+		if got := s.Of(op); len(got) > 0 {
+			t.Errorf("%s: %v", op, got)
+		}
 	}
 }
 
