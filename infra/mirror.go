@@ -14,29 +14,31 @@ type mirroredFiles map[string]string
 
 // resolveMirrored finds every deploy artifact of the stack in its mirror
 // (simlab:artifacts.dir), each checked against the stack's pins and its
-// sha512 in the manifest. Every problem is reported at once.
-func resolveMirrored(c *config.Config) (mirroredFiles, error) {
+// sha512 in the manifest. Every problem is reported at once. It returns the
+// manifest it read (nil when the stack applies no deploy artifact), so the
+// nodes layer need not read it again.
+func resolveMirrored(c *config.Config) (mirroredFiles, *artifacts.Manifest, error) {
 	names := artifacts.DeployFor(c)
 	if len(names) == 0 {
-		return mirroredFiles{}, nil
+		return mirroredFiles{}, nil, nil
 	}
 	dir := c.Artifacts.Dir
 	m, err := artifacts.LoadManifest(dir)
 	if err != nil {
-		return nil, fmt.Errorf("simlab:artifacts.dir: %w (the charts and manifests the stack applies come from the mirror: "+
+		return nil, nil, fmt.Errorf("simlab:artifacts.dir: %w (the charts and manifests the stack applies come from the mirror: "+
 			"`simlab artifacts mirror --dir %s --stack STACK` where the internet is reachable)", err, dir)
 	}
 	v := artifacts.VersionsFor(c.Versions)
 	out := mirroredFiles{}
 	var problems []error
 	for _, name := range names {
-		want, err := artifacts.DeployPath(name, v)
+		want, err := artifacts.Deploy(name, v)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if a, ok := m.Artifacts[name]; ok && a.Path != want {
+		if a, ok := m.Artifacts[name]; ok && a.Path != want.Path {
 			problems = append(problems, fmt.Errorf("artifact %s: the mirror in %s holds %s, simlab:versions.%s wants %s "+
-				"(re-run `simlab artifacts mirror --stack STACK`)", name, dir, a.Path, artifacts.DeployPin(name), want))
+				"(re-run `simlab artifacts mirror --stack STACK`)", name, dir, a.Path, want.Pin, want.Path))
 			continue
 		}
 		if _, err := m.Resolve(dir, name); err != nil {
@@ -46,12 +48,12 @@ func resolveMirrored(c *config.Config) (mirroredFiles, error) {
 		// As configured: a mirror given relative to the project directory
 		// (the default .artifacts) stays relative, so the state is the same
 		// wherever the project is checked out (the provider runs there too).
-		out[name] = filepath.Join(dir, filepath.FromSlash(want))
+		out[name] = filepath.Join(dir, filepath.FromSlash(want.Path))
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("simlab:artifacts.dir %s: %w", filepath.Clean(dir), joinErrors(problems))
+		return nil, nil, fmt.Errorf("simlab:artifacts.dir %s: %w", filepath.Clean(dir), joinErrors(problems))
 	}
-	return out, nil
+	return out, m, nil
 }
 
 // storageFiles hands the storage layer its files.

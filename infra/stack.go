@@ -51,7 +51,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	st := &Stack{}
 	// Everything the layers apply comes from the artifact mirror, checked
 	// before any resource is registered.
-	files, err := resolveMirrored(&c)
+	files, manifest, err := resolveMirrored(&c)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			Controllers: c.Controllers, Workers: c.Workers,
 			Libvirt: c.Libvirt, Metal: c.Metal,
 			SSH: c.SSH, SSHPrivateKey: key,
-			Artifacts: c.Artifacts, Versions: c.Versions, Ignition: c.Ignition,
+			Artifacts: c.Artifacts, Versions: c.Versions, Ignition: c.Ignition, Manifest: manifest,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("nodes layer: %w", err)

@@ -2,12 +2,8 @@ package artifacts
 
 import (
 	"context"
-	"crypto/sha512"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"net/url"
-	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -100,29 +96,21 @@ func deploySources(v ManifestVersions, up Upstreams) map[string]deploySource {
 	}
 }
 
-// DeployPath is where a deploy artifact lives in a mirror made for v
-// (slash-separated, relative to the mirror directory).
-func DeployPath(name string, v ManifestVersions) (string, error) {
+// DeploySpec is what a mirror made for some pins holds of a deploy artifact.
+type DeploySpec struct {
+	// Path is its slash-separated path relative to the mirror directory.
+	Path string
+	// Pin is the simlab:versions key that pins it, Version that pin's value.
+	Pin, Version string
+}
+
+// Deploy describes the deploy artifact name in a mirror made for v.
+func Deploy(name string, v ManifestVersions) (DeploySpec, error) {
 	s, ok := deploySources(v, DefaultUpstreams())[name]
 	if !ok {
-		return "", fmt.Errorf("%q is not a deploy artifact", name)
+		return DeploySpec{}, fmt.Errorf("%q is not a deploy artifact", name)
 	}
-	return s.rel, nil
-}
-
-// DeployPin is the simlab:versions key that pins a deploy artifact.
-func DeployPin(name string) string {
-	return deploySources(ManifestVersions{}, DefaultUpstreams())[name].versionKey
-}
-
-// DeployUpstream is the URL a deploy artifact is mirrored from (for a chart,
-// its repository), for the pins in v and the public upstreams.
-func DeployUpstream(name string, v ManifestVersions) string {
-	s := deploySources(v, DefaultUpstreams())[name]
-	if s.chart != nil {
-		return s.chart.repo
-	}
-	return s.url
+	return DeploySpec{Path: s.rel, Pin: s.versionKey, Version: s.version}, nil
 }
 
 // deployMirrorSources resolves the named deploy artifacts to downloadable
@@ -215,16 +203,11 @@ func (m *Manifest) Resolve(dir, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	f, err := os.Open(abs)
+	got, err := fileSHA512(abs)
 	if err != nil {
 		return "", fmt.Errorf("artifact %s: %w (re-run `simlab artifacts mirror`)", name, err)
 	}
-	defer f.Close()
-	h := sha512.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("artifact %s: reading %s: %w", name, abs, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA512 {
+	if got != a.SHA512 {
 		return "", fmt.Errorf("artifact %s: %s has sha512 %s, the manifest says %s: the mirror was changed "+
 			"after it was verified (re-run `simlab artifacts mirror`)", name, abs, truncate(got, 16), truncate(a.SHA512, 16))
 	}

@@ -73,9 +73,9 @@ func TestMirrorDeployArtifacts(t *testing.T) {
 	}
 	for _, name := range DeployArtifacts {
 		a := m.Artifacts[name]
-		want, err := DeployPath(name, deployVersions)
-		if err != nil || a.Path != want {
-			t.Errorf("%s at %q, want %q (%v)", name, a.Path, want, err)
+		want, err := Deploy(name, deployVersions)
+		if err != nil || a.Path != want.Path {
+			t.Errorf("%s at %q, want %q (%v)", name, a.Path, want.Path, err)
 		}
 		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(a.Path)))
 		if err != nil {

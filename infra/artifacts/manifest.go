@@ -11,12 +11,10 @@ package artifacts
 
 import (
 	"bytes"
-	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path"
@@ -236,17 +234,10 @@ func (m *Manifest) VerifyFiles(dir string, hash bool) error {
 		case !hash:
 			continue
 		}
-		f, err := os.Open(file)
+		got, err := fileSHA512(file)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
-			continue
-		}
-		h := sha512.New()
-		_, err = io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s: reading %s: %v", name, file, err))
-		} else if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA512 {
+		} else if got != a.SHA512 {
 			problems = append(problems, fmt.Sprintf("%s: %s has sha512 %s, the manifest says %s", name, file, got, a.SHA512))
 		}
 	}
@@ -254,6 +245,20 @@ func (m *Manifest) VerifyFiles(dir string, hash bool) error {
 		return fmt.Errorf("mirror %s does not match its manifest (re-run `simlab artifacts mirror`): %s", dir, strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// fileSHA512 is the lowercase hex sha512 of a file's bytes.
+func fileSHA512(file string) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sums, _, err := hashReader(f, "sha512")
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", file, err)
+	}
+	return sums["sha512"], nil
 }
 
 // Write writes the manifest as dir/manifest.json atomically (temp file + rename).

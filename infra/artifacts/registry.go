@@ -1,8 +1,10 @@
 package artifacts
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -225,15 +227,21 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		regError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
 		return
 	}
+	var body io.ReadSeeker = f
 	ctype := "application/octet-stream"
 	if kind == "manifests" {
-		ctype = d.MediaType
+		// A manifest is small: read it once, and by digest let it say what it is.
+		b, err := io.ReadAll(f)
+		if err != nil {
+			regError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			return
+		}
+		body, ctype = bytes.NewReader(b), d.MediaType
 		if ctype == "" {
-			// By digest: the manifest says what it is.
 			var m struct {
 				MediaType string `json:"mediaType"`
 			}
-			if b, err := os.ReadFile(file); err == nil && json.Unmarshal(b, &m) == nil {
+			if json.Unmarshal(b, &m) == nil {
 				ctype = m.MediaType
 			}
 		}
@@ -246,7 +254,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Docker-Content-Digest", d.Digest)
 	w.Header().Set("Etag", `"`+d.Digest+`"`)
 	// ServeContent answers HEAD and Range and sets Content-Length.
-	http.ServeContent(w, req, "", st.ModTime(), f)
+	http.ServeContent(w, req, "", st.ModTime(), body)
 }
 
 func regError(w http.ResponseWriter, status int, code, msg string) {

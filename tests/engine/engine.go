@@ -9,7 +9,6 @@
 package engine
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/tests/localcluster"
 )
 
 // Project is the Pulumi project name (Pulumi.yaml).
@@ -39,11 +39,11 @@ type Tools struct {
 // $SIMLAB_BIN_DIR), named <name>-<version>. The error names what is missing
 // and the make target that builds it.
 func FindTools(root string) (Tools, error) {
-	pv, err := moduleVersion(filepath.Join(root, "tests", "tools", "pulumi", "go.mod"), "github.com/pulumi/pulumi/pkg/v3")
+	pv, err := localcluster.ModuleVersion(filepath.Join(root, "tests", "tools", "pulumi", "go.mod"), "github.com/pulumi/pulumi/pkg/v3")
 	if err != nil {
 		return Tools{}, err
 	}
-	kv, err := moduleVersion(filepath.Join(root, "tests", "tools", "pulumi-kubernetes", "go.mod"), "github.com/pulumi/pulumi-kubernetes/sdk/v4")
+	kv, err := localcluster.ModuleVersion(filepath.Join(root, "tests", "tools", "pulumi-kubernetes", "go.mod"), "github.com/pulumi/pulumi-kubernetes/sdk/v4")
 	if err != nil {
 		return Tools{}, err
 	}
@@ -65,26 +65,6 @@ func FindTools(root string) (Tools, error) {
 		return t, fmt.Errorf("missing in %s: %s (build them with `make engine-tools`)", bin, strings.Join(missing, ", "))
 	}
 	return t, nil
-}
-
-// moduleVersion reads a module's required version from a go.mod file.
-func moduleVersion(gomod, module string) (string, error) {
-	f, err := os.Open(gomod)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "require "))
-		if len(fields) >= 2 && fields[0] == module {
-			return fields[1], nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", fmt.Errorf("%s: no requirement of %s", gomod, module)
 }
 
 // Options configure a Lab.

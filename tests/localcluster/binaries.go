@@ -76,6 +76,24 @@ func ReadVersions(root string) (Versions, error) {
 	return v, nil
 }
 
+// ModuleVersion is the version of module that a go.mod file requires.
+func ModuleVersion(gomod, module string) (string, error) {
+	mods, err := scanFields(gomod, func(f []string, set func(k, v string)) {
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == module {
+				set(module, f[i+1])
+			}
+		}
+	})
+	if err != nil {
+		return "", err
+	}
+	if mods[module] == "" {
+		return "", fmt.Errorf("%s: no requirement of %s", gomod, module)
+	}
+	return mods[module], nil
+}
+
 func scanFields(path string, each func(f []string, set func(k, v string))) (map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {

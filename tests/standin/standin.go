@@ -60,30 +60,28 @@ func Mirror(root, dir string, v config.Versions) (*artifacts.Manifest, error) {
 	m.Versions.CSIDriverNFS, m.Versions.MetricsServer = mv.CSIDriverNFS, mv.MetricsServer
 	crds := filepath.Join(root, "infra", "storage", "testdata", "crds")
 	for _, name := range artifacts.DeployArtifacts {
+		spec, err := artifacts.Deploy(name, mv)
+		if err != nil {
+			return nil, err
+		}
 		var data []byte
 		switch name {
 		case artifacts.ChartRook, artifacts.ChartStrimzi, artifacts.ChartCSIDriverNFS:
-			version := map[string]string{artifacts.ChartRook: v.Rook, artifacts.ChartStrimzi: v.Strimzi,
-				artifacts.ChartCSIDriverNFS: v.CSIDriverNFS}[name]
-			data, err = chart(name, version)
+			data, err = chart(name, spec.Version)
 		case artifacts.ManifestRookCRDs:
 			data, err = os.ReadFile(filepath.Join(crds, "ceph.rook.io.yaml"))
 		case artifacts.ManifestStrimziCRDs:
 			data, err = os.ReadFile(filepath.Join(crds, "kafka.strimzi.io.yaml"))
 		case artifacts.ManifestMetricsServer:
 			data = []byte(fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: metrics-server-stand-in\n"+
-				"  namespace: kube-system\n  annotations:\n    %s: metrics-server %s manifest\n", Marker, v.MetricsServer))
+				"  namespace: kube-system\n  annotations:\n    %s: metrics-server %s manifest\n", Marker, spec.Version))
 		default:
 			return nil, fmt.Errorf("standin: no stand-in for %s", name)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("standin %s: %w", name, err)
 		}
-		rel, err := artifacts.DeployPath(name, mv)
-		if err != nil {
-			return nil, err
-		}
-		file := filepath.Join(dir, filepath.FromSlash(rel))
+		file := filepath.Join(dir, filepath.FromSlash(spec.Path))
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			return nil, err
 		}
@@ -91,7 +89,7 @@ func Mirror(root, dir string, v config.Versions) (*artifacts.Manifest, error) {
 			return nil, err
 		}
 		sum := sha512.Sum512(data)
-		m.Artifacts[name] = artifacts.Artifact{Path: rel, SHA512: hex.EncodeToString(sum[:]), Size: int64(len(data)),
+		m.Artifacts[name] = artifacts.Artifact{Path: spec.Path, SHA512: hex.EncodeToString(sum[:]), Size: int64(len(data)),
 			Source: "stand-in written by tests/standin"}
 	}
 	if err := m.Write(dir); err != nil {
