@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"encoding/json"
-	"fmt"
 
 	appsv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apps/v1"
 	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
@@ -14,12 +13,10 @@ import (
 	"github.com/simlab/simlab/infra/config"
 )
 
-// Flannel's namespace, names and images (tags from versions.go).
+// Flannel's namespace and names (its images: config.Versions.FlannelImage).
 const (
 	flannelNamespace = "kube-flannel"
 	flannelName      = "flannel"
-	flannelImage     = "ghcr.io/flannel-io/flannel"
-	flannelCNIImage  = "ghcr.io/flannel-io/flannel-cni-plugin"
 )
 
 // FlannelNetConf is flannel's net-conf.json: the pod network (config's
@@ -111,7 +108,7 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 		return corev1.EnvVarArgs{Name: pulumi.String(name), ValueFrom: &corev1.EnvVarSourceArgs{
 			FieldRef: &corev1.ObjectFieldSelectorArgs{FieldPath: pulumi.String(path)}}}
 	}
-	image := fmt.Sprintf("%s:%s", flannelImage, v.Flannel)
+	image := v.FlannelImage()
 	ds, err := appsv1.NewDaemonSet(ctx, "kube-flannel-ds", &appsv1.DaemonSetArgs{
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String("kube-flannel-ds"), Namespace: pulumi.String(flannelNamespace), Labels: labels},
 		Spec: appsv1.DaemonSetSpecArgs{
@@ -128,7 +125,7 @@ func flannel(ctx *pulumi.Context, c config.Cluster, v config.Versions, opts ...p
 					InitContainers: corev1.ContainerArray{
 						corev1.ContainerArgs{
 							Name:         pulumi.String("install-cni-plugin"),
-							Image:        pulumi.String(fmt.Sprintf("%s:%s", flannelCNIImage, v.FlannelCNIPlugin)),
+							Image:        pulumi.String(v.FlannelCNIImage()),
 							Command:      pulumi.ToStringArray([]string{"cp"}),
 							Args:         pulumi.ToStringArray([]string{"-f", "/flannel", "/opt/cni/bin/flannel"}),
 							VolumeMounts: corev1.VolumeMountArray{mount("cni-plugin", "/opt/cni/bin")},

@@ -13,6 +13,8 @@ import (
 	storagev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/storage/v1"
 	yamlv2 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/yaml/v2"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra/config"
 )
 
 // Names of the Ceph objects.
@@ -24,8 +26,6 @@ const (
 	CephPoolName = "replicapool"
 	// BlockStorageClass is the default StorageClass on Ceph RBD.
 	BlockStorageClass = "ceph-block"
-	// CephImageRepo is the Ceph image; its tag is versions.ceph.
-	CephImageRepo = "quay.io/ceph/ceph"
 	// CleanupConfirmation is the value of spec.cleanupPolicy.confirmation
 	// that makes Rook wipe hosts and disks when the CephCluster is deleted.
 	CleanupConfirmation = "yes-really-destroy-data"
@@ -183,7 +183,7 @@ func CephClusterSpec(s Sizing, cephVersion string, nodes []string, disk string) 
 		storage["nodes"] = list
 	}
 	spec := map[string]any{
-		"cephVersion":     map[string]any{"image": CephImageRepo + ":" + cephVersion},
+		"cephVersion":     map[string]any{"image": config.Versions{Ceph: cephVersion}.CephImage()},
 		"dataDirHostPath": "/var/lib/rook",
 		"mon":             map[string]any{"count": s.Mons, "allowMultiplePerNode": false},
 		"mgr":             map[string]any{"count": s.Mgrs, "allowMultiplePerNode": false},
