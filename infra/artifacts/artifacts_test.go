@@ -80,7 +80,7 @@ func newUpstream(t *testing.T) *upstream {
 }
 
 func (u *upstream) opts(dir string) MirrorOptions {
-	return MirrorOptions{Dir: dir, Versions: testVersions,
+	return MirrorOptions{Dir: dir, Versions: testVersions, SkipImages: true,
 		Upstreams: Upstreams{Kubernetes: u.srv.URL + "/k8s", GitHub: u.srv.URL + "/gh", FCOS: u.srv.URL + "/fcos"}}
 }
 

@@ -1,8 +1,10 @@
 // Package artifacts owns simlab's artifact server: the mirror of pinned
 // upstream artifacts (kubeadm, kubelet, kubectl, crictl, the CNI plugins and
-// the Fedora CoreOS images), the manifest that records each file's sha512,
-// and the HTTP server that hands those files, each node's Ignition and the
-// PXE boot arguments to nodes.
+// the Fedora CoreOS images, the charts and manifests the program applies, and
+// every container image the stack runs, by digest), the manifest that records
+// each file's sha512 and each image's digest, and the HTTP server that hands
+// those files, each node's Ignition, the PXE boot arguments and (as a
+// read-only registry) the images to nodes.
 //
 // The manifest is the contract between the mirror and the Ignition renderer:
 // every remote file in a node's Ignition carries the manifest's sha512, so a
@@ -60,6 +62,9 @@ type Manifest struct {
 	Versions ManifestVersions `json:"versions"`
 	// Artifacts maps an artifact name (Kubeadm, ...) to its file.
 	Artifacts map[string]Artifact `json:"artifacts"`
+	// Images maps an image reference (host/name:tag, as pods name it) to
+	// its copy in an OCI layout under ImagesDir, served by the registry.
+	Images map[string]Image `json:"images,omitempty"`
 }
 
 // ManifestVersions records the pins a mirror was made for, so a renderer can

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -81,6 +82,17 @@ type MirrorOptions struct {
 	// Deploy names the deploy artifacts (DeployArtifacts) to mirror: the
 	// charts and manifests the stack applies.
 	Deploy []string
+	// SkipImages mirrors no container image.
+	SkipImages bool
+	// Images are the images the stack's layers run (config.Config.Images)
+	// and any extra the user names. The mirror adds kubeadm's list (from the
+	// mirrored kubeadm) and the images the mirrored charts' values and
+	// manifests name.
+	Images []ImageRequest
+	// Registries maps an upstream registry host (quay.io) to the base URL
+	// to pull its images from instead (an internal mirror; a test's
+	// registry). Images keep their upstream names either way.
+	Registries map[string]string
 	// Client is the HTTP client; default http.DefaultClient.
 	Client *http.Client
 	// Log receives one line per artifact; nil discards.
@@ -151,10 +163,76 @@ func Mirror(ctx context.Context, o MirrorOptions) (*Manifest, error) {
 		}
 		fmt.Fprintf(o.Log, "%-28s %s (%d bytes, %s)\n", s.name, a.Path, a.Size, verified)
 	}
+	if !o.SkipImages {
+		reqs, err := imageRequests(ctx, o, m)
+		if err != nil {
+			return nil, err
+		}
+		if m.Images, err = mirrorImages(ctx, o, reqs); err != nil {
+			return nil, err
+		}
+	}
 	if err := m.Write(o.Dir); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// imageRequests is every image the mirror copies: the stack's own (o.Images),
+// kubeadm's list from the mirrored kubeadm, and those the mirrored charts'
+// values and manifests name.
+func imageRequests(ctx context.Context, o MirrorOptions, m *Manifest) ([]ImageRequest, error) {
+	reqs := append([]ImageRequest(nil), o.Images...)
+	if a, ok := m.Artifacts[Kubeadm]; ok {
+		bin := filepath.Join(o.Dir, filepath.FromSlash(a.Path))
+		if o.Arch != runtime.GOARCH {
+			// The list depends on the release only: ask this host's kubeadm.
+			tmp, err := os.MkdirTemp(o.Dir, ".kubeadm-"+runtime.GOARCH+"-")
+			if err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(tmp)
+			ho := o
+			ho.Arch = runtime.GOARCH
+			srcs, err := sources(ho)
+			if err != nil {
+				return nil, err
+			}
+			bin = filepath.Join(tmp, Kubeadm)
+			if _, _, err := download(ctx, ho, srcs[0], bin, ""); err != nil {
+				return nil, fmt.Errorf("kubeadm for %s (to list its images): %w", runtime.GOARCH, err)
+			}
+		}
+		if err := os.Chmod(bin, 0o755); err != nil {
+			return nil, err
+		}
+		refs, err := KubeadmImages(ctx, bin, o.Versions.Kubernetes)
+		if err != nil {
+			return nil, fmt.Errorf("listing kubeadm's images: %w", err)
+		}
+		for _, r := range refs {
+			reqs = append(reqs, ImageRequest{Ref: r, From: FromKubeadm})
+		}
+	}
+	for _, name := range o.Deploy {
+		a, ok := m.Artifacts[name]
+		if !ok {
+			continue
+		}
+		file := filepath.Join(o.Dir, filepath.FromSlash(a.Path))
+		list := ManifestImages
+		if strings.HasSuffix(a.Path, ".tgz") {
+			list = ChartImages
+		}
+		refs, err := list(file)
+		if err != nil {
+			return nil, fmt.Errorf("listing the images of %s: %w", name, err)
+		}
+		for _, r := range refs {
+			reqs = append(reqs, ImageRequest{Ref: r, From: name})
+		}
+	}
+	return reqs, nil
 }
 
 func sources(o MirrorOptions) ([]source, error) {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 )
 
@@ -233,6 +235,39 @@ func TestKubeadmAcceptsGeneratedConfigs(t *testing.T) {
 				t.Fatal(err)
 			}
 			runKubeadm(t, bin, "config", "validate", "--config", joinPath)
+		})
+	}
+}
+
+// TestMirrorCopiesTheImagesKubeadmPullsForTheStack: the artifact mirror asks
+// kubeadm for its images by release (`config images list
+// --kubernetes-version`); the real kubeadm, given each stack's rendered init
+// config, must name exactly those, or an air-gapped init would pull an image
+// the mirror lacks.
+func TestMirrorCopiesTheImagesKubeadmPullsForTheStack(t *testing.T) {
+	bin := kubeadmBinary(t)
+	for name, l := range committedStacks(t) {
+		t.Run(name, func(t *testing.T) {
+			initYAML, _ := goldenConfigs(t, &l.Config)
+			initPath := filepath.Join(t.TempDir(), "init.yaml")
+			if err := os.WriteFile(initPath, initYAML, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(bin, "config", "images", "list", "--config", initPath).Output()
+			if err != nil {
+				t.Fatalf("kubeadm config images list --config: %v", err)
+			}
+			stack := strings.Fields(string(out))
+			mirrored, err := artifacts.KubeadmImages(context.Background(), bin, l.Versions.Kubernetes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(stack, " ") != strings.Join(mirrored, " ") {
+				t.Errorf("kubeadm pulls for the stack's config:\n  %s\nthe mirror copies:\n  %s", strings.Join(stack, "\n  "), strings.Join(mirrored, "\n  "))
+			}
+			if !strings.Contains(string(out), "registry.k8s.io/pause:") {
+				t.Errorf("no pause image in kubeadm's list:\n%s", out)
+			}
 		})
 	}
 }

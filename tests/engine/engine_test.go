@@ -16,6 +16,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
 
+	"github.com/simlab/simlab/infra/artifacts"
+	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
 	"github.com/simlab/simlab/tests/engine"
 	"github.com/simlab/simlab/tests/localcluster"
@@ -227,6 +229,7 @@ func TestEngineLocalStack(t *testing.T) {
 				t.Errorf("%s (stand-in %s chart) missing", op.Deployment, op.Chart)
 			}
 		}
+		mirroredImagesOnly(ctx, t, c, root, mirror)
 	})
 
 	t.Run("no secret in the state in plain text", func(t *testing.T) {
@@ -383,6 +386,69 @@ func TestEngineLocalStack(t *testing.T) {
 	t.Logf("engine timings (s), %d resources:\n%s", len(made), b.String())
 	if t.Failed() {
 		t.Logf("--- engine output ---\n%s", progress.String())
+	}
+}
+
+// mirroredImagesOnly checks every image a workload in the cluster runs —
+// rendered by the helm inside the real provider from the mirrored (stand-in)
+// charts, or built by the program — is one `simlab artifacts mirror --stack
+// local` copies (the stack's own images, the charts' values, the manifests),
+// or the simulator image by the digest `simlab image build` wrote.
+func mirroredImagesOnly(ctx context.Context, t *testing.T, c *localcluster.Cluster, root, mirror string) {
+	t.Helper()
+	l, err := config.LoadStackFile(filepath.Join(root, "stacks", "Pulumi.local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, i := range l.Images() {
+		want[i.Ref] = true
+	}
+	m, err := artifacts.LoadManifest(mirror)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range artifacts.DeployFor(&l.Config) {
+		file := filepath.Join(mirror, filepath.FromSlash(m.Artifacts[name].Path))
+		list := artifacts.ManifestImages
+		if strings.HasSuffix(file, ".tgz") {
+			list = artifacts.ChartImages
+		}
+		refs, err := list(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range refs {
+			want[r] = true
+		}
+	}
+	var seen []string
+	for _, kind := range []string{"deployments", "daemonsets", "statefulsets"} {
+		var list struct {
+			Items []struct {
+				Metadata struct{ Namespace, Name string }
+				Spec     struct {
+					Template struct {
+						Spec struct{ Containers, InitContainers []struct{ Image string } }
+					}
+				}
+			}
+		}
+		kube(ctx, t, c, "/apis/apps/v1/"+kind, &list)
+		for _, it := range list.Items {
+			for _, ctr := range append(it.Spec.Template.Spec.Containers, it.Spec.Template.Spec.InitContainers...) {
+				seen = append(seen, ctr.Image)
+				if strings.HasPrefix(ctr.Image, l.Simulator.Image+":") && strings.HasSuffix(ctr.Image, "@"+standin.ImageDigest) {
+					continue
+				}
+				if !want[ctr.Image] {
+					t.Errorf("%s %s/%s runs %s, which the mirror does not copy (it copies %v)", kind, it.Metadata.Namespace, it.Metadata.Name, ctr.Image, want)
+				}
+			}
+		}
+	}
+	if len(seen) < 3 {
+		t.Errorf("only %d images in the cluster's workloads: %v", len(seen), seen)
 	}
 }
 

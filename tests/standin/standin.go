@@ -125,6 +125,28 @@ func MirrorT(t testing.TB, root string) string {
 	return dir
 }
 
+// standinValues are the stand-in charts' values.yaml (%s is the chart
+// version): each names the operator image in its upstream chart's style —
+// Rook's repository and tag, Strimzi's registry/repository/name with
+// chart-wide defaults, csi-driver-nfs's image.nfs — so the mirror's
+// artifacts.ChartImages reads them as it reads the real ones, and the helm the
+// provider embeds renders the image a pod would pull.
+var standinValues = map[string]string{
+	artifacts.ChartRook: "image:\n  repository: docker.io/rook/ceph\n  tag: %s\n",
+	artifacts.ChartStrimzi: "defaultImageRegistry: quay.io\ndefaultImageRepository: strimzi\ndefaultImageTag: %s\n" +
+		"image:\n  registry: \"\"\n  repository: \"\"\n  name: operator\n  tag: \"\"\n",
+	artifacts.ChartCSIDriverNFS: "image:\n  nfs:\n    repository: registry.k8s.io/sig-storage/nfsplugin\n    tag: %s\n",
+}
+
+// standinImageExpr is how each stand-in template renders its image from those values.
+var standinImageExpr = map[string]string{
+	artifacts.ChartRook: `"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"`,
+	artifacts.ChartStrimzi: `"{{ default .Values.defaultImageRegistry .Values.image.registry }}/` +
+		`{{ default .Values.defaultImageRepository .Values.image.repository }}/{{ .Values.image.name }}:` +
+		`{{ default .Values.defaultImageTag .Values.image.tag }}"`,
+	artifacts.ChartCSIDriverNFS: `"{{ .Values.image.nfs.repository }}:{{ .Values.image.nfs.tag }}"`,
+}
+
 // chart returns the stand-in chart of a deploy artifact as a .tgz, the same
 // bytes for the same input (fixed modes and times).
 func chart(name, version string) ([]byte, error) {
@@ -132,7 +154,8 @@ func chart(name, version string) ([]byte, error) {
 	files := []struct{ path, body string }{
 		{"Chart.yaml", fmt.Sprintf("apiVersion: v2\nname: %s\nversion: %s\nappVersion: %q\n"+
 			"description: stand-in for the upstream %s chart, written by simlab's tests\n", op.Chart, version, version, op.Chart)},
-		{"values.yaml", "# A stand-in takes any values; it uses none.\n"},
+		{"values.yaml", "# A stand-in: it names its operator image the way the upstream chart's values do.\n" +
+			fmt.Sprintf(standinValues[name], version)},
 		{"templates/operator.yaml", fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -151,8 +174,8 @@ spec:
     spec:
       containers:
         - name: operator
-          image: stand-in.invalid/%[3]s:%[4]s
-`, op.Deployment, Marker, op.Chart, version)},
+          image: %[5]s
+`, op.Deployment, Marker, op.Chart, version, standinImageExpr[name])},
 	}
 	if name == artifacts.ChartCSIDriverNFS {
 		files = append(files, struct{ path, body string }{"templates/csidriver.yaml", fmt.Sprintf(`apiVersion: storage.k8s.io/v1

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,7 +50,8 @@ func loadStack(dir, stack string) (*config.Loaded, error) {
 
 func newArtifactsMirrorCmd() *cobra.Command {
 	var dir, stack, stacksDir, arch string
-	var skipFCOS bool
+	var skipFCOS, skipImages bool
+	var extraImages, registries []string
 	up := artifacts.DefaultUpstreams()
 	cmd := &cobra.Command{
 		Use:   "mirror",
@@ -61,6 +63,14 @@ Fedora CoreOS qemu image and live PXE files (the pinned build's meta.json, sha25
 and csi-driver-nfs charts (checked against the digest in their repository's index.yaml)
 and the Rook, Strimzi and metrics-server release manifests (upstream publishes no checksum
 for these; their sha512 is recorded, and ` + "`pulumi up`" + ` applies only those bytes).
+Then every container image the stack runs, copied by digest into an OCI layout per
+repository under images/ (the index and the lab architecture's image, each blob checked
+against its sha256): kubeadm's own list (` + "`kubeadm config images list`" + ` of the mirrored
+kubeadm), the images the mirrored charts' values and manifests name, and those simlab's
+layers run themselves (Flannel, Ceph, Strimzi's Kafka, the NFS server). ` + "`serve`" + ` serves
+them as a read-only registry that every node's containerd uses as the mirror of
+docker.io, ghcr.io, quay.io and registry.k8s.io. An image an operator starts from defaults
+compiled into it is not in any of those lists: name it with --image.
 Versions come from infra/config/versions.go, or from --stack when given; with --stack only
 what that stack uses is mirrored (no node files for provider existing). Each file is
 written to a temp file and renamed only after its checksum matched; a mismatch is an error
@@ -68,12 +78,17 @@ and leaves nothing behind. Files already mirrored with a matching checksum are k
 Finally manifest.json records each file's path, size and sha512.`,
 		Example: `  simlab artifacts mirror --dir .artifacts
   simlab artifacts mirror --dir .artifacts --stack lab
-  simlab artifacts mirror --kubernetes-url http://mirror.internal/k8s --skip-fcos`,
+  simlab artifacts mirror --kubernetes-url http://mirror.internal/k8s --skip-fcos
+  simlab artifacts mirror --stack lab --registry quay.io=https://quay-cache.internal --image quay.io/cephcsi/cephcsi:v3.15.0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v := config.DefaultVersions()
 			deploy := artifacts.DeployArtifacts
 			skipNodes := false
+			// Without a stack: the images of every layer at the default pins.
+			all := config.Default()
+			all.Storage.Ceph.Enabled, all.Storage.Kafka.Enabled, all.Storage.NFS.Enabled = true, true, true
+			stackImages := all.Images()
 			if stack != "" {
 				l, err := loadStack(stacksDir, stack)
 				if err != nil {
@@ -83,18 +98,37 @@ Finally manifest.json records each file's path, size and sha512.`,
 				deploy = artifacts.DeployFor(&l.Config)
 				// A stack on an existing cluster provisions no nodes.
 				skipNodes = l.Provider == config.ProviderExisting
+				stackImages = l.Config.Images()
+			}
+			var images []artifacts.ImageRequest
+			for _, i := range stackImages {
+				images = append(images, artifacts.ImageRequest{Ref: i.Ref, From: i.From})
+			}
+			for _, ref := range extraImages {
+				if _, _, _, err := artifacts.ParseImageRef(ref); err != nil {
+					return fmt.Errorf("--image: %w", err)
+				}
+				images = append(images, artifacts.ImageRequest{Ref: ref, From: "--image"})
+			}
+			regs := map[string]string{}
+			for _, r := range registries {
+				host, u, ok := strings.Cut(r, "=")
+				if !ok || host == "" || !(strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://")) {
+					return fmt.Errorf("--registry %q: want HOST=URL, e.g. quay.io=https://quay-cache.internal", r)
+				}
+				regs[host] = strings.TrimRight(u, "/")
 			}
 			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
 			m, err := artifacts.Mirror(ctx, artifacts.MirrorOptions{
 				Dir: dir, Arch: arch, Upstreams: up, SkipFCOS: skipFCOS, SkipNodes: skipNodes, Deploy: deploy,
 				Log: cmd.OutOrStdout(), Client: &http.Client{Timeout: 2 * time.Hour},
-				Versions: artifacts.VersionsFor(v),
+				Versions: artifacts.VersionsFor(v), SkipImages: skipImages, Images: images, Registries: regs,
 			})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "mirrored %d artifacts into %s (%s)\n", len(m.Artifacts), dir, filepath.Join(dir, artifacts.ManifestFile))
+			fmt.Fprintf(cmd.OutOrStdout(), "mirrored %d artifacts and %d images into %s (%s)\n", len(m.Artifacts), len(m.Images), dir, filepath.Join(dir, artifacts.ManifestFile))
 			return nil
 		},
 	}
@@ -104,6 +138,9 @@ Finally manifest.json records each file's path, size and sha512.`,
 	f.StringVar(&stacksDir, "stacks-dir", "stacks", "directory holding Pulumi.<STACK>.yaml files")
 	f.StringVar(&arch, "arch", "amd64", "architecture (amd64 or arm64)")
 	f.BoolVar(&skipFCOS, "skip-fcos", false, "mirror only the Kubernetes artifacts, not the Fedora CoreOS images")
+	f.BoolVar(&skipImages, "skip-images", false, "mirror no container image")
+	f.StringArrayVar(&extraImages, "image", nil, "also mirror this image (host/name:tag; repeatable)")
+	f.StringArrayVar(&registries, "registry", nil, "pull HOST's images from URL instead (HOST=URL; repeatable); they keep their names")
 	f.StringVar(&up.Kubernetes, "kubernetes-url", up.Kubernetes, "base URL of the Kubernetes release binaries")
 	f.StringVar(&up.GitHub, "github-url", up.GitHub, "base URL of the cri-tools and CNI plugins release assets")
 	f.StringVar(&up.FCOS, "fcos-url", up.FCOS, "base URL of the Fedora CoreOS builds")

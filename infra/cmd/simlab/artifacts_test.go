@@ -74,7 +74,7 @@ func fakeReleases(t *testing.T, corrupt string) *httptest.Server {
 
 // mirrorArgs runs `simlab artifacts mirror` against the fake upstreams at url.
 func mirrorArgs(dir, url string) []string {
-	return []string{"artifacts", "mirror", "--dir", dir, "--skip-fcos", "--kubernetes-url", url, "--github-url", url,
+	return []string{"artifacts", "mirror", "--dir", dir, "--skip-fcos", "--skip-images", "--kubernetes-url", url, "--github-url", url,
 		"--github-raw-url", url, "--rook-charts-url", url + "/rook-charts", "--strimzi-charts-url", url + "/strimzi-charts"}
 }
 
@@ -87,6 +87,19 @@ func TestArtifactsMirrorRejectsCorruptDownload(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, artifacts.ManifestFile)); err == nil {
 		t.Error("a manifest was written after a failed mirror")
+	}
+}
+
+func TestArtifactsMirrorImageFlagsNameTheBadValue(t *testing.T) {
+	for _, c := range []struct{ flag, value, want string }{
+		{"--registry", "quay.io", `--registry "quay.io": want HOST=URL`},
+		{"--registry", "quay.io=quay-cache.internal", `--registry "quay.io=quay-cache.internal": want HOST=URL`},
+		{"--image", "quay.io/ceph/ceph@sha256:" + strings.Repeat("a", 64), "--image: image"},
+	} {
+		_, errOut, code := runCLI("artifacts", "mirror", "--dir", t.TempDir(), c.flag, c.value)
+		if code == 0 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%s %s: exit %d, stderr %q, want %q", c.flag, c.value, code, errOut, c.want)
+		}
 	}
 }
 
