@@ -83,6 +83,7 @@ func RenderNode(cfg *config.Config, node config.Node, m *artifacts.Manifest) ([]
 type Renderer struct {
 	cfg       *config.Config
 	downloads []download
+	sandbox   string // the pause image kubeadm uses (from the manifest)
 
 	mu       sync.Mutex
 	bases    map[string]types.Config // per role: common.bu + role template + role snippets
@@ -118,7 +119,7 @@ func NewRenderer(cfg *config.Config, m *artifacts.Manifest) (*Renderer, error) {
 		artifacts.NodeArtifacts...); err != nil {
 		return nil, fmt.Errorf("rendering Ignition: %w", err)
 	}
-	r := &Renderer{cfg: cfg, bases: map[string]types.Config{}, baseKeys: map[string]string{}}
+	r := &Renderer{cfg: cfg, bases: map[string]types.Config{}, baseKeys: map[string]string{}, sandbox: artifacts.PauseImage(m)}
 	for _, d := range []struct{ name, path, mode string }{
 		{artifacts.Kubeadm, BinDir + "/kubeadm", "0755"},
 		{artifacts.Kubelet, BinDir + "/kubelet", "0755"},
@@ -151,6 +152,9 @@ type clusterData struct {
 	Mirror string
 	// Registries are the upstream registries it mirrors.
 	Registries []artifacts.UpstreamRegistry
+	// SandboxImage is the pause image kubeadm's release uses (mirrored with
+	// kubeadm's images); "" when the manifest lists no images.
+	SandboxImage string
 }
 
 // nodeData is what node.bu sees.
@@ -171,7 +175,8 @@ func (r *Renderer) clusterData(role string) clusterData {
 	c := r.cfg
 	d := clusterData{Cluster: c.Cluster.Name, Role: role, SSHUser: c.SSH.User,
 		AuthorizedKeys: c.SSH.AuthorizedKeys, Downloads: r.downloads,
-		Mirror: strings.TrimRight(c.Artifacts.URL, "/"), Registries: artifacts.UpstreamRegistries}
+		Mirror: strings.TrimRight(c.Artifacts.URL, "/"), Registries: artifacts.UpstreamRegistries,
+		SandboxImage: r.sandbox}
 	if d.SSHUser == "" {
 		d.SSHUser = "core"
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -53,6 +54,11 @@ func testManifestFor(v config.Versions) *artifacts.Manifest {
 	} {
 		add(f.name, v.FCOSRelease, path.Join("fcos", v.FCOSRelease, "fedora-coreos-"+v.FCOSRelease+"-"+f.file))
 	}
+	// kubeadm's pause image, as the mirror records it (the cluster tests
+	// check kubeadm v1.34's list with the real kubeadm).
+	m.Images = map[string]artifacts.Image{"registry.k8s.io/pause:3.10.1": {
+		Digest: "sha256:" + strings.Repeat("0a", 32), Platforms: []string{"linux/amd64"},
+		Layout: "images/registry.k8s.io_pause", Size: 1, From: []string{artifacts.FromKubeadm}}}
 	return m
 }
 
@@ -73,6 +79,9 @@ func TestTestdataManifest(t *testing.T) {
 		if got.Artifacts[name] != want.Artifacts[name] {
 			t.Errorf("testdata/manifest.json: %s is %+v, want %+v (run `make golden-ignition`)", name, got.Artifacts[name], want.Artifacts[name])
 		}
+	}
+	if !reflect.DeepEqual(got.Images, want.Images) {
+		t.Errorf("testdata/manifest.json images %+v, want %+v (run `make golden-ignition`)", got.Images, want.Images)
 	}
 	if got.Versions != want.Versions {
 		t.Errorf("testdata/manifest.json versions %+v, want %+v (run `make golden-ignition`)", got.Versions, want.Versions)
@@ -302,6 +311,14 @@ func fileContents(t *testing.T, c types.Config, p string) (string, bool) {
 				return "", true
 			}
 			s := *f.Contents.Source
+			if b64, ok := strings.CutPrefix(s, "data:;base64,"); ok {
+				// Butane picks base64 when it is shorter than percent-encoding.
+				out, err := base64.StdEncoding.DecodeString(b64)
+				if err != nil {
+					t.Fatalf("%s: data URL: %v", p, err)
+				}
+				return string(out), true
+			}
 			data, ok := strings.CutPrefix(s, "data:,")
 			if !ok {
 				return s, true
@@ -341,6 +358,9 @@ func checkContents(t *testing.T, c types.Config, n config.Node, cfg *config.Conf
 	}
 	if ctd, _ := fileContents(t, c, "/etc/containerd/config.toml"); !strings.Contains(ctd, "SystemdCgroup = true") || !strings.Contains(ctd, `bin_dir = "/opt/cni/bin"`) {
 		t.Errorf("containerd config lacks SystemdCgroup or the CNI bin dir: %q", ctd)
+	} else if want := `sandbox_image = "registry.k8s.io/pause:3.10.1"`; !strings.Contains(ctd, want) {
+		// The manifest's pause image (kubeadm's), not containerd's own default.
+		t.Errorf("containerd config lacks %s: %q", want, ctd)
 	}
 	if link, _ := fileContents(t, c, "/etc/systemd/network/50-flannel.link"); !strings.Contains(link, "MACAddressPolicy=none") {
 		t.Errorf("flannel link lacks MACAddressPolicy=none: %q", link)
