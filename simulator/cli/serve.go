@@ -300,8 +300,8 @@ func runCmd() *cobra.Command {
 		Short: "load and replay a dataset in one process (embedded broker, built-in sink) and report",
 		Long: `Load a dataset into an embedded Kafka-protocol broker, replay it with --workers
 workers per type into a built-in sink, and print a report per type: expected, sent,
-received, lost, duplicated, early and lateness. Exit status 0 only if nothing was lost
-and nothing was sent early.
+received, lost, duplicated, early and lateness. Exit status 0 only if nothing was lost,
+nothing failed at the workers, and nothing was sent early.
 
 TCP sources are sent to the sink whatever their configured address. SFTP sources are
 served by each worker and pulled by the sink from all of them, logging in with the
@@ -331,6 +331,7 @@ password in the source's sftp.password_env (key-only sources cannot be pulled he
 				return err
 			}
 			run.PrintReport(cmd.OutOrStdout(), res.Report)
+			run.PrintFailed(cmd.OutOrStdout(), res.Failed)
 			if report != "" {
 				if werr := res.Report.WriteFile(report); werr != nil {
 					return werr
@@ -340,8 +341,8 @@ password in the source's sftp.password_env (key-only sources cannot be pulled he
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			if !res.Report.OK() {
-				return &exitError{code: 1, err: errors.New("records were lost or sent early")}
+			if !res.Report.OK() || len(res.Failed) > 0 {
+				return &exitError{code: 1, err: errors.New("records were lost, failed at the workers, or sent early")}
 			}
 			return nil
 		},

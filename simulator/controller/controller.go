@@ -495,10 +495,17 @@ func (c *Controller) Delete(ctx context.Context) error {
 
 // TypeStatus is the progress of one type.
 type TypeStatus struct {
-	Sources   int     `json:"sources"`
-	Records   int64   `json:"records"`
-	Committed int64   `json:"committed"`
-	Progress  float64 `json:"progress"`
+	Sources int   `json:"sources"`
+	Records int64 `json:"records"`
+	// Committed counts records sent and committed (all loops).
+	Committed int64 `json:"committed"`
+	// Failed counts records the workers could not send because their source's destination
+	// could not be built (all loops); they are committed past, and never sent.
+	Failed int64 `json:"failed"`
+	// FailedSources is Failed per source instance ("*": sources left out of long commit metadata).
+	FailedSources map[string]int64 `json:"failed_sources,omitempty"`
+	// Progress is (committed + failed) / (records × loops): the share of the run that is finished.
+	Progress float64 `json:"progress"`
 }
 
 // Status is the body of GET /v1/status.
@@ -510,7 +517,7 @@ type Status struct {
 	Repeat    bool      `json:"repeat"`
 	Loops     int       `json:"loops"`
 	// Done is true once a run with a finite number of loops has every
-	// record of every type committed: nothing is left to send.
+	// record of every type committed or failed: nothing is left to send.
 	Done  bool                  `json:"done"`
 	Types map[string]TypeStatus `json:"types"`
 }
@@ -540,19 +547,27 @@ func (c *Controller) Status(ctx context.Context) (*Status, error) {
 						continue
 					}
 					if meta, ok := state.DecodeCommitMeta(o.Metadata); ok && meta.Run == st.RunID {
-						ts.Committed += state.Progress(pr, o.At, meta)
+						failed := meta.FailedTotal()
+						ts.Committed += state.Progress(pr, o.At, meta) - failed
+						ts.Failed += failed
+						for src, n := range meta.Failed {
+							if ts.FailedSources == nil {
+								ts.FailedSources = map[string]int64{}
+							}
+							ts.FailedSources[src] += n
+						}
 					}
 				}
 			}
 		}
 		if loops := st.LoopCount(); loops > 0 && ts.Records > 0 {
-			ts.Progress = float64(ts.Committed) / float64(ts.Records*int64(loops))
+			ts.Progress = float64(ts.Committed+ts.Failed) / float64(ts.Records*int64(loops))
 		}
 		out.Types[typ] = ts
 	}
 	out.Done = st.Stage == state.StageRunning && st.LoopCount() > 0 && len(out.Types) > 0
 	for _, ts := range out.Types {
-		if ts.Committed < ts.Records*int64(st.LoopCount()) {
+		if ts.Committed+ts.Failed < ts.Records*int64(st.LoopCount()) {
 			out.Done = false
 		}
 	}

@@ -49,6 +49,9 @@ type Result struct {
 	Start    time.Time
 	Finished time.Time
 	Loaded   *controller.LoadResult
+	// Failed counts, per source ("type/instance"), the records the workers could not send
+	// because the source's destination could not be built (all loops).
+	Failed map[string]int64
 }
 
 // Run loads the dataset, plays it once (or Loops times) with Workers workers per type into the
@@ -146,6 +149,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var waitErr error
+	var failed map[string]int64
 	tty, n := isTerminal(o.Out), 0
 	for {
 		got := env.Sink.Total()
@@ -157,6 +161,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		var parts []string
 		if s, err := env.Controller.Status(wctx); err == nil {
+			// Every record committed, some as failed: the sink would wait for them in vain.
+			if f := failedSources(s); s.Done && len(f) > 0 {
+				failed = f
+				break
+			}
 			for _, typ := range ds.Types() {
 				parts = append(parts, fmt.Sprintf("%s %3.0f%%", typ, 100*s.Types[typ].Progress))
 			}
@@ -184,11 +193,43 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	env.Close()
 	rep := env.Sink.Report(sink.Expectation{Sources: sink.ExpectDataset(ds), Start: st.StartTime, Span: ds.Span, Loops: loops})
-	res := &Result{Report: rep, Start: st.StartTime, Finished: finished, Loaded: loaded}
+	res := &Result{Report: rep, Start: st.StartTime, Finished: finished, Loaded: loaded, Failed: failed}
 	if waitErr != nil {
 		return res, waitErr
 	}
 	return res, nil
+}
+
+// failedSources flattens a status's failed records to "type/instance" -> count.
+func failedSources(s *controller.Status) map[string]int64 {
+	var out map[string]int64
+	for typ, ts := range s.Types {
+		for src, n := range ts.FailedSources {
+			if out == nil {
+				out = map[string]int64{}
+			}
+			out[typ+"/"+src] += n
+		}
+	}
+	return out
+}
+
+// PrintFailed lists the sources whose records the workers could not send (nothing if none).
+func PrintFailed(w io.Writer, failed map[string]int64) {
+	if len(failed) == 0 {
+		return
+	}
+	srcs := make([]string, 0, len(failed))
+	var total int64
+	for s, n := range failed {
+		srcs = append(srcs, s)
+		total += n
+	}
+	sort.Strings(srcs)
+	fmt.Fprintf(w, "FAILED at the workers (not sent, destination could not be built): %d record(s)\n", total)
+	for _, s := range srcs {
+		fmt.Fprintf(w, "  %s: %d\n", s, failed[s])
+	}
 }
 
 // PrintReport writes a per-type table.

@@ -18,6 +18,7 @@ type Metrics struct {
 	commits    prometheus.Counter
 	connects   prometheus.Counter
 	sendErrors prometheus.Counter
+	failed     *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker's metrics in a new registry.
@@ -31,8 +32,10 @@ func NewMetrics() *Metrics {
 		commits:    prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_commits_total", Help: "Successful offset commits."}),
 		connects:   prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_sut_connects_total", Help: "TCP connections opened to the SUT."}),
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_send_errors_total", Help: "Failed writes or dials to the SUT."}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "simulator_worker_records_failed_total",
+			Help: "Records not sent because their source's destination cannot be built, by source and reason."}, []string{"source", "reason"}),
 	}
-	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors,
+	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors, m.failed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
