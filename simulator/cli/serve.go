@@ -16,6 +16,7 @@ import (
 	"github.com/simlab/simlab/simulator/broker"
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/limits"
 	"github.com/simlab/simlab/simulator/run"
 	"github.com/simlab/simlab/simulator/sink"
 	"github.com/simlab/simlab/simulator/state"
@@ -143,16 +144,20 @@ func workerCmd() *cobra.Command {
 					return fmt.Errorf("--sftp-host-key-file: %w", err)
 				}
 			}
+			fdLimit, ferr := limits.RaiseNoFile()
+			if ferr != nil {
+				log.Warn("open-files limit", "err", ferr)
+			}
 			m := worker.NewMetrics()
-			w := worker.New(worker.Config{Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
+			w := worker.New(worker.Config{FDLimit: fdLimit, Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
 				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait, HeartbeatInterval: hb, SessionTimeout: sess,
 				SFTPListen: sftpListen, SFTPHostKey: hostKey})
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
 			mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
-				if !w.Ready() {
-					http.Error(rw, "state topic not read yet", http.StatusServiceUnavailable)
+				if ok, why := w.Readiness(); !ok {
+					http.Error(rw, why, http.StatusServiceUnavailable)
 					return
 				}
 				rw.Write([]byte("ok\n"))
@@ -170,7 +175,7 @@ func workerCmd() *cobra.Command {
 				pprof.StartCPUProfile(pf)
 				defer pprof.StopCPUProfile()
 			}
-			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs)
+			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs, "open_files_limit", fdLimit)
 			return w.Run(cmd.Context())
 		},
 	}

@@ -69,7 +69,44 @@ func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offs
 		}
 	}
 	w.cfg.Metrics.rebalances.Inc()
+	if s.overLimit() {
+		// Fetch nothing: the session ends and the worker leaves the group.
+		for topic, ps := range out {
+			for p := range ps {
+				out[topic][p] = kgo.NewOffset().At(ranges[p].End).WithEpoch(-1)
+			}
+		}
+	}
 	return out, nil
+}
+
+// overLimit checks the whole assignment against the open-files limit. Over it, the worker refuses:
+// it stops every partition before any connection to the SUT is opened for the new ones, ends the
+// session (leaving the group, so other workers get the partitions), and is not ready until the
+// next run; it never opens connections it has no descriptors for.
+func (s *session) overLimit() bool {
+	w := s.w
+	s.mu.Lock()
+	tcp := 0
+	for p := range s.parts {
+		tcp += s.tcpByPart[p]
+	}
+	nparts := len(s.parts)
+	need := FDsNeeded(tcp)
+	over := w.cfg.FDLimit > 0 && need > w.cfg.FDLimit
+	if over {
+		for _, ps := range s.parts {
+			ps.cancelled.Store(true)
+			ps.exhausted = true
+		}
+	}
+	s.mu.Unlock()
+	w.cfg.Metrics.fdNeeded.Set(float64(need))
+	if over {
+		w.refuse(s.st.RunID, need, tcp, nparts)
+		s.end()
+	}
+	return over
 }
 
 // revoked stops the partitions' sends, waits for writes in progress, and commits what was sent.
