@@ -3,7 +3,6 @@ package run
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/sink"
 	"github.com/simlab/simlab/simulator/worker"
 )
 
@@ -36,7 +36,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// writeSource writes one source directory with n records at 10 ms steps.
+// writeSource writes one source directory with n marked records at 10 ms steps.
 func writeSource(t *testing.T, dir, typ, inst, config string, n int) {
 	t.Helper()
 	d := filepath.Join(dir, typ, inst)
@@ -45,7 +45,8 @@ func writeSource(t *testing.T, dir, typ, inst, config string, n int) {
 	}
 	var recs []byte
 	for i := range n {
-		recs = dataset.AppendRecord(recs, time.Duration(i)*10*time.Millisecond, fmt.Appendf(nil, "%s-%d", inst, i))
+		off := time.Duration(i) * 10 * time.Millisecond
+		recs = dataset.AppendRecord(recs, off, dataset.AppendMark(nil, dataset.Mark{Source: typ + "/" + inst, Seq: i, Offset: off}))
 	}
 	if err := os.WriteFile(filepath.Join(d, "source.json"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -139,6 +140,19 @@ func TestUnsendableRecordsAreCountedNotSkipped(t *testing.T) {
 	}
 	if metric != 40 {
 		t.Errorf("simulator_worker_records_failed_total{source=ne2,reason=sftp_unavailable} = %v, want 40", metric)
+	}
+	// The report (simulator sink / run) says which of the lost records failed at the workers.
+	cst, err := e.Controller.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := e.Sink.Report(sink.Expectation{Sources: map[string]int{"mix/ne1": 10, "mix/ne2": 20}, Start: cst.StartTime, Span: time.Second, Loops: 2})
+	rep.FailedAtWorkers = FailedSources(cst)
+	var out strings.Builder
+	PrintReport(&out, rep)
+	if rep.FailedAtWorkers["mix/ne2"] != 40 || rep.Total.Lost != 40 || !strings.Contains(out.String(), "40 failed at the workers") ||
+		!strings.Contains(out.String(), "mix/ne2: 40") {
+		t.Errorf("report: failed_at_workers %v, lost %d, want 40 of ne2:\n%s", rep.FailedAtWorkers, rep.Total.Lost, out.String())
 	}
 	if n := strings.Count(logs.String(), "source cannot be sent"); n != 1 {
 		t.Errorf("want exactly one log line for the broken source, got %d:\n%s", n, logs.String())

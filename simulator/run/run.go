@@ -49,9 +49,6 @@ type Result struct {
 	Start    time.Time
 	Finished time.Time
 	Loaded   *controller.LoadResult
-	// Failed counts, per source ("type/instance"), the records the workers could not send
-	// because the source's destination could not be built (all loops).
-	Failed map[string]int64
 }
 
 // Run loads the dataset, plays it once (or Loops times) with Workers workers per type into the
@@ -162,7 +159,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		var parts []string
 		if s, err := env.Controller.Status(wctx); err == nil {
 			// Every record committed, some as failed: the sink would wait for them in vain.
-			if f := failedSources(s); s.Done && len(f) > 0 {
+			if f := FailedSources(s); s.Done && len(f) > 0 {
 				failed = f
 				break
 			}
@@ -193,15 +190,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	env.Close()
 	rep := env.Sink.Report(sink.Expectation{Sources: sink.ExpectDataset(ds), Start: st.StartTime, Span: ds.Span, Loops: loops})
-	res := &Result{Report: rep, Start: st.StartTime, Finished: finished, Loaded: loaded, Failed: failed}
+	rep.FailedAtWorkers = failed
+	res := &Result{Report: rep, Start: st.StartTime, Finished: finished, Loaded: loaded}
 	if waitErr != nil {
 		return res, waitErr
 	}
 	return res, nil
 }
 
-// failedSources flattens a status's failed records to "type/instance" -> count.
-func failedSources(s *controller.Status) map[string]int64 {
+// FailedSources flattens a status's failed records to "type/instance" -> count (nil if none).
+func FailedSources(s *controller.Status) map[string]int64 {
 	var out map[string]int64
 	for typ, ts := range s.Types {
 		for src, n := range ts.FailedSources {
@@ -212,24 +210,6 @@ func failedSources(s *controller.Status) map[string]int64 {
 		}
 	}
 	return out
-}
-
-// PrintFailed lists the sources whose records the workers could not send (nothing if none).
-func PrintFailed(w io.Writer, failed map[string]int64) {
-	if len(failed) == 0 {
-		return
-	}
-	srcs := make([]string, 0, len(failed))
-	var total int64
-	for s, n := range failed {
-		srcs = append(srcs, s)
-		total += n
-	}
-	sort.Strings(srcs)
-	fmt.Fprintf(w, "FAILED at the workers (not sent, destination could not be built): %d record(s)\n", total)
-	for _, s := range srcs {
-		fmt.Fprintf(w, "  %s: %d\n", s, failed[s])
-	}
 }
 
 // PrintReport writes a per-type table.
@@ -248,6 +228,19 @@ func PrintReport(w io.Writer, r *sink.Report) {
 		row(t, r.Types[t])
 	}
 	row("TOTAL", r.Total)
+	if len(r.FailedAtWorkers) > 0 {
+		srcs := make([]string, 0, len(r.FailedAtWorkers))
+		var total int64
+		for s, n := range r.FailedAtWorkers {
+			srcs = append(srcs, s)
+			total += n
+		}
+		sort.Strings(srcs)
+		fmt.Fprintf(w, "of the lost, %d failed at the workers (never sent: the destination could not be built):\n", total)
+		for _, s := range srcs {
+			fmt.Fprintf(w, "  %s: %d\n", s, r.FailedAtWorkers[s])
+		}
+	}
 	verdict := "OK: nothing lost, nothing early"
 	if !r.OK() {
 		verdict = fmt.Sprintf("FAIL: %d lost, %d early", r.Total.Lost, r.Total.Early)
