@@ -82,8 +82,8 @@ func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offs
 
 // overLimit checks the whole assignment against the open-files limit. Over it, the worker refuses:
 // it stops every partition before any connection to the SUT is opened for the new ones, ends the
-// session (leaving the group, so other workers get the partitions), and is not ready until the
-// next run; it never opens connections it has no descriptors for.
+// session (leaving the group, so other workers get the partitions), and is not ready for the rest
+// of the run; it never opens connections it has no descriptors for.
 func (s *session) overLimit() bool {
 	w := s.w
 	s.mu.Lock()

@@ -161,7 +161,7 @@ func (w *Worker) refuse(run string, need uint64, sources, partitions int) {
 		"container runtime's nofile) or run more workers of this type", partitions, sources, need,
 		FDsPerTCPSource, FDReserve, w.cfg.FDLimit)
 	if old := w.refusal.Swap(&reason); old == nil || *old == "" {
-		w.cfg.Log.Error("refusing the assignment: too few open files for its sources; leaving the group until the next run",
+		w.cfg.Log.Error("refusing the assignment: too few open files for its sources; leaving the group for the rest of the run",
 			"run", run, "need", need, "limit", w.cfg.FDLimit, "tcp_sources", sources, "partitions", partitions)
 		w.cfg.Metrics.refused.Inc()
 	}
