@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/simlab/simlab/contract"
+
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
 	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
@@ -27,7 +29,11 @@ const (
 	TopicPrefix = "sim"
 	// StateMaxMessageBytes is the state topic's max.message.bytes, as the
 	// simulator's controller creates it (a manifest per type is one record).
-	StateMaxMessageBytes = 64 << 20
+	StateMaxMessageBytes = contract.StateTopicMaxMessageBytes
+	// RecordsMaxMessageBytes is every record topic's max.message.bytes: a
+	// record of the dataset format's maximum size fits (contract), where
+	// Kafka's default (~1 MiB) would refuse larger records at load time.
+	RecordsMaxMessageBytes = contract.RecordTopicMaxMessageBytes
 )
 
 // KafkaBootstrap is the in-cluster bootstrap address of the Kafka cluster.
@@ -133,7 +139,7 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 			"partitions": src.Instances,
 			"replicas":   b.size.TopicReplicas,
 			// A loaded dataset is replayed until it is replaced: keep it.
-			"config": map[string]any{"retention.ms": -1},
+			"config": map[string]any{"retention.ms": -1, "max.message.bytes": RecordsMaxMessageBytes},
 		}})
 	}
 	for _, t := range topics {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
@@ -223,6 +224,9 @@ func TestMockTopicsFollowSources(t *testing.T) {
 	res := run(t, a)
 	state := named(t, res.rec, tTopic, storage.TopicPrefix+"-state")
 	cfg := get(t, state, "spec.config").(map[string]any)
+	if cfg["max.message.bytes"] != float64(contract.StateTopicMaxMessageBytes) {
+		t.Errorf("state topic max.message.bytes %v, want %d", cfg["max.message.bytes"], contract.StateTopicMaxMessageBytes)
+	}
 	if cfg["cleanup.policy"] != "compact" || get(t, state, "spec.partitions") != float64(1) || get(t, state, "spec.topicName") != storage.StateTopic() || storage.StateTopic() != "sim.state" {
 		t.Errorf("state topic: %v", state.Inputs.Mappable()["spec"])
 	}
@@ -236,6 +240,9 @@ func TestMockTopicsFollowSources(t *testing.T) {
 		}
 		if got := get(t, tp, "spec.replicas"); got != float64(3) {
 			t.Errorf("%s: replicas %v, want 3", src.Type, got)
+		}
+		if got := get(t, tp, "spec.config").(map[string]any)["max.message.bytes"]; got != float64(contract.RecordTopicMaxMessageBytes) {
+			t.Errorf("%s: max.message.bytes %v, want %d (contract.RecordTopicMaxMessageBytes: a record of the largest size fits)", src.Type, got, contract.RecordTopicMaxMessageBytes)
 		}
 		if get(t, tp, "metadata.labels").(map[string]any)["strimzi.io/cluster"] != storage.KafkaClusterName {
 			t.Errorf("%s: missing strimzi.io/cluster label", src.Type)

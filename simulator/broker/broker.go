@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/simlab/simlab/contract"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -17,7 +18,13 @@ type Broker struct{ c *kfake.Cluster }
 // Start starts a single-node kfake cluster. listen is "127.0.0.1:PORT" (PORT 0 picks one); kfake
 // always binds 127.0.0.1.
 func Start(listen string) (*Broker, error) {
-	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second)}
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second),
+		// kfake measures a produce that names its topic by id (produce v13+, what franz-go sends)
+		// against the broker's message.max.bytes, not the topic's max.message.bytes (which it
+		// stores and describes): raise the broker's limit from Kafka's ~1 MiB to the largest
+		// topic limit of the contract (the state topic's), so each topic's own limit, which the
+		// controller reads and sizes its batches by, is what binds.
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(contract.StateTopicMaxMessageBytes)})}
 	if listen != "" {
 		host, port, err := net.SplitHostPort(listen)
 		if err != nil {

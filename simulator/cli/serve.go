@@ -16,6 +16,7 @@ import (
 	"github.com/simlab/simlab/simulator/broker"
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/limits"
 	"github.com/simlab/simlab/simulator/run"
 	"github.com/simlab/simlab/simulator/sink"
 	"github.com/simlab/simlab/simulator/state"
@@ -143,16 +144,20 @@ func workerCmd() *cobra.Command {
 					return fmt.Errorf("--sftp-host-key-file: %w", err)
 				}
 			}
+			fdLimit, ferr := limits.RaiseNoFile()
+			if ferr != nil {
+				log.Warn("open-files limit", "err", ferr)
+			}
 			m := worker.NewMetrics()
-			w := worker.New(worker.Config{Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
+			w := worker.New(worker.Config{FDLimit: fdLimit, Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
 				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait, HeartbeatInterval: hb, SessionTimeout: sess,
 				SFTPListen: sftpListen, SFTPHostKey: hostKey})
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
 			mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
-				if !w.Ready() {
-					http.Error(rw, "state topic not read yet", http.StatusServiceUnavailable)
+				if ok, why := w.Readiness(); !ok {
+					http.Error(rw, why, http.StatusServiceUnavailable)
 					return
 				}
 				rw.Write([]byte("ok\n"))
@@ -170,7 +175,7 @@ func workerCmd() *cobra.Command {
 				pprof.StartCPUProfile(pf)
 				defer pprof.StopCPUProfile()
 			}
-			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs)
+			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs, "open_files_limit", fdLimit)
 			return w.Run(cmd.Context())
 		},
 	}
@@ -251,9 +256,10 @@ func sinkCmd() *cobra.Command {
 			if ds != nil {
 				e.Sources, e.Span = sink.ExpectDataset(ds), ds.Span
 			}
+			var st *controller.Status
 			if ctlURL != "" {
-				st, err := fetchStatus(ctlURL)
-				if err != nil {
+				var err error
+				if st, err = fetchStatus(ctlURL); err != nil {
 					return err
 				}
 				e.Start = st.StartTime
@@ -262,6 +268,9 @@ func sinkCmd() *cobra.Command {
 				}
 			}
 			rep := s.Report(e)
+			if st != nil {
+				rep.FailedAtWorkers = run.FailedSources(st)
+			}
 			run.PrintReport(cmd.OutOrStdout(), rep)
 			if report != "" {
 				return rep.WriteFile(report)
@@ -301,7 +310,7 @@ func runCmd() *cobra.Command {
 		Long: `Load a dataset into an embedded Kafka-protocol broker, replay it with --workers
 workers per type into a built-in sink, and print a report per type: expected, sent,
 received, lost, duplicated, early and lateness. Exit status 0 only if nothing was lost
-and nothing was sent early.
+and nothing was sent early (records that failed at the workers are lost).
 
 TCP sources are sent to the sink whatever their configured address. SFTP sources are
 served by each worker and pulled by the sink from all of them, logging in with the

@@ -8,16 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/simulator/state"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -65,7 +63,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		cfg.KeyedPartitions = 32
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.ProducerBatchMaxBytes(16<<20), kgo.MaxBufferedBytes(256<<20), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerBatchMaxBytes(contract.StateTopicMaxMessageBytes), kgo.ProducerLinger(5*time.Millisecond),
 		kgo.RecordDeliveryTimeout(60*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
@@ -90,7 +88,7 @@ func (c *Controller) Close() { c.cl.Close() }
 
 func (c *Controller) ensureStateTopic(ctx context.Context) error {
 	topic := c.cfg.Names.StateTopic()
-	compact, maxBytes := "compact", "67108864"
+	compact, maxBytes := "compact", strconv.Itoa(contract.StateTopicMaxMessageBytes)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, err := c.adm.CreateTopic(ctx, 1, -1, map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes}, topic)
@@ -113,131 +111,56 @@ func (c *Controller) waitReady(ctx context.Context) error {
 }
 
 func (c *Controller) put(ctx context.Context, key string, v any) error {
-	var val []byte
-	if v != nil {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
+	return c.putAll(ctx, []keyValue{{key, v}})
+}
+
+// keyValue is one write to the state topic: a stage, a manifest, or nil (a tombstone).
+type keyValue struct {
+	key string
+	v   any
+}
+
+// putAll writes the values to the state topic in one produce call (one batch, appended at once,
+// when they fit in it) and waits until the controller's own reader saw all of them, so reads
+// after a write are consistent.
+func (c *Controller) putAll(ctx context.Context, kvs []keyValue) error {
+	recs := make([]*kgo.Record, 0, len(kvs))
+	for _, kv := range kvs {
+		var val []byte
+		if kv.v != nil {
+			b, err := json.Marshal(kv.v)
+			if err != nil {
+				return fmt.Errorf("encoding %s: %w", kv.key, err)
+			}
+			val = b
 		}
-		val = b
+		recs = append(recs, &kgo.Record{Topic: c.cfg.Names.StateTopic(), Partition: 0, Key: []byte(kv.key), Value: val})
 	}
-	rec := &kgo.Record{Topic: c.cfg.Names.StateTopic(), Partition: 0, Key: []byte(key), Value: val}
-	if err := c.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return fmt.Errorf("writing %s to the state topic: %w", key, err)
+	if err := c.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("writing %s to the state topic: %w", kvs[0].key, err)
 	}
-	// Wait until our own reader saw it, so reads after a write are consistent.
 	return c.reader.WaitUntil(ctx, func(s state.Stage) bool {
-		if key == state.KeyStage {
-			want, _ := v.(state.Stage)
-			return s.Stage == want.Stage && s.RunID == want.RunID && s.Fingerprint == want.Fingerprint
+		for _, kv := range kvs {
+			if !c.sees(s, kv) {
+				return false
+			}
 		}
-		m := c.reader.Manifest(key[len(state.ManifestPrefix):])
-		if v == nil {
-			return m == nil
-		}
-		want, _ := v.(*state.Manifest)
-		return m != nil && m.Fingerprint == want.Fingerprint && m.Partitioning == want.Partitioning
+		return true
 	})
 }
 
-// LoadRequest is the body of POST /v1/dataset.
-type LoadRequest struct {
-	Path            string `json:"path"`
-	Partitioning    string `json:"partitioning,omitempty"`
-	Partitions      int    `json:"partitions,omitempty"`
-	AddressOverride string `json:"address_override,omitempty"`
-}
-
-// LoadResult answers a load.
-type LoadResult struct {
-	Unchanged   bool   `json:"unchanged"`
-	Fingerprint string `json:"fingerprint"`
-	Types       int    `json:"types"`
-	Sources     int    `json:"sources"`
-	Records     int    `json:"records"`
-	Took        string `json:"took"`
-}
-
-// Load validates the dataset at dir (already resolved) and loads it into Kafka. Loading the same
-// dataset with the same options again changes nothing.
-func (c *Controller) Load(ctx context.Context, dir string, req LoadRequest) (*LoadResult, error) {
-	t0 := time.Now()
-	ds, err := dataset.Load(dir)
-	if err != nil {
-		return nil, err
+// sees reports whether the reader's state reflects a write.
+func (c *Controller) sees(s state.Stage, kv keyValue) bool {
+	if kv.key == state.KeyStage {
+		want, _ := kv.v.(state.Stage)
+		return s.Stage == want.Stage && s.RunID == want.RunID && s.Fingerprint == want.Fingerprint
 	}
-	part := req.Partitioning
-	if part == "" {
-		part = c.cfg.Partitioning
+	m := c.reader.Manifest(kv.key[len(state.ManifestPrefix):])
+	if kv.v == nil {
+		return m == nil
 	}
-	nkeyed := req.Partitions
-	if nkeyed <= 0 {
-		nkeyed = c.cfg.KeyedPartitions
-	}
-	switch part {
-	case PerSource:
-		nkeyed = 0
-	case Keyed:
-	default:
-		return nil, fmt.Errorf("partitioning %q: want %s or %s", part, PerSource, Keyed)
-	}
-	if req.AddressOverride != "" {
-		if err := checkHostPort(req.AddressOverride); err != nil {
-			return nil, fmt.Errorf("%w: address_override %q: %v (want host:port, e.g. sut.example:9000)", ErrInvalid, req.AddressOverride, err)
-		}
-	}
-	fp := ds.Fingerprint + "/" + part + "/" + strconv.Itoa(nkeyed) + "/" + req.AddressOverride
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.waitReady(ctx); err != nil {
-		return nil, err
-	}
-	st := c.reader.Stage()
-	if st.Stage == state.StageRunning {
-		return nil, fmt.Errorf("%w: a run is active; stop it before loading", ErrConflict)
-	}
-	res := &LoadResult{Fingerprint: fp, Types: len(ds.Types()), Sources: len(ds.Sources), Records: ds.RecordCount()}
-	if st.Fingerprint == fp && st.Stage != state.StageEmpty {
-		res.Unchanged = true
-		res.Took = time.Since(t0).String()
-		return res, nil
-	}
-	// Mark the old dataset gone first: a crash mid-load leaves stage empty, never a half-loaded
-	// dataset that claims to be complete.
-	if st.Stage != state.StageEmpty {
-		if err := c.put(ctx, state.KeyStage, state.Stage{Stage: state.StageEmpty}); err != nil {
-			return nil, err
-		}
-	}
-	// Topics of types the new dataset also has are kept, purged and reused by loadType.
-	if err := c.dropTypes(ctx, st.Types, ds.Types()); err != nil {
-		return nil, err
-	}
-	byType := map[string][]*dataset.Source{}
-	for _, s := range ds.Sources {
-		if req.AddressOverride != "" && s.Config.TCP != nil {
-			cfg := *s.Config.TCP
-			cfg.Address = req.AddressOverride
-			s.Config.TCP = &cfg
-		}
-		byType[s.Type] = append(byType[s.Type], s)
-	}
-	for _, typ := range ds.Types() {
-		m, err := c.loadType(ctx, typ, byType[typ], part, nkeyed, ds.Span, fp)
-		if err != nil {
-			return nil, fmt.Errorf("loading type %s: %w", typ, err)
-		}
-		if err := c.put(ctx, state.ManifestPrefix+typ, m); err != nil {
-			return nil, err
-		}
-	}
-	if err := c.put(ctx, state.KeyStage, state.Stage{Stage: state.StageLoaded, Fingerprint: fp, Types: ds.Types(), Span: ds.Span}); err != nil {
-		return nil, err
-	}
-	c.m.recordsLoaded.Add(float64(ds.RecordCount()))
-	res.Took = time.Since(t0).String()
-	c.cfg.Log.Info("dataset loaded", "dir", dir, "types", res.Types, "sources", res.Sources, "records", res.Records, "partitioning", part, "took", res.Took)
-	return res, nil
+	want, _ := kv.v.(*state.Manifest)
+	return m != nil && m.Fingerprint == want.Fingerprint && m.Partitioning == want.Partitioning
 }
 
 // dropTypes forgets the manifests of types and deletes their topics, except
@@ -263,134 +186,6 @@ func (c *Controller) deleteTopic(ctx context.Context, topic string) error {
 		return fmt.Errorf("deleting topic %s: %w", topic, err)
 	}
 	return nil
-}
-
-// purgeIfFits empties an existing topic that already has nparts partitions
-// and reports true, so the topic is reused rather than deleted and recreated.
-// Reuse matters when an operator owns the topic (Strimzi's KafkaTopic, created
-// by the storage layer): deleting it would fight the operator. A topic with a
-// different partition count is deleted (false is returned, the caller creates
-// it); where an operator owns it, keep the type's instances equal to the
-// dataset's sources so this never happens.
-func (c *Controller) purgeIfFits(ctx context.Context, topic string, nparts int) (bool, error) {
-	details, err := c.adm.ListTopics(ctx, topic)
-	if err != nil {
-		return false, fmt.Errorf("describing topic %s: %w", topic, err)
-	}
-	d, ok := details[topic]
-	if !ok || d.Err != nil {
-		return false, nil // absent: create it
-	}
-	if len(d.Partitions) != nparts {
-		c.cfg.Log.Warn("recreating topic with a different partition count; if an operator manages it, set its partitions to match the dataset",
-			"topic", topic, "partitions", len(d.Partitions), "want", nparts)
-		return false, c.deleteTopic(ctx, topic)
-	}
-	ends, err := c.adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		return false, fmt.Errorf("listing end offsets of %s: %w", topic, err)
-	}
-	resp, err := c.adm.DeleteRecords(ctx, ends.Offsets())
-	if err == nil {
-		err = resp.Error()
-	}
-	if err != nil {
-		return false, fmt.Errorf("purging old records of %s: %w", topic, err)
-	}
-	return true, nil
-}
-
-type pending struct {
-	part int32
-	src  *dataset.Source
-	rec  *dataset.Record
-}
-
-func (c *Controller) loadType(ctx context.Context, typ string, srcs []*dataset.Source, part string, nkeyed int, span time.Duration, fp string) (*state.Manifest, error) {
-	topic := c.cfg.Names.RecordsTopic(typ)
-	nparts := len(srcs)
-	if part == Keyed {
-		nparts = nkeyed
-	}
-	m := &state.Manifest{Type: typ, Fingerprint: fp, Partitioning: part, Span: span}
-	byPart := make([][]pending, nparts)
-	for i, s := range srcs {
-		p := int32(i)
-		if part == Keyed {
-			h := fnv.New32a()
-			h.Write([]byte(s.Instance))
-			p = int32(h.Sum32() % uint32(nparts))
-		}
-		m.Sources = append(m.Sources, state.SourceEntry{Instance: s.Instance, Partition: p, Records: len(s.Records), Config: s.Config})
-		for j := range s.Records {
-			byPart[p] = append(byPart[p], pending{p, s, &s.Records[j]})
-		}
-	}
-	reused, err := c.purgeIfFits(ctx, topic, nparts)
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !reused {
-		_, err := c.adm.CreateTopic(ctx, int32(nparts), -1, nil, topic)
-		if err == nil {
-			break
-		}
-		// A just-deleted topic may linger on a real cluster.
-		if time.Now().After(deadline) || ctx.Err() != nil || !errors.Is(err, kerr.TopicAlreadyExists) {
-			return nil, fmt.Errorf("creating topic %s with %d partitions: %w", topic, nparts, err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	var (
-		mu       sync.Mutex
-		firstErr error
-		lo       = make([]int64, nparts)
-		hi       = make([]int64, nparts)
-	)
-	for i := range lo {
-		lo[i], hi[i] = -1, -1
-	}
-	for p, list := range byPart {
-		sort.SliceStable(list, func(i, j int) bool { return list[i].rec.Offset < list[j].rec.Offset })
-		for _, pr := range list {
-			rec := &kgo.Record{Topic: topic, Partition: int32(p), Key: []byte(pr.src.Instance), Value: pr.rec.Payload,
-				Headers: []kgo.RecordHeader{{Key: state.OffsetHeader, Value: strconv.AppendInt(nil, int64(pr.rec.Offset), 10)}}}
-			c.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					return
-				}
-				if lo[r.Partition] < 0 || r.Offset < lo[r.Partition] {
-					lo[r.Partition] = r.Offset
-				}
-				if r.Offset+1 > hi[r.Partition] {
-					hi[r.Partition] = r.Offset + 1
-				}
-			})
-		}
-	}
-	if err := c.cl.Flush(ctx); err != nil {
-		return nil, err
-	}
-	if firstErr != nil {
-		return nil, fmt.Errorf("producing records: %w", firstErr)
-	}
-	for p := range byPart {
-		r := state.PartitionRange{Partition: int32(p)}
-		if lo[p] >= 0 {
-			r.Start, r.End = lo[p], hi[p]
-		}
-		m.Partitions = append(m.Partitions, r)
-	}
-	return m, nil
 }
 
 // StartRequest is the body of POST /v1/start.
@@ -495,10 +290,17 @@ func (c *Controller) Delete(ctx context.Context) error {
 
 // TypeStatus is the progress of one type.
 type TypeStatus struct {
-	Sources   int     `json:"sources"`
-	Records   int64   `json:"records"`
-	Committed int64   `json:"committed"`
-	Progress  float64 `json:"progress"`
+	Sources int   `json:"sources"`
+	Records int64 `json:"records"`
+	// Committed counts records sent and committed (all loops).
+	Committed int64 `json:"committed"`
+	// Failed counts records the workers could not send because their source's destination
+	// could not be built (all loops); they are committed past, and never sent.
+	Failed int64 `json:"failed"`
+	// FailedSources is Failed per source instance ("*": sources left out of long commit metadata).
+	FailedSources map[string]int64 `json:"failed_sources,omitempty"`
+	// Progress is (committed + failed) / (records × loops): the share of the run that is finished.
+	Progress float64 `json:"progress"`
 }
 
 // Status is the body of GET /v1/status.
@@ -510,7 +312,7 @@ type Status struct {
 	Repeat    bool      `json:"repeat"`
 	Loops     int       `json:"loops"`
 	// Done is true once a run with a finite number of loops has every
-	// record of every type committed: nothing is left to send.
+	// record of every type committed or failed: nothing is left to send.
 	Done  bool                  `json:"done"`
 	Types map[string]TypeStatus `json:"types"`
 }
@@ -540,19 +342,27 @@ func (c *Controller) Status(ctx context.Context) (*Status, error) {
 						continue
 					}
 					if meta, ok := state.DecodeCommitMeta(o.Metadata); ok && meta.Run == st.RunID {
-						ts.Committed += state.Progress(pr, o.At, meta)
+						failed := meta.FailedTotal()
+						ts.Committed += state.Progress(pr, o.At, meta) - failed
+						ts.Failed += failed
+						for src, n := range meta.Failed {
+							if ts.FailedSources == nil {
+								ts.FailedSources = map[string]int64{}
+							}
+							ts.FailedSources[src] += n
+						}
 					}
 				}
 			}
 		}
 		if loops := st.LoopCount(); loops > 0 && ts.Records > 0 {
-			ts.Progress = float64(ts.Committed) / float64(ts.Records*int64(loops))
+			ts.Progress = float64(ts.Committed+ts.Failed) / float64(ts.Records*int64(loops))
 		}
 		out.Types[typ] = ts
 	}
 	out.Done = st.Stage == state.StageRunning && st.LoopCount() > 0 && len(out.Types) > 0
 	for _, ts := range out.Types {
-		if ts.Committed < ts.Records*int64(st.LoopCount()) {
+		if ts.Committed+ts.Failed < ts.Records*int64(st.LoopCount()) {
 			out.Done = false
 		}
 	}

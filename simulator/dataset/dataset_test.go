@@ -3,11 +3,14 @@ package dataset
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/simlab/simlab/contract"
 )
 
 func TestParseRecordsRoundTrip(t *testing.T) {
@@ -175,5 +178,24 @@ func TestSpanShorterThanAnOffsetIsRefused(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "dataset.json"), []byte(`{"span": "3s"}`), 0o644)
 	if d, err := Load(dir); err != nil || d.Span != 3*time.Second {
 		t.Fatalf("a span longer than every offset: %v", err)
+	}
+}
+
+// TestRecordOverTheContractMaximumIsRefused: a record longer than contract.MaxRecordBytes (what
+// the record topics accept) is a validation problem naming its file and line; one of exactly
+// that size is fine. The payload of the refused one need not even be there: the header says it.
+func TestRecordOverTheContractMaximumIsRefused(t *testing.T) {
+	if MaxRecordSize != contract.MaxRecordBytes {
+		t.Fatalf("dataset.MaxRecordSize %d differs from contract.MaxRecordBytes %d", MaxRecordSize, contract.MaxRecordBytes)
+	}
+	in := AppendRecord(nil, 0, bytes.Repeat([]byte{'x'}, contract.MaxRecordBytes))
+	in = fmt.Appendf(in, "@1s %d\n", contract.MaxRecordBytes+1)
+	recs, probs := ParseRecords(bytes.NewReader(in), "router/ne1/records")
+	if len(recs) != 1 || len(probs) != 1 {
+		t.Fatalf("want the first record and one problem, got %d records, problems %v", len(recs), probs)
+	}
+	want := fmt.Sprintf("router/ne1/records:3: length %d exceeds the maximum record size %d", contract.MaxRecordBytes+1, contract.MaxRecordBytes)
+	if !strings.HasPrefix(probs[0].String(), want) {
+		t.Fatalf("problem %q, want it to start with %q", probs[0], want)
 	}
 }

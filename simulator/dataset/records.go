@@ -11,10 +11,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/simlab/simlab/contract"
 )
 
-// MaxRecordSize is the largest payload a record may carry.
-const MaxRecordSize = 64 << 20
+// MaxRecordSize is the largest payload a record may carry: contract.MaxRecordBytes, which the
+// record topics are sized for.
+const MaxRecordSize = contract.MaxRecordBytes
 
 // MaxOffset is the largest offset a record may have.
 const MaxOffset = 1000 * time.Hour
@@ -108,7 +111,7 @@ func ParseRecords(r io.Reader, name string) ([]Record, []Problem) {
 			return recs, probs
 		}
 		if n > MaxRecordSize {
-			add(hdrLine, "length %d exceeds the maximum %d", n, MaxRecordSize)
+			add(hdrLine, "length %d exceeds the maximum record size %d (%d MiB, what the record topics accept)", n, MaxRecordSize, MaxRecordSize>>20)
 			return recs, probs
 		}
 		if err == io.EOF {

@@ -146,6 +146,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var waitErr error
+	var failed map[string]int64
 	tty, n := isTerminal(o.Out), 0
 	for {
 		got := env.Sink.Total()
@@ -157,6 +158,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		var parts []string
 		if s, err := env.Controller.Status(wctx); err == nil {
+			// Every record committed, some as failed: the sink would wait for them in vain.
+			if f := FailedSources(s); s.Done && len(f) > 0 {
+				failed = f
+				break
+			}
 			for _, typ := range ds.Types() {
 				parts = append(parts, fmt.Sprintf("%s %3.0f%%", typ, 100*s.Types[typ].Progress))
 			}
@@ -184,11 +190,26 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	env.Close()
 	rep := env.Sink.Report(sink.Expectation{Sources: sink.ExpectDataset(ds), Start: st.StartTime, Span: ds.Span, Loops: loops})
+	rep.FailedAtWorkers = failed
 	res := &Result{Report: rep, Start: st.StartTime, Finished: finished, Loaded: loaded}
 	if waitErr != nil {
 		return res, waitErr
 	}
 	return res, nil
+}
+
+// FailedSources flattens a status's failed records to "type/instance" -> count (nil if none).
+func FailedSources(s *controller.Status) map[string]int64 {
+	var out map[string]int64
+	for typ, ts := range s.Types {
+		for src, n := range ts.FailedSources {
+			if out == nil {
+				out = map[string]int64{}
+			}
+			out[typ+"/"+src] += n
+		}
+	}
+	return out
 }
 
 // PrintReport writes a per-type table.
@@ -207,6 +228,19 @@ func PrintReport(w io.Writer, r *sink.Report) {
 		row(t, r.Types[t])
 	}
 	row("TOTAL", r.Total)
+	if len(r.FailedAtWorkers) > 0 {
+		srcs := make([]string, 0, len(r.FailedAtWorkers))
+		var total int64
+		for s, n := range r.FailedAtWorkers {
+			srcs = append(srcs, s)
+			total += n
+		}
+		sort.Strings(srcs)
+		fmt.Fprintf(w, "of the lost, %d failed at the workers (never sent: the destination could not be built):\n", total)
+		for _, s := range srcs {
+			fmt.Fprintf(w, "  %s: %d\n", s, r.FailedAtWorkers[s])
+		}
+	}
 	verdict := "OK: nothing lost, nothing early"
 	if !r.OK() {
 		verdict = fmt.Sprintf("FAIL: %d lost, %d early", r.Total.Lost, r.Total.Early)

@@ -237,6 +237,10 @@ type Report struct {
 	Total    *TypeReport            `json:"total"`
 	Unparsed int64                  `json:"unparsed"`
 	Unknown  int64                  `json:"unknown_sources"`
+	// FailedAtWorkers is, per source ("type/instance"), how many of the lost records the workers
+	// counted as failed (never sent: the source's destination could not be built), from the
+	// controller's status; empty without a controller or when none failed.
+	FailedAtWorkers map[string]int64 `json:"failed_at_workers,omitempty"`
 }
 
 // OK is true when nothing was lost and nothing arrived early.

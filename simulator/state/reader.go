@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/simlab/simlab/contract"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -85,7 +86,7 @@ func (r *Reader) Run(ctx context.Context) error {
 	topic := r.names.StateTopic()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(r.brokers...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond),
-		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(64<<20))
+		kgo.FetchMaxBytes(contract.StateTopicMaxMessageBytes), kgo.FetchMaxPartitionBytes(contract.StateTopicMaxMessageBytes))
 	if err != nil {
 		return err
 	}

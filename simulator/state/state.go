@@ -6,7 +6,9 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/simlab/simlab/simulator/dataset"
@@ -100,11 +102,69 @@ func (m *Manifest) Records() int64 {
 type CommitMeta struct {
 	Run  string `json:"run"`
 	Loop int    `json:"loop"`
+	// Failed counts, per source instance, the records below the committed offset (all loops of
+	// the run) that were not sent because their destination could not be built. A source under
+	// FailedOther stands for sources left out to keep the metadata short.
+	Failed map[string]int64 `json:"failed,omitempty"`
 }
 
-// Encode renders commit metadata (short: real Kafka limits it to 4096 bytes).
+// FailedOther is the Failed key that sums the sources left out of long commit metadata.
+const FailedOther = "*"
+
+// maxCommitMeta keeps commit metadata under real Kafka's 4096-byte limit
+// (offset.metadata.max.bytes) with room to spare.
+const maxCommitMeta = 3072
+
+// FailedTotal is the number of failed records the metadata accounts for.
+func (c CommitMeta) FailedTotal() int64 {
+	var n int64
+	for _, v := range c.Failed {
+		n += v
+	}
+	return n
+}
+
+// Encode renders commit metadata (short: real Kafka limits it to 4096 bytes). When the failed
+// sources do not fit, the largest ones are listed and the rest are summed under FailedOther.
 func (c CommitMeta) Encode() string {
-	return `{"run":` + strconv.Quote(c.Run) + `,"loop":` + strconv.Itoa(c.Loop) + `}`
+	head := `{"run":` + strconv.Quote(c.Run) + `,"loop":` + strconv.Itoa(c.Loop)
+	if len(c.Failed) == 0 {
+		return head + `}`
+	}
+	names := make([]string, 0, len(c.Failed))
+	for k := range c.Failed {
+		names = append(names, k)
+	}
+	// Largest counts first, then by name, so what is cut is the least informative.
+	sort.Slice(names, func(i, j int) bool {
+		a, b := c.Failed[names[i]], c.Failed[names[j]]
+		return a > b || (a == b && names[i] < names[j])
+	})
+	var b strings.Builder
+	b.WriteString(head)
+	b.WriteString(`,"failed":{`)
+	var other int64
+	n := 0
+	for _, k := range names {
+		entry := strconv.Quote(k) + ":" + strconv.FormatInt(c.Failed[k], 10)
+		if k == FailedOther || b.Len()+len(entry)+64 > maxCommitMeta {
+			other += c.Failed[k]
+			continue
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(entry)
+		n++
+	}
+	if other > 0 {
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Quote(FailedOther) + ":" + strconv.FormatInt(other, 10))
+	}
+	b.WriteString(`}}`)
+	return b.String()
 }
 
 // DecodeCommitMeta parses commit metadata; ok is false for anything else (e.g. empty).
@@ -116,7 +176,8 @@ func DecodeCommitMeta(s string) (CommitMeta, bool) {
 	return c, true
 }
 
-// Progress computes how many sends a committed position stands for in a run over a partition range.
+// Progress computes how many records a committed position stands for in a run over a partition
+// range: those sent and those that failed (meta.Failed); subtract FailedTotal for the sent ones.
 func Progress(r PartitionRange, off int64, meta CommitMeta) int64 {
 	n := r.End - r.Start
 	done := off - r.Start

@@ -18,6 +18,10 @@ type Metrics struct {
 	commits    prometheus.Counter
 	connects   prometheus.Counter
 	sendErrors prometheus.Counter
+	failed     *prometheus.CounterVec
+	fdLimit    prometheus.Gauge
+	fdNeeded   prometheus.Gauge
+	refused    prometheus.Counter
 }
 
 // NewMetrics registers the worker's metrics in a new registry.
@@ -31,8 +35,15 @@ func NewMetrics() *Metrics {
 		commits:    prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_commits_total", Help: "Successful offset commits."}),
 		connects:   prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_sut_connects_total", Help: "TCP connections opened to the SUT."}),
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_send_errors_total", Help: "Failed writes or dials to the SUT."}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "simulator_worker_records_failed_total",
+			Help: "Records not sent because their source's destination cannot be built, by source and reason."}, []string{"source", "reason"}),
+		fdLimit: prometheus.NewGauge(prometheus.GaugeOpts{Name: "simulator_worker_open_files_limit", Help: "The open-files limit (soft RLIMIT_NOFILE, raised to the hard limit at start) the worker plans with."}),
+		fdNeeded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "simulator_worker_open_files_needed",
+			Help: "Open files the current assignment needs: one per assigned TCP source plus a reserve."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_assignments_refused_total",
+			Help: "Runs in which the worker refused its assignment because it needed more open files than the limit."}),
 	}
-	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors,
+	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors, m.failed, m.fdLimit, m.fdNeeded, m.refused,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -31,6 +31,13 @@ type partState struct {
 	committed int64
 	commLoop  int
 	dests     map[string]*sched.Dest
+	// broken holds the sources of this partition whose destination cannot be built, with why.
+	broken map[string]error
+	// failing maps tracked items that failed to their source, until the position passes them;
+	// failed counts, per source, the failed records below pos (all loops of the run): it goes
+	// into the commit metadata with pos, so a new owner continues the count.
+	failing map[*sched.Item]string
+	failed  map[string]int64
 }
 
 func (p *partState) Cancelled() bool { return p.cancelled.Load() }
@@ -42,6 +49,18 @@ func (p *partState) track(it *sched.Item) {
 	p.mu.Unlock()
 }
 
+// fail records that a tracked item of a source cannot be sent: it counts as done for the commit
+// position, and as failed for that source once the position passes it.
+func (p *partState) fail(it *sched.Item, instance string) {
+	p.mu.Lock()
+	if p.failing == nil {
+		p.failing = map[*sched.Item]string{}
+	}
+	p.failing[it] = instance
+	p.mu.Unlock()
+	p.Done(it)
+}
+
 // Done advances the commit position over every contiguous written item.
 func (p *partState) Done(it *sched.Item) {
 	p.mu.Lock()
@@ -49,6 +68,13 @@ func (p *partState) Done(it *sched.Item) {
 	for p.head < len(p.inflight) && p.inflight[p.head].IsDone() {
 		last := p.inflight[p.head]
 		p.inflight[p.head] = nil
+		if inst, ok := p.failing[last]; ok {
+			delete(p.failing, last)
+			if p.failed == nil {
+				p.failed = map[string]int64{}
+			}
+			p.failed[inst]++
+		}
 		p.pos, p.posLoop = last.Offset+1, last.Loop
 		if p.pos >= p.rng.End {
 			p.pos, p.posLoop = p.rng.Start, last.Loop+1
@@ -73,11 +99,19 @@ func (p *partState) pending() int {
 	return len(p.inflight) - p.head
 }
 
-// position returns the commit position and whether it moved since the last commit.
-func (p *partState) position() (int64, int, bool) {
+// position returns the commit position, the failed records below it per source (a copy), and
+// whether the position moved since the last commit.
+func (p *partState) position() (int64, int, map[string]int64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.pos, p.posLoop, p.pos != p.committed || p.posLoop != p.commLoop
+	var failed map[string]int64
+	if len(p.failed) > 0 {
+		failed = make(map[string]int64, len(p.failed))
+		for k, v := range p.failed {
+			failed[k] = v
+		}
+	}
+	return p.pos, p.posLoop, failed, p.pos != p.committed || p.posLoop != p.commLoop
 }
 
 func (p *partState) markCommitted(off int64, loop int) {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -40,16 +41,18 @@ func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offs
 		for p := range ps {
 			rng := ranges[p]
 			at, loop := rng.Start, 0
+			var failed map[string]int64
 			if o, ok := committed.Lookup(topic, p); ok && o.Err == nil {
 				if meta, ok := state.DecodeCommitMeta(o.Metadata); ok && meta.Run == s.st.RunID && o.At >= rng.Start && o.At <= rng.End {
-					at, loop = o.At, meta.Loop
+					at, loop, failed = o.At, meta.Loop, meta.Failed
 				}
 			}
 			loops := s.st.LoopCount()
 			// paused: true makes the poll loop resume the partition explicitly: the client keeps a
 			// pause from an earlier assignment of the same partition.
 			st := &partState{topic: topic, part: p, rng: rng, loops: loops, fetchLoop: loop, paused: true,
-				pos: at, posLoop: loop, committed: at, commLoop: loop, dests: map[string]*sched.Dest{}}
+				pos: at, posLoop: loop, committed: at, commLoop: loop, dests: map[string]*sched.Dest{},
+				broken: map[string]error{}, failed: failed}
 			if rng.End == rng.Start || (loops > 0 && loop >= loops) {
 				st.exhausted = true
 				at = rng.End
@@ -66,7 +69,44 @@ func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offs
 		}
 	}
 	w.cfg.Metrics.rebalances.Inc()
+	if s.overLimit() {
+		// Fetch nothing: the session ends and the worker leaves the group.
+		for topic, ps := range out {
+			for p := range ps {
+				out[topic][p] = kgo.NewOffset().At(ranges[p].End).WithEpoch(-1)
+			}
+		}
+	}
 	return out, nil
+}
+
+// overLimit checks the whole assignment against the open-files limit. Over it, the worker refuses:
+// it stops every partition before any connection to the SUT is opened for the new ones, ends the
+// session (leaving the group, so other workers get the partitions), and is not ready for the rest
+// of the run; it never opens connections it has no descriptors for.
+func (s *session) overLimit() bool {
+	w := s.w
+	s.mu.Lock()
+	tcp := 0
+	for p := range s.parts {
+		tcp += s.tcpByPart[p]
+	}
+	nparts := len(s.parts)
+	need := FDsNeeded(tcp)
+	over := w.cfg.FDLimit > 0 && need > w.cfg.FDLimit
+	if over {
+		for _, ps := range s.parts {
+			ps.cancelled.Store(true)
+			ps.exhausted = true
+		}
+	}
+	s.mu.Unlock()
+	w.cfg.Metrics.fdNeeded.Set(float64(need))
+	if over {
+		w.refuse(s.st.RunID, need, tcp, nparts)
+		s.end()
+	}
+	return over
 }
 
 // revoked stops the partitions' sends, waits for writes in progress, and commits what was sent.
@@ -179,12 +219,12 @@ func (s *session) commit(ctx context.Context, parts []*partState, sync bool) {
 	}
 	var marks []mark
 	for _, p := range parts {
-		off, loop, moved := p.position()
+		off, loop, failed, moved := p.position()
 		if !moved {
 			continue
 		}
 		offsets[p.part] = kgo.EpochOffset{Epoch: -1, Offset: off}
-		metas[p.part] = state.CommitMeta{Run: s.st.RunID, Loop: loop}.Encode()
+		metas[p.part] = state.CommitMeta{Run: s.st.RunID, Loop: loop, Failed: failed}.Encode()
 		marks = append(marks, mark{p, off, loop})
 	}
 	if len(offsets) == 0 {
@@ -267,13 +307,16 @@ func (s *session) poll(ctx context.Context) {
 			}
 			it := &sched.Item{Due: start + int64(ps.fetchLoop)*span + off, Payload: r.Value, Owner: ps,
 				Offset: r.Offset, Loop: ps.fetchLoop}
-			it.Dest = s.dest(ps, string(r.Key))
-			if it.Dest == nil {
-				return
-			}
 			ps.track(it)
 			ps.lastDue = it.Due
-			items = append(items, it)
+			if it.Dest = s.dest(ps, string(r.Key)); it.Dest != nil {
+				items = append(items, it)
+			} else {
+				// Not sendable: counted as failed for its source (status, metrics), never
+				// silently skipped; the commit position moves past it with that count.
+				ps.fail(it, string(r.Key))
+				w.cfg.Metrics.failed.WithLabelValues(string(r.Key), failReason(ps.broken[string(r.Key)])).Inc()
+			}
 			if r.Offset+1 == ps.rng.End {
 				ps.fetchLoop++
 				if ps.loops > 0 && ps.fetchLoop >= ps.loops {
@@ -314,34 +357,62 @@ func (s *session) poll(ctx context.Context) {
 	}
 }
 
-// dest returns the sender of a source in a partition, creating it on first use.
+// Reasons a record's destination cannot be built (the reason label of
+// simulator_worker_records_failed_total).
+var (
+	errUnknownSource = errors.New("unknown_source")
+	errSFTP          = errors.New("sftp_unavailable")
+	errProtocol      = errors.New("unsupported_protocol")
+)
+
+// failReason is the metric label of a destination error.
+func failReason(err error) string {
+	for _, e := range []error{errUnknownSource, errSFTP, errProtocol} {
+		if errors.Is(err, e) {
+			return e.Error()
+		}
+	}
+	return "other"
+}
+
+// dest returns the sender of a source in a partition, creating it on first use; nil when it cannot
+// be built (the reason is kept in ps.broken and logged once per source and assignment).
 func (s *session) dest(ps *partState, instance string) *sched.Dest {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if d := ps.dests[instance]; d != nil {
 		return d
 	}
+	if ps.broken[instance] != nil {
+		return nil
+	}
+	d, err := s.newDest(ps, instance)
+	if err != nil {
+		ps.broken[instance] = err
+		s.w.cfg.Log.Error("source cannot be sent: its records are counted as failed and not sent",
+			"source", s.w.cfg.Type+"/"+instance, "partition", ps.part, "reason", failReason(err), "err", err)
+		return nil
+	}
+	ps.dests[instance] = d
+	return d
+}
+
+func (s *session) newDest(ps *partState, instance string) (*sched.Dest, error) {
 	e, ok := s.srcs[instance]
 	if !ok {
-		s.w.cfg.Log.Error("record of an unknown source", "source", instance, "partition", ps.part)
-		return nil
+		return nil, fmt.Errorf("%w: source %q is not in the type's manifest", errUnknownSource, instance)
 	}
 	switch e.Config.Protocol {
 	case dataset.ProtoTCP:
-		d := sched.NewDest(s.w.cfg.Type+"/"+instance, e.Config.TCP.Address, e.Config.Framing, s.w.cfg.Log, s.w.hooks)
-		ps.dests[instance] = d
-		return d
+		return sched.NewDest(s.w.cfg.Type+"/"+instance, e.Config.TCP.Address, e.Config.Framing, s.w.cfg.Log, s.w.hooks), nil
 	case dataset.ProtoSFTP:
 		d, err := s.sftpDest(ps, instance, e)
 		if err != nil {
-			s.w.cfg.Log.Error("sftp source cannot be served", "source", instance, "err", err)
-			return nil
+			return nil, fmt.Errorf("%w: %w", errSFTP, err)
 		}
-		ps.dests[instance] = d
-		return d
+		return d, nil
 	default:
-		s.w.cfg.Log.Error("protocol not supported by this worker", "source", instance, "protocol", e.Config.Protocol)
-		return nil
+		return nil, fmt.Errorf("%w: protocol %q is not supported by this worker", errProtocol, e.Config.Protocol)
 	}
 }
 

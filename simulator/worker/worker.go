@@ -14,8 +14,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/limits"
 	"github.com/simlab/simlab/simulator/sched"
 	"github.com/simlab/simlab/simulator/sftpd"
 	"github.com/simlab/simlab/simulator/state"
@@ -45,7 +48,21 @@ type Config struct {
 	SFTPListen string
 	// SFTPHostKey is the server's private host key (PEM); empty: a fresh ed25519 key.
 	SFTPHostKey []byte
+	// FDLimit is the open-files limit the worker plans with (0: the process's soft
+	// RLIMIT_NOFILE when New runs). An assignment that needs more is refused; see FDsNeeded.
+	FDLimit uint64
 }
+
+// FDReserve is the file descriptors a worker keeps for everything but its sources: Kafka
+// connections, the HTTP and SFTP servers and their clients, the controller client, logs.
+const FDReserve = 64
+
+// FDsPerTCPSource is the file descriptors one assigned TCP source holds (its SUT connection).
+// SFTP sources share the worker's one SFTP server and need none of their own.
+const FDsPerTCPSource = 1
+
+// FDsNeeded is the open-files budget of an assignment of tcpSources TCP sources.
+func FDsNeeded(tcpSources int) uint64 { return FDReserve + FDsPerTCPSource*uint64(tcpSources) }
 
 // Worker replays one type.
 type Worker struct {
@@ -56,6 +73,9 @@ type Worker struct {
 
 	sftpMu sync.Mutex
 	sftp   *sftpd.Server
+
+	// refusal is why the worker refused its assignment in the current run ("" if it did not).
+	refusal atomic.Pointer[string]
 }
 
 // SFTP returns the worker's SFTP server, starting it on first use.
@@ -94,6 +114,14 @@ func New(cfg Config) *Worker {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
+	if cfg.FDLimit == 0 {
+		if n, err := limits.NoFile(); err == nil {
+			cfg.FDLimit = n
+		} else {
+			cfg.Log.Warn("open-files limit unknown: assignments are not checked against it", "err", err)
+		}
+	}
+	cfg.Metrics.fdLimit.Set(float64(cfg.FDLimit))
 	w := &Worker{cfg: cfg, reader: state.NewReader(cfg.Brokers, cfg.Names, cfg.Log), sch: sched.New()}
 	w.sch.NoWait = cfg.NoWait
 	m := cfg.Metrics
@@ -112,8 +140,32 @@ func New(cfg Config) *Worker {
 	return w
 }
 
-// Ready reports whether the worker read the state topic.
-func (w *Worker) Ready() bool { return w.reader.Ready() }
+// Ready reports whether the worker read the state topic and did not refuse its assignment.
+func (w *Worker) Ready() bool { ok, _ := w.Readiness(); return ok }
+
+// Readiness reports Ready and, when not ready, why.
+func (w *Worker) Readiness() (bool, string) {
+	if !w.reader.Ready() {
+		return false, "state topic not read yet"
+	}
+	if r := w.refusal.Load(); r != nil && *r != "" {
+		return false, *r
+	}
+	return true, ""
+}
+
+// refuse records that the assignment needs more open files than the limit; it logs once.
+func (w *Worker) refuse(run string, need uint64, sources, partitions int) {
+	reason := fmt.Sprintf("assignment refused: %d partitions with %d TCP sources need %d open files "+
+		"(%d per TCP source + %d reserve), the open-files limit is %d; raise the limit (ulimit -n, the "+
+		"container runtime's nofile) or run more workers of this type", partitions, sources, need,
+		FDsPerTCPSource, FDReserve, w.cfg.FDLimit)
+	if old := w.refusal.Swap(&reason); old == nil || *old == "" {
+		w.cfg.Log.Error("refusing the assignment: too few open files for its sources; leaving the group for the rest of the run",
+			"run", run, "need", need, "limit", w.cfg.FDLimit, "tcp_sources", sources, "partitions", partitions)
+		w.cfg.Metrics.refused.Inc()
+	}
+}
 
 // Run replays until ctx ends: it waits for a running stage, plays the run, and leaves the group
 // when the run stops; it returns nil on ctx end after leaving the group.
@@ -164,6 +216,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if r := w.refusal.Load(); r != nil && *r != "" {
+			// Stay out of the group for the rest of this run: rejoining would only move the
+			// partitions back and forth. A new run (or a restart with a higher limit) tries again.
+			if err := w.reader.WaitUntil(ctx, func(x state.Stage) bool { return x.Stage != state.StageRunning || x.RunID != st.RunID }); err != nil {
+				return nil
+			}
+			w.refusal.Store(nil)
 		}
 	}
 }
@@ -219,14 +279,24 @@ type session struct {
 	parts map[int32]*partState
 	// clReady is closed once cl and adm are set.
 	clReady chan struct{}
+	// tcpByPart counts the TCP sources of each partition (for the open-files budget).
+	tcpByPart map[int32]int
+	// end ends the session (set before the client exists).
+	end context.CancelFunc
 }
 
 func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest) error {
 	s := &session{w: w, st: st, m: m, topic: w.cfg.Names.RecordsTopic(w.cfg.Type), parts: map[int32]*partState{},
-		srcs: map[string]state.SourceEntry{}}
+		srcs: map[string]state.SourceEntry{}, tcpByPart: map[int32]int{}}
 	for _, e := range m.Sources {
 		s.srcs[e.Instance] = e
+		if e.Config.Protocol == dataset.ProtoTCP {
+			s.tcpByPart[e.Partition]++
+		}
 	}
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	s.end = scancel
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(w.cfg.Brokers...),
 		kgo.ConsumerGroup(w.cfg.Names.Group(w.cfg.Type)),
@@ -255,7 +325,6 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 	s.cl, s.adm = cl, kadm.NewClient(cl)
 	close(s.clReady) // the group may call adjust before NewClient returns
 	w.cfg.Log.Info("joining group", "run", st.RunID)
-	sctx, scancel := context.WithCancel(ctx)
 	go func() { // end the session when the run stops or changes
 		_ = w.reader.WaitUntil(sctx, func(x state.Stage) bool { return x.Stage != state.StageRunning || x.RunID != st.RunID })
 		scancel()

@@ -1,0 +1,23 @@
+// Package contract holds what the infrastructure (infra/storage) and the simulator must agree on
+// about Kafka, in one place both import: how large a record may be and the topic limits that
+// follow from it. It imports nothing, so the simulator stays free of Pulumi and Helm.
+package contract
+
+// MaxRecordBytes is the largest record payload a dataset may hold (8 MiB). `simulator dataset
+// validate` and every load refuse a larger record, naming its file, line and source; the record
+// topics are sized for it (RecordTopicMaxMessageBytes).
+const MaxRecordBytes = 8 << 20
+
+// RecordOverheadBytes bounds what Kafka adds to one record's payload when it measures a batch of
+// one record against max.message.bytes: the v2 batch header (61 bytes), the record's varints, its
+// key (the source instance, at most 63 bytes) and its offset header.
+const RecordOverheadBytes = 1 << 10
+
+// RecordTopicMaxMessageBytes is the max.message.bytes of every record topic
+// (<prefix>.records.<type>), whether the storage layer's KafkaTopic or the controller creates it:
+// a record of MaxRecordBytes fits. Kafka's default (~1 MiB) would refuse larger records at load.
+const RecordTopicMaxMessageBytes = MaxRecordBytes + RecordOverheadBytes
+
+// StateTopicMaxMessageBytes is the state topic's max.message.bytes: one manifest per type is one
+// record, and it lists every source of the type.
+const StateTopicMaxMessageBytes = 64 << 20

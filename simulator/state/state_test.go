@@ -1,0 +1,30 @@
+package state
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestCommitMetaKeepsFailedCountsShort: failed counts per source round-trip, and with very many
+// failing sources the metadata stays under Kafka's 4096-byte limit with the total preserved.
+func TestCommitMetaKeepsFailedCountsShort(t *testing.T) {
+	m := CommitMeta{Run: "r-1", Loop: 2, Failed: map[string]int64{"ne1": 3, "ne2": 5}}
+	got, ok := DecodeCommitMeta(m.Encode())
+	if !ok || got.Run != "r-1" || got.Loop != 2 || got.Failed["ne1"] != 3 || got.Failed["ne2"] != 5 {
+		t.Fatalf("round trip: %q -> %+v", m.Encode(), got)
+	}
+	many := CommitMeta{Run: "r-1", Failed: map[string]int64{}}
+	var total int64
+	for i := range 2000 {
+		many.Failed[fmt.Sprintf("source-with-a-long-name-%05d", i)] = int64(i + 1)
+		total += int64(i + 1)
+	}
+	enc := many.Encode()
+	if len(enc) >= 4096 {
+		t.Fatalf("metadata is %d bytes, want < 4096", len(enc))
+	}
+	got, ok = DecodeCommitMeta(enc)
+	if !ok || got.FailedTotal() != total || got.Failed[FailedOther] == 0 || got.Failed["source-with-a-long-name-01999"] != 2000 {
+		t.Fatalf("decoded total %d (want %d), other %d, largest %d", got.FailedTotal(), total, got.Failed[FailedOther], got.Failed["source-with-a-long-name-01999"])
+	}
+}
