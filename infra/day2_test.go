@@ -2,6 +2,8 @@ package infra_test
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -34,7 +36,7 @@ const day2Snippet = "variant: fcos\nversion: 1.6.0\nstorage:\n  files:\n    - pa
 // nodeResources are the names of a libvirt node's own resources (its
 // component and the children the nodes layer registers).
 func nodeResources(node string) []string {
-	return []string{node, node + "-ignition", node + "-disks", node + "-domain", node + "-address", node + "-ssh"}
+	return []string{node, node + "-guard", node + "-ignition", node + "-disks", node + "-domain", node + "-address", node + "-ssh"}
 }
 
 // joinResources are the cluster layer's resources for one worker.
@@ -80,6 +82,10 @@ type day2Row struct {
 	// (its inputs are equal). replaceAll adds kubernetesObjects.
 	create, update, replace, delete []string
 	replaceAll                      bool
+	// refused maps each guard (infra/guard) whose update refuses the change
+	// to the acknowledgement key its error names; every other updated guard
+	// must let the change through.
+	refused map[string]string
 }
 
 func day2Rows() []day2Row {
@@ -120,8 +126,35 @@ func day2Rows() []day2Row {
 		{
 			name:   "controller cpus 2->4",
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Controllers.CPUs = 4 },
-			// Today: a new domain UUID re-runs kubeadm init: a new cluster.
-			replace: cat(replacedMachine("dev-controller-1"),
+			// In place: the domain is resized and restarted, its UUID kept,
+			// so kubeadm init and everything after it stay.
+			update: []string{"dev-controller-1-domain"},
+		},
+		{
+			name:   "worker memory 8192->16384",
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.MemoryMiB = 16384 },
+			update: []string{"dev-worker-1-domain", "dev-worker-2-domain"},
+		},
+		{
+			name:   "controller diskGiB 30->40",
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Controllers.DiskGiB = 40 },
+			// The plan replaces the controller and the cluster; its guard
+			// refuses at `pulumi up` before any of it runs.
+			update: []string{"dev-controller-1-guard"},
+			replace: cat([]string{"dev-controller-1-disks"}, replacedMachine("dev-controller-1"),
+				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
+				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+			replaceAll: true,
+			refused:    map[string]string{"dev-controller-1-guard": "simlab:controllers.replace"},
+		},
+		{
+			name: "controller diskGiB 30->40 acknowledged",
+			change: func(c *config.Loaded, _ string, _ *testing.T) {
+				c.Controllers.DiskGiB = 40
+				c.Controllers.Replace = true
+			},
+			update: []string{"dev-controller-1-guard"},
+			replace: cat([]string{"dev-controller-1-disks"}, replacedMachine("dev-controller-1"),
 				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
 				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
 			replaceAll: true,
@@ -144,12 +177,13 @@ func day2Rows() []day2Row {
 				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "two")}
 				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "two")}
 			},
-			// The controller ignores its Ignition's drift; every worker is
-			// recreated from new disks.
-			update: []string{"dev-worker-1-ignition", "dev-worker-2-ignition"},
+			// The controller ignores its Ignition's drift; the plan recreates
+			// every worker from new disks, and their guards refuse it.
+			update: []string{"dev-worker-1-ignition", "dev-worker-2-ignition", "dev-worker-1-guard", "dev-worker-2-guard"},
 			replace: cat([]string{"dev-worker-1-disks", "dev-worker-2-disks"},
 				replacedMachine("dev-worker-1"), replacedMachine("dev-worker-2"),
 				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+			refused: map[string]string{"dev-worker-1-guard": "simlab:workers.replace", "dev-worker-2-guard": "simlab:workers.replace"},
 		},
 		{
 			name: "SSH key rotation",
@@ -223,10 +257,47 @@ func TestMockDay2Changes(t *testing.T) {
 					t.Errorf("%s:\n got  %v\n want %v", op, got, exp)
 				}
 			}
+			checkGuards(t, plan, oldRun, newRun, row.refused)
 			if t.Failed() {
 				t.Logf("the whole plan:\n%s", plan)
 			}
 		})
+	}
+}
+
+// checkGuards runs the update script of every guard the plan updates, with
+// the old guard's record as PULUMI_COMMAND_STDOUT (as pulumi-command does),
+// and checks it refuses exactly the guards in refused, naming their key.
+func checkGuards(t *testing.T, plan pulumimock.Plan, oldRun, newRun *pulumimock.Recorder, refused map[string]string) {
+	t.Helper()
+	for _, name := range plan.Names(pulumimock.OpUpdate) {
+		if !strings.HasSuffix(name, "-guard") {
+			continue
+		}
+		o, _ := oldRun.Find("command:local:Command", name)
+		n, _ := newRun.Find("command:local:Command", name)
+		prev, err := exec.Command("sh", "-c", pulumimock.String(o.Inputs, "create")).Output()
+		if err != nil {
+			t.Fatalf("%s: recording: %v", name, err)
+		}
+		cmd := exec.Command("sh", "-c", pulumimock.String(n.Inputs, "update"))
+		cmd.Env = append(os.Environ(), "PULUMI_COMMAND_STDOUT="+string(prev))
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err = cmd.Run()
+		key, refuse := refused[name]
+		switch {
+		case refuse && err == nil:
+			t.Errorf("%s lets the change through, want it refused naming %s", name, key)
+		case refuse && !strings.HasPrefix(stderr.String(), key+": "):
+			t.Errorf("%s refuses without naming %s first:\n%s", name, key, stderr.String())
+		case !refuse && err != nil:
+			t.Errorf("%s refuses: %v\n%s", name, err, stderr.String())
+		}
+		delete(refused, name)
+	}
+	for name := range refused {
+		t.Errorf("%s is not updated, so it refuses nothing", name)
 	}
 }
 

@@ -88,6 +88,11 @@ type Pool struct {
 	DiskGiB int `json:"diskGiB"`
 	// CephDiskGiB is the size of the raw data disk given to Ceph (workers only; 0 = no disk).
 	CephDiskGiB int `json:"cephDiskGiB,omitempty"`
+	// Replace acknowledges that `pulumi up` may replace this role's libvirt
+	// machines (new disks; for a controller, a new cluster) when a change
+	// needs it: disk sizes, the network, the Ignition. Without it such a
+	// change is refused, naming the key (docs/DAY2.md). Remove it afterwards.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // Libvirt describes the hypervisor host for the libvirt provider.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 )
 
 // libvirtProvider boots each node as a libvirt domain on one hypervisor host
@@ -119,6 +120,13 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		return fmt.Errorf("ignition file: %w", err)
 	}
 
+	// What replaces the machine is watched by its guard: `pulumi up` refuses
+	// it unless the stack acknowledges it (simlab:<role>s.replace).
+	keep, err := p.guard(ctx, node, n, pool, followIgnition, ign)
+	if err != nil {
+		return err
+	}
+
 	diskTriggers := pulumi.Array{pulumi.String(diskPath), pulumi.Int(pool.DiskGiB), pulumi.Int(pool.CephDiskGiB)}
 	if followIgnition {
 		diskTriggers = append(diskTriggers, pulumi.String(ignitionHash(ign)))
@@ -137,7 +145,7 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		Update:   pulumi.String("true"),
 		Delete:   pulumi.String(del),
 		Triggers: diskTriggers,
-	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{p.baseImage}), pulumi.DeleteBeforeReplace(true))
+	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{p.baseImage, keep}), pulumi.DeleteBeforeReplace(true))
 	if err != nil {
 		return fmt.Errorf("disks: %w", err)
 	}
@@ -158,11 +166,13 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		Connection: p.hypervisor(),
 		Create: pulumi.String(fmt.Sprintf("set -eu\n%s dominfo %s >/dev/null 2>&1 || %s\n%s domuuid %s",
 			virsh, shq(n.Name), strings.Join(install, " \\\n  "), virsh, shq(n.Name))),
-		Update: pulumi.String(fmt.Sprintf("%s domuuid %s", virsh, shq(n.Name))),
+		// cpus and memory change in place: the same machine, the same UUID,
+		// so nothing keyed on it (kubeadm init or join) runs again.
+		Update: pulumi.String(resizeScript(virsh, n.Name, pool.CPUs, pool.MemoryMiB)),
 		Delete: pulumi.String(fmt.Sprintf("%[1]s destroy %[2]s 2>/dev/null || true\n%[1]s undefine %[2]s --nvram 2>/dev/null || %[1]s undefine %[2]s 2>/dev/null || true",
 			virsh, shq(n.Name))),
-		Triggers: pulumi.Array{disks.ID(), pulumi.Int(pool.CPUs), pulumi.Int(pool.MemoryMiB), pulumi.String(l.Network)},
-	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{ignFile, disks}), pulumi.DeleteBeforeReplace(true))
+		Triggers: pulumi.Array{disks.ID(), pulumi.String(l.Network)},
+	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{ignFile, disks, keep}), pulumi.DeleteBeforeReplace(true))
 	if err != nil {
 		return fmt.Errorf("domain: %w", err)
 	}
@@ -191,6 +201,79 @@ exit 1`, virsh, shq(n.Name), n.Name, l.Network)),
 	h := p.hypervisor()
 	proxy := remote.ProxyConnectionArgs{Host: h.Host, Port: h.Port, User: h.User, PrivateKey: h.PrivateKey}
 	return waitForSSH(ctx, node, p.args, node.Address, proxy, pulumi.Array{domain.Stdout}, []pulumi.Resource{domain})
+}
+
+// guard registers the node's guard (infra/guard): the values whose change
+// replaces the machine (its disks or its domain), refused at `pulumi up`
+// unless simlab:<role>s.replace is set.
+func (p *libvirtProvider) guard(ctx *pulumi.Context, node *Node, n config.Node, pool config.Pool, followIgnition bool, ign string) (pulumi.Resource, error) {
+	role := "controllers"
+	harm := "replace the controller: a new empty root disk or domain, kubeadm reset and init again, a new cluster " +
+		"with every Kubernetes object, Ceph and Kafka data lost"
+	safely := "the cluster is rebuilt from scratch"
+	if n.Role == config.RoleWorker {
+		role = "workers"
+		harm = "replace the worker: new empty root and Ceph disks (its OSD and data are lost), drained, reset and joined again"
+		safely = "safest one worker at a time: pulumi up --target <URN of its -disks> --target-dependents, " +
+			"waiting for ceph -s to report HEALTH_OK in between"
+	}
+	values := []guard.Value{
+		{Name: "simlab:" + role + ".diskGiB", Value: fmt.Sprint(pool.DiskGiB)},
+		{Name: "simlab:libvirt.network", Value: p.args.Libvirt.Network},
+	}
+	if n.Role == config.RoleWorker {
+		values = append(values, guard.Value{Name: "simlab:workers.cephDiskGiB", Value: fmt.Sprint(pool.CephDiskGiB)})
+	}
+	if followIgnition {
+		values = append(values, guard.Value{Name: "Ignition sha256 (simlab:ignition, ssh.authorizedKeys, versions, artifacts.url)",
+			Value: ignitionHash(ign)})
+	}
+	g, err := guard.New(ctx, n.Name+"-guard", &guard.Args{
+		Subject: n.Name, Harm: harm, Ack: "simlab:" + role + ".replace", Acked: pool.Replace, Safely: safely, Values: values,
+	}, pulumi.Parent(node))
+	if err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
+	return g, nil
+}
+
+// resizeScript sets a domain's vCPUs and memory in its persistent config
+// and, when they differ from the running domain's, restarts it (shutdown,
+// wait, start) so they take effect; then prints the domain's UUID. Run again
+// after a failure it finishes the job.
+func resizeScript(virsh, name string, cpus, memoryMiB int) string {
+	return fmt.Sprintf(`set -eu
+v() { %[1]s "$@"; }
+n=%[2]s
+cpus=%[3]d
+mem=%[4]d
+info=$(v dominfo "$n")
+cur_cpus=$(printf '%%s\n' "$info" | awk '/^CPU\(s\):/ {print $2}')
+cur_mem=$(printf '%%s\n' "$info" | awk '/^Max memory:/ {print int($3 / 1024)}')
+if [ "$cur_cpus" != "$cpus" ] || [ "$cur_mem" != "$mem" ]; then
+  echo "resizing $n: $cur_cpus -> $cpus vCPUs, $cur_mem -> $mem MiB (restarts it)" >&2
+  if [ "$cpus" -gt "$cur_cpus" ]; then
+    v setvcpus "$n" "$cpus" --config --maximum; v setvcpus "$n" "$cpus" --config
+  else
+    v setvcpus "$n" "$cpus" --config; v setvcpus "$n" "$cpus" --config --maximum
+  fi
+  if [ "$mem" -gt "$cur_mem" ]; then
+    v setmaxmem "$n" "${mem}M" --config; v setmem "$n" "${mem}M" --config
+  else
+    v setmem "$n" "${mem}M" --config; v setmaxmem "$n" "${mem}M" --config
+  fi
+  if [ "$(v domstate "$n")" = running ]; then
+    v shutdown "$n" >/dev/null
+    i=0
+    while [ "$(v domstate "$n")" != "shut off" ]; do
+      i=$((i + 1))
+      if [ "$i" -gt 150 ]; then echo "$n did not shut down within 300s; resize it by hand (docs/DAY2.md)" >&2; exit 1; fi
+      sleep 2
+    done
+    v start "$n" >/dev/null
+  fi
+fi
+v domuuid "$n"`, virsh, shq(name), cpus, memoryMiB)
 }
 
 func trimmed(s pulumi.StringOutput) pulumi.StringOutput {

@@ -346,3 +346,69 @@ func TestMockScriptsParse(t *testing.T) {
 		}
 	}
 }
+
+// fakeVirsh is a virsh for one domain whose state lives in files of $FAKE:
+// it answers dominfo, domstate and domuuid, records every call, and applies
+// --config vCPUs and memory when the domain starts.
+const fakeVirsh = `#!/bin/sh
+shift 2 # --connect URI
+cmd=$1; shift
+d=$FAKE
+echo "$cmd $*" >> "$d/log"
+case $cmd in
+dominfo) printf 'CPU(s):         %s\nMax memory:     %s KiB\n' "$(cat "$d/cpus")" "$(($(cat "$d/mem") * 1024))" ;;
+domstate) cat "$d/state" ;;
+setvcpus) case "$*" in *--maximum*) ;; *) echo "$2" > "$d/next-cpus" ;; esac ;;
+setmem) echo "${2%M}" > "$d/next-mem" ;;
+setmaxmem) ;;
+shutdown) echo "shut off" > "$d/state" ;;
+start) echo running > "$d/state"; cp "$d/next-cpus" "$d/cpus"; cp "$d/next-mem" "$d/mem" ;;
+domuuid) echo uuid-of-the-domain ;;
+*) echo "fake virsh: unexpected $cmd" >&2; exit 1 ;;
+esac
+`
+
+// Changing a node's cpus or memory updates its domain in place: the update
+// script sets the persistent config, restarts the running domain and prints
+// the same UUID; run again it changes nothing.
+func TestMockResizeIsInPlaceAndRestartsOnce(t *testing.T) {
+	c := loadStack(t, "dev")
+	c.Controllers.CPUs, c.Controllers.MemoryMiB = 4, 6144
+	m := deploy(t, c)
+	script := pulumimock.String(find(t, m, typRemote, "dev-controller-1-domain").Inputs, "update")
+
+	bin, state := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "virsh"), []byte(fakeVirsh), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for f, v := range map[string]string{"cpus": "2", "mem": "4096", "state": "running"} {
+		if err := os.WriteFile(filepath.Join(state, f), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func() (string, string) {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "FAKE="+state)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("update script: %v\n%s", err, script)
+		}
+		log, _ := os.ReadFile(filepath.Join(state, "log"))
+		os.Remove(filepath.Join(state, "log"))
+		return string(out), string(log)
+	}
+	out, log := run()
+	want := "dominfo dev-controller-1\nsetvcpus dev-controller-1 4 --config --maximum\nsetvcpus dev-controller-1 4 --config\n" +
+		"setmaxmem dev-controller-1 6144M --config\nsetmem dev-controller-1 6144M --config\n" +
+		"domstate dev-controller-1\nshutdown dev-controller-1\ndomstate dev-controller-1\nstart dev-controller-1\ndomuuid dev-controller-1\n"
+	if log != want {
+		t.Errorf("virsh calls:\n%s\nwant:\n%s", log, want)
+	}
+	if out != "uuid-of-the-domain\n" {
+		t.Errorf("the update prints %q, want the domain's UUID", out)
+	}
+	if out, log := run(); log != "dominfo dev-controller-1\ndomuuid dev-controller-1\n" || out != "uuid-of-the-domain\n" {
+		t.Errorf("a second run must only check: %q, %q", log, out)
+	}
+}
