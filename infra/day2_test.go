@@ -106,8 +106,9 @@ func day2Rows() []day2Row {
 			name:   "workers 2->3",
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 3 },
 			create: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
-			// Sizing grows: 3 mons, size-3 pools across hosts.
-			update: ceph,
+			// Sizing grows: 3 mons, size-3 pools across hosts; the guard
+			// records it and lets it through.
+			update: cat(ceph, []string{"storage-ceph-guard"}),
 		},
 		{
 			name:   "workers 3->2 without Ceph",
@@ -120,8 +121,20 @@ func day2Rows() []day2Row {
 			base:   func(c *config.Loaded) { c.Workers.Count = 3 },
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 2 },
 			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
-			// Today: pools shrink to size 1, the mons to 1.
-			update: ceph,
+			// The plan shrinks the pools to size 1 and the mons to 1; the
+			// Ceph guard refuses before the CephCluster or a pool changes.
+			update:  cat(ceph, []string{"storage-ceph-guard"}),
+			refused: map[string]string{"storage-ceph-guard": "simlab:storage.ceph.allowShrink"},
+		},
+		{
+			name: "workers 3->2 with Ceph acknowledged",
+			base: func(c *config.Loaded) { c.Workers.Count = 3 },
+			change: func(c *config.Loaded, _ string, _ *testing.T) {
+				c.Workers.Count = 2
+				c.Storage.Ceph.AllowShrink = true
+			},
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+			update: cat(ceph, []string{"storage-ceph-guard"}),
 		},
 		{
 			name:   "controller cpus 2->4",
