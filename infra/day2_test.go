@@ -175,10 +175,13 @@ func day2Rows() []day2Row {
 		{
 			name:   "FCOS bump",
 			change: fcosBump("43.20251101.3.0"),
-			// Today: the base image is replaced (its delete removes the old
-			// file); every overlay's create names the new base (update: a no-op).
-			replace: []string{"dev-fcos-image"},
-			update:  []string{"dev-controller-1-disks", "dev-worker-1-disks", "dev-worker-2-disks"},
+			// One base image resource per release: the new one is created,
+			// the old one deleted (its delete keeps the file while an overlay
+			// uses it). Every overlay's create names the new base: an update
+			// whose script is a no-op, so existing nodes keep their disks.
+			create: []string{"dev-fcos-image-43.20251101.3.0"},
+			delete: []string{"dev-fcos-image-42.20251012.3.0"},
+			update: []string{"dev-controller-1-disks", "dev-worker-1-disks", "dev-worker-2-disks"},
 		},
 		{
 			name: "snippet change",
@@ -205,7 +208,7 @@ func day2Rows() []day2Row {
 			},
 			// Every remote command's connection (and the derived bootstrap
 			// token) changes: updates, no replacement.
-			update: cat([]string{"dev-fcos-image"},
+			update: cat([]string{"dev-fcos-image-42.20251012.3.0"},
 				remoteCommands("dev-controller-1", "dev-worker-1", "dev-worker-2"),
 				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
 				joinResources("dev-worker-1"), joinResources("dev-worker-2")),

@@ -43,10 +43,19 @@ func BaseImagePath(imageDir string, image artifacts.Artifact) string {
 
 func (p *libvirtProvider) basePath() string { return BaseImagePath(p.args.Libvirt.ImageDir, p.image) }
 
-// shared downloads the base image from the artifact server onto the
-// hypervisor once per release and checks the manifest's sha512.
+// shared downloads the base image of the manifest's release from the
+// artifact server onto the hypervisor and checks the manifest's sha512.
+//
+// There is one such resource per release (<cluster>-fcos-image-<release>),
+// and an image is reference-counted by the overlays that use it: bumping
+// versions.fcosRelease creates the new release's resource and deletes the
+// old one, whose delete keeps the file while any node's overlay still has it
+// as backing file; the last overlay's delete removes it (gcBaseImages). The
+// file .simlab-base in imageDir names the current release's image, which
+// only its own resource removes.
 func (p *libvirtProvider) shared(ctx *pulumi.Context, parent *Nodes) error {
 	img := p.basePath()
+	dir := p.args.Libvirt.ImageDir
 	url := artifacts.ArtifactURL(p.args.Artifacts.URL, p.image.Path)
 	create := fmt.Sprintf(`set -eu
 img=%s
@@ -58,18 +67,50 @@ if [ ! -s "$img" ]; then
   rm -f "$img.xz.part"
   mv "$img.part" "$img"
 fi
-qemu-img info "$img" >/dev/null`, shq(img), shq(p.args.Libvirt.ImageDir), shq(url), shq(p.image.SHA512+" "))
+qemu-img info "$img" >/dev/null
+printf '%%s\n' "$img" > %s`, shq(img), shq(dir), shq(url), shq(p.image.SHA512+" "), shq(path.Join(dir, baseMarker)))
+	del := fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi
+%[3]s
+rmdir %[4]s 2>/dev/null || true`, shq(path.Join(dir, baseMarker)), shq(img), gcBaseImages(dir), shq(dir))
+	release := path.Base(path.Dir(p.image.Path))
 	var err error
-	p.baseImage, err = remote.NewCommand(ctx, p.args.Cluster.Name+"-fcos-image", &remote.CommandArgs{
+	p.baseImage, err = remote.NewCommand(ctx, p.args.Cluster.Name+"-fcos-image-"+release, &remote.CommandArgs{
 		Connection: p.hypervisor(),
 		Create:     pulumi.String(create),
-		Delete:     pulumi.String(fmt.Sprintf("rm -f %s; rmdir %s 2>/dev/null || true", shq(img), shq(p.args.Libvirt.ImageDir))),
+		Update:     pulumi.String(create),
+		Delete:     pulumi.String(del),
 		Triggers:   pulumi.Array{pulumi.String(img), pulumi.String(p.image.SHA512)},
-	}, pulumi.Parent(parent))
+	}, pulumi.Parent(parent),
+		// Stacks deployed before images were named by release adopt their
+		// image in place (an update) instead of deleting it.
+		pulumi.Aliases([]pulumi.Alias{{Name: pulumi.String(p.args.Cluster.Name + "-fcos-image")}}))
 	if err != nil {
 		return fmt.Errorf("base image: %w", err)
 	}
 	return nil
+}
+
+// baseMarker is the file in imageDir naming the current base image.
+const baseMarker = ".simlab-base"
+
+// gcBaseImages is a script that removes every Fedora CoreOS base image in
+// dir that no overlay there uses as its backing file, except the current
+// one (baseMarker). It never fails.
+func gcBaseImages(dir string) string {
+	return fmt.Sprintf(`dir=%[1]s
+used() {
+  for o in "$dir"/*.qcow2; do
+    case "$o" in "$dir"/fedora-coreos-*) continue ;; esac
+    [ -e "$o" ] || continue
+    if qemu-img info -U --output=json "$o" 2>/dev/null | grep -qF "\"backing-filename\": \"$1\""; then return 0; fi
+  done
+  return 1
+}
+cur=$(cat "$dir"/%[2]s 2>/dev/null || true)
+for b in "$dir"/fedora-coreos-*-qemu.*.qcow2; do
+  [ -e "$b" ] && [ "$b" != "$cur" ] || continue
+  if used "$b"; then echo "keeping $b: an overlay still uses it" >&2; else rm -f "$b" && echo "removed $b: no overlay uses it" >&2 || true; fi
+done`, shq(dir), baseMarker)
 }
 
 // MAC derives a stable MAC address (QEMU's 52:54:00 prefix) from the cluster
@@ -138,6 +179,8 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		create += fmt.Sprintf("\nqemu-img create -q -f raw %s %dG", shq(cephPath), pool.CephDiskGiB)
 		del += " " + shq(cephPath)
 	}
+	// The last overlay on an old release's image takes the image with it.
+	del += "\n" + gcBaseImages(l.ImageDir)
 	disks, err := remote.NewCommand(ctx, n.Name+"-disks", &remote.CommandArgs{
 		Connection: p.hypervisor(),
 		Create:     pulumi.String(create),

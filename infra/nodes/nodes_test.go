@@ -75,12 +75,18 @@ func outputs(args pulumi.MockResourceArgs) resource.PropertyMap {
 // resource that takes every node's address as input.
 func deploy(t *testing.T, c *config.Config, opts ...func(*pulumimock.Recorder)) *pulumimock.Recorder {
 	t.Helper()
+	return deployWith(t, c, manifest(t), opts...)
+}
+
+// deployWith is deploy with a given artifact manifest.
+func deployWith(t *testing.T, c *config.Config, man *artifacts.Manifest, opts ...func(*pulumimock.Recorder)) *pulumimock.Recorder {
+	t.Helper()
 	m, err := pulumimock.Run("simlab", "test", func(ctx *pulumi.Context) error {
 		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
 			Libvirt: c.Libvirt, Metal: c.Metal, SSH: c.SSH,
 			SSHPrivateKey: pulumi.ToSecret(pulumi.String("TESTONLY-key")).(pulumi.StringOutput),
-			Artifacts:     c.Artifacts, Versions: c.Versions, Ignition: c.Ignition, Manifest: manifest(t),
+			Artifacts:     c.Artifacts, Versions: c.Versions, Ignition: c.Ignition, Manifest: man,
 		})
 		if err != nil {
 			return err
@@ -112,7 +118,7 @@ func triggers(r pulumimock.Resource) string { return fmt.Sprint(r.Inputs["trigge
 func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 	c := loadStack(t, "dev")
 	m := deploy(t, c)
-	img := find(t, m, typRemote, "dev-fcos-image")
+	img := find(t, m, typRemote, "dev-fcos-image-42.20251012.3.0")
 	qemu, _ := manifest(t).Get(artifacts.FCOSQemu)
 	if create := pulumimock.String(img.Inputs, "create"); !strings.Contains(create, qemu.SHA512) ||
 		!strings.Contains(create, "sha512sum -c") || !strings.Contains(create, c.Artifacts.URL+"/"+qemu.Path) {
@@ -259,7 +265,7 @@ func TestMockMetalNodesAreCheckedOnTheArtifactServer(t *testing.T) {
 	c := loadStack(t, "lab")
 	m := deploy(t, c)
 	for _, r := range m.Resources() {
-		if strings.HasSuffix(r.Name, "-domain") || strings.HasSuffix(r.Name, "-fcos-image") {
+		if strings.HasSuffix(r.Name, "-domain") || strings.Contains(r.Name, "-fcos-image") {
 			t.Errorf("metal stack has libvirt resource %s", r.Name)
 		}
 	}
@@ -410,5 +416,83 @@ func TestMockResizeIsInPlaceAndRestartsOnce(t *testing.T) {
 	}
 	if out, log := run(); log != "dominfo dev-controller-1\ndomuuid dev-controller-1\n" || out != "uuid-of-the-domain\n" {
 		t.Errorf("a second run must only check: %q, %q", log, out)
+	}
+}
+
+// fakeQemuImg answers `qemu-img info [-U --output=json] FILE` with the
+// backing file recorded for FILE's name in $BACKING (none: no backing file).
+const fakeQemuImg = `#!/bin/sh
+[ "$1" = info ] || { echo "fake qemu-img: unexpected $1" >&2; exit 1; }
+for f; do :; done
+b=$BACKING/$(basename "$f")
+if [ -f "$b" ]; then printf '{\n    "backing-filename": "%s",\n    "format": "qcow2"\n}\n' "$(cat "$b")"; else echo '{}'; fi
+`
+
+// An FCOS bump keeps the old base image while any overlay uses it: deleting
+// the old release's resource keeps the file, each node's disks delete
+// removes it once no overlay is left on it, and destroying the current
+// release's resource removes its image and the directory.
+func TestMockOldBaseImageGoesWithItsLastOverlay(t *testing.T) {
+	dir, bin, backing := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "qemu-img"), []byte(fakeQemuImg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sh := func(script string) {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "BACKING="+backing)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s\n%s", err, out, script)
+		}
+	}
+	write := func(path, content string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+
+	c := loadStack(t, "dev")
+	c.Libvirt.ImageDir = dir
+	oldMan := manifest(t)
+	old := deployWith(t, c, oldMan)
+	newMan := manifest(t)
+	qemu := newMan.Artifacts[artifacts.FCOSQemu]
+	qemu.Path = strings.ReplaceAll(qemu.Path, "42.20251012.3.0", "43.20251101.3.0")
+	newMan.Artifacts[artifacts.FCOSQemu] = qemu
+	bumped := deployWith(t, c, newMan)
+
+	base42 := filepath.Join(dir, "fedora-coreos-42.20251012.3.0-qemu.x86_64.qcow2")
+	base43 := filepath.Join(dir, "fedora-coreos-43.20251101.3.0-qemu.x86_64.qcow2")
+	// The lab before the bump: the base image and one overlay on it per node.
+	write(base42, "base")
+	write(filepath.Join(dir, ".simlab-base"), base42+"\n")
+	for _, n := range c.Nodes() {
+		write(filepath.Join(dir, n.Name+".qcow2"), "overlay")
+		write(filepath.Join(backing, n.Name+".qcow2"), base42)
+	}
+	// The bump: the new release's image (already downloaded) becomes current...
+	write(base43, "base")
+	sh(pulumimock.String(find(t, bumped, typRemote, "dev-fcos-image-43.20251101.3.0").Inputs, "create"))
+	// ...and the old release's resource is deleted: its image stays.
+	sh(pulumimock.String(find(t, old, typRemote, "dev-fcos-image-42.20251012.3.0").Inputs, "delete"))
+	if !exists(base42) || !exists(base43) {
+		t.Fatal("the old base image was removed while overlays use it")
+	}
+	nodes := c.Nodes()
+	for i, n := range nodes {
+		sh(pulumimock.String(find(t, old, typRemote, n.Name+"-disks").Inputs, "delete"))
+		if last := i == len(nodes)-1; exists(base42) == last {
+			t.Fatalf("after deleting %s's disks the old base image exists=%v, want %v", n.Name, exists(base42), !last)
+		}
+		if !exists(base43) {
+			t.Fatal("the current base image was removed")
+		}
+	}
+	sh(pulumimock.String(find(t, bumped, typRemote, "dev-fcos-image-43.20251101.3.0").Inputs, "delete"))
+	if exists(dir) {
+		entries, _ := os.ReadDir(dir)
+		t.Errorf("destroying the current base image left %v", entries)
 	}
 }
