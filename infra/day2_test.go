@@ -202,6 +202,20 @@ func day2Rows() []day2Row {
 			refused: map[string]string{"dev-worker-1-guard": "simlab:workers.replace", "dev-worker-2-guard": "simlab:workers.replace"},
 		},
 		{
+			name:   "Kubernetes v1.34 -> v1.35",
+			change: kubernetesBump("v1.35.0"),
+			// No upgrade: kubeadm init's config changes (an update whose
+			// create skips: the cluster exists). The workers' Ignition names
+			// the new binaries, so the plan replaces every worker; their
+			// guards refuse it. The controller ignores its Ignition's drift.
+			update: []string{"dev-controller-1-kubeadm-init", "dev-worker-1-ignition", "dev-worker-2-ignition",
+				"dev-worker-1-guard", "dev-worker-2-guard"},
+			replace: cat([]string{"dev-worker-1-disks", "dev-worker-2-disks"},
+				replacedMachine("dev-worker-1"), replacedMachine("dev-worker-2"),
+				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+			refused: map[string]string{"dev-worker-1-guard": "simlab:workers.replace", "dev-worker-2-guard": "simlab:workers.replace"},
+		},
+		{
 			name: "SSH key rotation",
 			change: func(c *config.Loaded, _ string, _ *testing.T) {
 				c.SSHPrivateKey = strings.Replace(fakePrivateKey, "TESTONLY", "TESTONLY-rotated", 1)
@@ -218,6 +232,30 @@ func day2Rows() []day2Row {
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Simulator.MaxWorkers = 8 },
 			update: []string{"workloads-simulator"},
 		},
+	}
+}
+
+// kubernetesBump moves the stack and its mirror's Kubernetes binaries to
+// another version.
+func kubernetesBump(version string) func(c *config.Loaded, dir string, t *testing.T) {
+	return func(c *config.Loaded, dir string, t *testing.T) {
+		m, err := artifacts.LoadManifest(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := c.Versions.Kubernetes
+		for name, a := range m.Artifacts {
+			if strings.Contains(a.Path, "/"+old+"/") {
+				a.Path = strings.ReplaceAll(a.Path, old, version)
+				a.SHA512 = strings.Repeat("cd", 64)
+				m.Artifacts[name] = a
+			}
+		}
+		m.Versions.Kubernetes = version
+		if err := m.Write(dir); err != nil {
+			t.Fatal(err)
+		}
+		c.Versions.Kubernetes = version
 	}
 }
 
