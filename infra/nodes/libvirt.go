@@ -142,7 +142,15 @@ func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, i
 	// (typhoon PR #335): replacing the controller replaces the cluster.
 	followIgnition := n.Role == config.RoleWorker || l.ReplaceControllersOnIgnitionChange
 
-	ignOpts := []pulumi.ResourceOption{pulumi.Parent(node)}
+	// What replaces the machine is watched by its guard: `pulumi up` refuses
+	// it unless the stack acknowledges it (simlab:<role>s.replace). Every
+	// other resource of the node waits for it, so a refusal changes nothing.
+	keep, err := p.guard(ctx, node, n, pool, followIgnition, ign)
+	if err != nil {
+		return err
+	}
+
+	ignOpts := []pulumi.ResourceOption{pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{keep})}
 	if !followIgnition {
 		ignOpts = append(ignOpts, pulumi.IgnoreChanges([]string{"stdin"}))
 	}
@@ -159,13 +167,6 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 	}, ignOpts...)
 	if err != nil {
 		return fmt.Errorf("ignition file: %w", err)
-	}
-
-	// What replaces the machine is watched by its guard: `pulumi up` refuses
-	// it unless the stack acknowledges it (simlab:<role>s.replace).
-	keep, err := p.guard(ctx, node, n, pool, followIgnition, ign)
-	if err != nil {
-		return err
 	}
 
 	diskTriggers := pulumi.Array{pulumi.String(diskPath), pulumi.Int(pool.DiskGiB), pulumi.Int(pool.CephDiskGiB)}

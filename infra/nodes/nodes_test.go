@@ -132,6 +132,15 @@ func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 				t.Errorf("%s%s is parented to %s, want the node", n.Name, child, r.Parent)
 			}
 		}
+		guard := find(t, m, typLocal, n.Name+"-guard")
+		if guard.Parent != node.URN {
+			t.Errorf("%s-guard is parented to %s, want the node", n.Name, guard.Parent)
+		}
+		for _, child := range []string{"-ignition", "-disks", "-domain"} {
+			if !find(t, m, typRemote, n.Name+child).DependsOn(guard) {
+				t.Errorf("%s%s must wait for the node's guard", n.Name, child)
+			}
+		}
 		disks := pulumimock.String(find(t, m, typRemote, n.Name+"-disks").Inputs, "create")
 		if !strings.Contains(disks, "-b '/var/lib/libvirt/images/simlab-dev/fedora-coreos-42.20251012.3.0-qemu.x86_64.qcow2'") {
 			t.Errorf("%s: overlay is not on the base image:\n%s", n.Name, disks)
