@@ -146,6 +146,7 @@ sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
 	admit, err := remote.NewCommand(ctx, ctrl.Name+"-admit", &remote.CommandArgs{
 		Connection: ctrl.Connection,
 		Create:     pulumi.String(approveScript(ctrl.Name)),
+		Update:     pulumi.String(admittedScript(ctrl.Name)),
 		Triggers:   pulumi.Array{comp.Init.ID()},
 	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch}))
 	if err != nil {
@@ -243,6 +244,7 @@ sudo kubeadm join --config ` + ConfigDir + `/join.yaml`),
 	admit, err := remote.NewCommand(ctx, w.Name+"-admit", &remote.CommandArgs{
 		Connection: ctrl.Connection,
 		Create:     pulumi.String(approveScript(w.Name)),
+		Update:     pulumi.String(admittedScript(w.Name)),
 		Delete:     pulumi.String(drainScript(w.Name)),
 		Triggers:   pulumi.Array{join.ID()},
 	}, parent, pulumi.DependsOn([]pulumi.Resource{join}))
@@ -302,6 +304,16 @@ done
 rm -f /tmp/simlab-csr.$$
 echo "no kubelet serving certificate request from $user within 180s (is its kubelet running?)" >&2
 exit 1`, kubectl, shq("system:node:"+node))
+}
+
+// admittedScript is an admit's update: the node was admitted when the
+// command was created (a new machine or a new join replaces the command), so
+// a changed input that is no new join — a rotated SSH key in the connection,
+// a new script version — only checks that the Node is still there, instead
+// of waiting for a serving certificate request that will not come again.
+func admittedScript(node string) string {
+	return fmt.Sprintf(`%s get node %s -o name >/dev/null || { echo "node %s is not in the cluster any more: replace it (pulumi up --replace with its -kubeadm-join URN)" >&2; exit 1; }
+echo "%s: admitted when it joined; nothing to approve again"`, kubectl, shq(node), node, node)
 }
 
 // drainScript drains and deletes a worker's Node; it never fails.

@@ -88,6 +88,11 @@ type Pool struct {
 	DiskGiB int `json:"diskGiB"`
 	// CephDiskGiB is the size of the raw data disk given to Ceph (workers only; 0 = no disk).
 	CephDiskGiB int `json:"cephDiskGiB,omitempty"`
+	// Replace acknowledges that `pulumi up` may replace this role's libvirt
+	// machines (new disks; for a controller, a new cluster) when a change
+	// needs it: disk sizes, the network, the Ignition. Without it such a
+	// change is refused, naming the key (docs/DAY2.md). Remove it afterwards.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // Libvirt describes the hypervisor host for the libvirt provider.
@@ -187,6 +192,11 @@ type Storage struct {
 type Ceph struct {
 	// Enabled installs Rook and a CephCluster on the workers' data disks.
 	Enabled bool `json:"enabled"`
+	// AllowShrink acknowledges that `pulumi up` may lower the Ceph pool
+	// size, failure domain, monitor count or OSD nodes (fewer workers; their
+	// OSDs are not drained by the program). Without it such a change is
+	// refused on libvirt and metal, naming the key (docs/DAY2.md). Remove it afterwards.
+	AllowShrink bool `json:"allowShrink,omitempty"`
 }
 
 // Kafka configures Strimzi's KRaft Kafka.

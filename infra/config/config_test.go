@@ -332,3 +332,25 @@ func TestFromEngineReportsUnknownKeysFromTheEnvironment(t *testing.T) {
 		t.Fatalf("want the typo named, got %v", err)
 	}
 }
+
+// The day-2 acknowledgement keys (docs/DAY2.md) are ordinary keys of the
+// stack file, off by default.
+func TestDay2AcknowledgementKeys(t *testing.T) {
+	l, err := config.ParseStackFile("x.yaml", []byte(validLibvirt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Controllers.Replace || l.Workers.Replace {
+		t.Fatal("replacing machines must be off by default")
+	}
+	doc := validLibvirt + "  simlab:controllers:\n    replace: true\n  simlab:workers:\n    replace: true\n"
+	if l, err = config.ParseStackFile("x.yaml", []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Controllers.Replace || !l.Workers.Replace {
+		t.Fatalf("simlab:controllers.replace / simlab:workers.replace not read: %+v %+v", l.Controllers, l.Workers)
+	}
+	if p := problems(t, validLibvirt+"  simlab:controllers:\n    replce: true\n"); !contains(p, `simlab:controllers.replce: unknown key; did you mean "replace"?`) {
+		t.Errorf("a misspelt acknowledgement must be named: %v", p)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 )
 
 // libvirtProvider boots each node as a libvirt domain on one hypervisor host
@@ -42,10 +43,19 @@ func BaseImagePath(imageDir string, image artifacts.Artifact) string {
 
 func (p *libvirtProvider) basePath() string { return BaseImagePath(p.args.Libvirt.ImageDir, p.image) }
 
-// shared downloads the base image from the artifact server onto the
-// hypervisor once per release and checks the manifest's sha512.
+// shared downloads the base image of the manifest's release from the
+// artifact server onto the hypervisor and checks the manifest's sha512.
+//
+// There is one such resource per release (<cluster>-fcos-image-<release>),
+// and an image is reference-counted by the overlays that use it: bumping
+// versions.fcosRelease creates the new release's resource and deletes the
+// old one, whose delete keeps the file while any node's overlay still has it
+// as backing file; the last overlay's delete removes it (gcBaseImages). The
+// file .simlab-base in imageDir names the current release's image, which
+// only its own resource removes.
 func (p *libvirtProvider) shared(ctx *pulumi.Context, parent *Nodes) error {
 	img := p.basePath()
+	dir := p.args.Libvirt.ImageDir
 	url := artifacts.ArtifactURL(p.args.Artifacts.URL, p.image.Path)
 	create := fmt.Sprintf(`set -eu
 img=%s
@@ -57,18 +67,50 @@ if [ ! -s "$img" ]; then
   rm -f "$img.xz.part"
   mv "$img.part" "$img"
 fi
-qemu-img info "$img" >/dev/null`, shq(img), shq(p.args.Libvirt.ImageDir), shq(url), shq(p.image.SHA512+" "))
+qemu-img info "$img" >/dev/null
+printf '%%s\n' "$img" > %s`, shq(img), shq(dir), shq(url), shq(p.image.SHA512+" "), shq(path.Join(dir, baseMarker)))
+	del := fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi
+%[3]s
+rmdir %[4]s 2>/dev/null || true`, shq(path.Join(dir, baseMarker)), shq(img), gcBaseImages(dir), shq(dir))
+	release := path.Base(path.Dir(p.image.Path))
 	var err error
-	p.baseImage, err = remote.NewCommand(ctx, p.args.Cluster.Name+"-fcos-image", &remote.CommandArgs{
+	p.baseImage, err = remote.NewCommand(ctx, p.args.Cluster.Name+"-fcos-image-"+release, &remote.CommandArgs{
 		Connection: p.hypervisor(),
 		Create:     pulumi.String(create),
-		Delete:     pulumi.String(fmt.Sprintf("rm -f %s; rmdir %s 2>/dev/null || true", shq(img), shq(p.args.Libvirt.ImageDir))),
+		Update:     pulumi.String(create),
+		Delete:     pulumi.String(del),
 		Triggers:   pulumi.Array{pulumi.String(img), pulumi.String(p.image.SHA512)},
-	}, pulumi.Parent(parent))
+	}, pulumi.Parent(parent),
+		// Stacks deployed before images were named by release adopt their
+		// image in place (an update) instead of deleting it.
+		pulumi.Aliases([]pulumi.Alias{{Name: pulumi.String(p.args.Cluster.Name + "-fcos-image")}}))
 	if err != nil {
 		return fmt.Errorf("base image: %w", err)
 	}
 	return nil
+}
+
+// baseMarker is the file in imageDir naming the current base image.
+const baseMarker = ".simlab-base"
+
+// gcBaseImages is a script that removes every Fedora CoreOS base image in
+// dir that no overlay there uses as its backing file, except the current
+// one (baseMarker). It never fails.
+func gcBaseImages(dir string) string {
+	return fmt.Sprintf(`dir=%[1]s
+used() {
+  for o in "$dir"/*.qcow2; do
+    case "$o" in "$dir"/fedora-coreos-*) continue ;; esac
+    [ -e "$o" ] || continue
+    if qemu-img info -U --output=json "$o" 2>/dev/null | grep -qF "\"backing-filename\": \"$1\""; then return 0; fi
+  done
+  return 1
+}
+cur=$(cat "$dir"/%[2]s 2>/dev/null || true)
+for b in "$dir"/fedora-coreos-*-qemu.*.qcow2; do
+  [ -e "$b" ] && [ "$b" != "$cur" ] || continue
+  if used "$b"; then echo "keeping $b: an overlay still uses it" >&2; else rm -f "$b" && echo "removed $b: no overlay uses it" >&2 || true; fi
+done`, shq(dir), baseMarker)
 }
 
 // MAC derives a stable MAC address (QEMU's 52:54:00 prefix) from the cluster
@@ -100,7 +142,15 @@ func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, i
 	// (typhoon PR #335): replacing the controller replaces the cluster.
 	followIgnition := n.Role == config.RoleWorker || l.ReplaceControllersOnIgnitionChange
 
-	ignOpts := []pulumi.ResourceOption{pulumi.Parent(node)}
+	// What replaces the machine is watched by its guard: `pulumi up` refuses
+	// it unless the stack acknowledges it (simlab:<role>s.replace). Every
+	// other resource of the node waits for it, so a refusal changes nothing.
+	keep, err := p.guard(ctx, node, n, pool, followIgnition, ign)
+	if err != nil {
+		return err
+	}
+
+	ignOpts := []pulumi.ResourceOption{pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{keep})}
 	if !followIgnition {
 		ignOpts = append(ignOpts, pulumi.IgnoreChanges([]string{"stdin"}))
 	}
@@ -130,6 +180,8 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		create += fmt.Sprintf("\nqemu-img create -q -f raw %s %dG", shq(cephPath), pool.CephDiskGiB)
 		del += " " + shq(cephPath)
 	}
+	// The last overlay on an old release's image takes the image with it.
+	del += "\n" + gcBaseImages(l.ImageDir)
 	disks, err := remote.NewCommand(ctx, n.Name+"-disks", &remote.CommandArgs{
 		Connection: p.hypervisor(),
 		Create:     pulumi.String(create),
@@ -137,7 +189,7 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		Update:   pulumi.String("true"),
 		Delete:   pulumi.String(del),
 		Triggers: diskTriggers,
-	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{p.baseImage}), pulumi.DeleteBeforeReplace(true))
+	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{p.baseImage, keep}), pulumi.DeleteBeforeReplace(true))
 	if err != nil {
 		return fmt.Errorf("disks: %w", err)
 	}
@@ -158,11 +210,13 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		Connection: p.hypervisor(),
 		Create: pulumi.String(fmt.Sprintf("set -eu\n%s dominfo %s >/dev/null 2>&1 || %s\n%s domuuid %s",
 			virsh, shq(n.Name), strings.Join(install, " \\\n  "), virsh, shq(n.Name))),
-		Update: pulumi.String(fmt.Sprintf("%s domuuid %s", virsh, shq(n.Name))),
+		// cpus and memory change in place: the same machine, the same UUID,
+		// so nothing keyed on it (kubeadm init or join) runs again.
+		Update: pulumi.String(resizeScript(virsh, n.Name, pool.CPUs, pool.MemoryMiB)),
 		Delete: pulumi.String(fmt.Sprintf("%[1]s destroy %[2]s 2>/dev/null || true\n%[1]s undefine %[2]s --nvram 2>/dev/null || %[1]s undefine %[2]s 2>/dev/null || true",
 			virsh, shq(n.Name))),
-		Triggers: pulumi.Array{disks.ID(), pulumi.Int(pool.CPUs), pulumi.Int(pool.MemoryMiB), pulumi.String(l.Network)},
-	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{ignFile, disks}), pulumi.DeleteBeforeReplace(true))
+		Triggers: pulumi.Array{disks.ID(), pulumi.String(l.Network)},
+	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{ignFile, disks, keep}), pulumi.DeleteBeforeReplace(true))
 	if err != nil {
 		return fmt.Errorf("domain: %w", err)
 	}
@@ -191,6 +245,79 @@ exit 1`, virsh, shq(n.Name), n.Name, l.Network)),
 	h := p.hypervisor()
 	proxy := remote.ProxyConnectionArgs{Host: h.Host, Port: h.Port, User: h.User, PrivateKey: h.PrivateKey}
 	return waitForSSH(ctx, node, p.args, node.Address, proxy, pulumi.Array{domain.Stdout}, []pulumi.Resource{domain})
+}
+
+// guard registers the node's guard (infra/guard): the values whose change
+// replaces the machine (its disks or its domain), refused at `pulumi up`
+// unless simlab:<role>s.replace is set.
+func (p *libvirtProvider) guard(ctx *pulumi.Context, node *Node, n config.Node, pool config.Pool, followIgnition bool, ign string) (pulumi.Resource, error) {
+	role := "controllers"
+	harm := "replace the controller: a new empty root disk or domain, kubeadm reset and init again, a new cluster " +
+		"with every Kubernetes object, Ceph and Kafka data lost"
+	safely := "the cluster is rebuilt from scratch"
+	if n.Role == config.RoleWorker {
+		role = "workers"
+		harm = "replace the worker: new empty root and Ceph disks (its OSD and data are lost), drained, reset and joined again"
+		safely = "safest one worker at a time: pulumi up --target <URN of its -disks> --target-dependents, " +
+			"waiting for ceph -s to report HEALTH_OK in between"
+	}
+	values := []guard.Value{
+		{Name: "simlab:" + role + ".diskGiB", Value: fmt.Sprint(pool.DiskGiB)},
+		{Name: "simlab:libvirt.network", Value: p.args.Libvirt.Network},
+	}
+	if n.Role == config.RoleWorker {
+		values = append(values, guard.Value{Name: "simlab:workers.cephDiskGiB", Value: fmt.Sprint(pool.CephDiskGiB)})
+	}
+	if followIgnition {
+		values = append(values, guard.Value{Name: "Ignition sha256 (simlab:ignition, ssh.authorizedKeys, versions, artifacts.url)",
+			Value: ignitionHash(ign)})
+	}
+	g, err := guard.New(ctx, n.Name+"-guard", &guard.Args{
+		Subject: n.Name, Harm: harm, Ack: "simlab:" + role + ".replace", Acked: pool.Replace, Safely: safely, Values: values,
+	}, pulumi.Parent(node))
+	if err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
+	return g, nil
+}
+
+// resizeScript sets a domain's vCPUs and memory in its persistent config
+// and, when they differ from the running domain's, restarts it (shutdown,
+// wait, start) so they take effect; then prints the domain's UUID. Run again
+// after a failure it finishes the job.
+func resizeScript(virsh, name string, cpus, memoryMiB int) string {
+	return fmt.Sprintf(`set -eu
+v() { %[1]s "$@"; }
+n=%[2]s
+cpus=%[3]d
+mem=%[4]d
+info=$(v dominfo "$n")
+cur_cpus=$(printf '%%s\n' "$info" | awk '/^CPU\(s\):/ {print $2}')
+cur_mem=$(printf '%%s\n' "$info" | awk '/^Max memory:/ {print int($3 / 1024)}')
+if [ "$cur_cpus" != "$cpus" ] || [ "$cur_mem" != "$mem" ]; then
+  echo "resizing $n: $cur_cpus -> $cpus vCPUs, $cur_mem -> $mem MiB (restarts it)" >&2
+  if [ "$cpus" -gt "$cur_cpus" ]; then
+    v setvcpus "$n" "$cpus" --config --maximum; v setvcpus "$n" "$cpus" --config
+  else
+    v setvcpus "$n" "$cpus" --config; v setvcpus "$n" "$cpus" --config --maximum
+  fi
+  if [ "$mem" -gt "$cur_mem" ]; then
+    v setmaxmem "$n" "${mem}M" --config; v setmem "$n" "${mem}M" --config
+  else
+    v setmem "$n" "${mem}M" --config; v setmaxmem "$n" "${mem}M" --config
+  fi
+  if [ "$(v domstate "$n")" = running ]; then
+    v shutdown "$n" >/dev/null
+    i=0
+    while [ "$(v domstate "$n")" != "shut off" ]; do
+      i=$((i + 1))
+      if [ "$i" -gt 150 ]; then echo "$n did not shut down within 300s; resize it by hand (docs/DAY2.md)" >&2; exit 1; fi
+      sleep 2
+    done
+    v start "$n" >/dev/null
+  fi
+fi
+v domuuid "$n"`, virsh, shq(name), cpus, memoryMiB)
 }
 
 func trimmed(s pulumi.StringOutput) pulumi.StringOutput {

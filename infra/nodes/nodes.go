@@ -3,7 +3,9 @@
 // (metal.go). It exports, per node, its name, role, address, an instance ID
 // that changes when the machine is recreated, and an SSH connection for the
 // cluster layer. Every command runs through pulumi-command: over SSH on the
-// hypervisor or the node, or locally for files the artifact server serves.
+// hypervisor or the node, or locally for files the artifact server serves
+// and for each libvirt node's guard (infra/guard), which refuses a change
+// that would replace the machine unless acknowledged (docs/DAY2.md).
 package nodes
 
 import (

@@ -73,14 +73,20 @@ func outputs(args pulumi.MockResourceArgs) resource.PropertyMap {
 
 // deploy runs the nodes layer for c under the mock monitor, with a sink
 // resource that takes every node's address as input.
-func deploy(t *testing.T, c *config.Config) *pulumimock.Recorder {
+func deploy(t *testing.T, c *config.Config, opts ...func(*pulumimock.Recorder)) *pulumimock.Recorder {
+	t.Helper()
+	return deployWith(t, c, manifest(t), opts...)
+}
+
+// deployWith is deploy with a given artifact manifest.
+func deployWith(t *testing.T, c *config.Config, man *artifacts.Manifest, opts ...func(*pulumimock.Recorder)) *pulumimock.Recorder {
 	t.Helper()
 	m, err := pulumimock.Run("simlab", "test", func(ctx *pulumi.Context) error {
 		ns, err := nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(), Controllers: c.Controllers, Workers: c.Workers,
 			Libvirt: c.Libvirt, Metal: c.Metal, SSH: c.SSH,
 			SSHPrivateKey: pulumi.ToSecret(pulumi.String("TESTONLY-key")).(pulumi.StringOutput),
-			Artifacts:     c.Artifacts, Versions: c.Versions, Ignition: c.Ignition, Manifest: manifest(t),
+			Artifacts:     c.Artifacts, Versions: c.Versions, Ignition: c.Ignition, Manifest: man,
 		})
 		if err != nil {
 			return err
@@ -91,7 +97,7 @@ func deploy(t *testing.T, c *config.Config) *pulumimock.Recorder {
 		}
 		var sink pulumi.CustomResourceState
 		return ctx.RegisterResource("test:index:Sink", "sink", pulumi.Map{"addresses": addrs}, &sink)
-	}, pulumimock.WithState(outputs))
+	}, append([]func(*pulumimock.Recorder){pulumimock.WithState(outputs)}, opts...)...)
 	if err != nil {
 		t.Fatalf("nodes layer failed under mocks: %v", err)
 	}
@@ -112,7 +118,7 @@ func triggers(r pulumimock.Resource) string { return fmt.Sprint(r.Inputs["trigge
 func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 	c := loadStack(t, "dev")
 	m := deploy(t, c)
-	img := find(t, m, typRemote, "dev-fcos-image")
+	img := find(t, m, typRemote, "dev-fcos-image-42.20251012.3.0")
 	qemu, _ := manifest(t).Get(artifacts.FCOSQemu)
 	if create := pulumimock.String(img.Inputs, "create"); !strings.Contains(create, qemu.SHA512) ||
 		!strings.Contains(create, "sha512sum -c") || !strings.Contains(create, c.Artifacts.URL+"/"+qemu.Path) {
@@ -124,6 +130,15 @@ func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 			r := find(t, m, typRemote, n.Name+child)
 			if r.Parent != node.URN {
 				t.Errorf("%s%s is parented to %s, want the node", n.Name, child, r.Parent)
+			}
+		}
+		guard := find(t, m, typLocal, n.Name+"-guard")
+		if guard.Parent != node.URN {
+			t.Errorf("%s-guard is parented to %s, want the node", n.Name, guard.Parent)
+		}
+		for _, child := range []string{"-ignition", "-disks", "-domain"} {
+			if !find(t, m, typRemote, n.Name+child).DependsOn(guard) {
+				t.Errorf("%s%s must wait for the node's guard", n.Name, child)
 			}
 		}
 		disks := pulumimock.String(find(t, m, typRemote, n.Name+"-disks").Inputs, "create")
@@ -224,26 +239,30 @@ func TestMockIgnitionDriftReplacesWorkersButNotControllers(t *testing.T) {
 	}
 }
 
+// Scaling adds exactly the new workers' resources; every existing resource,
+// workers included, keeps its inputs, and only the sink of all addresses
+// changes.
 func TestMockScalingWorkersTouchesOnlyWorkers(t *testing.T) {
 	small := loadStack(t, "dev")
 	large := loadStack(t, "dev")
 	large.Workers.Count = 50
-	a, b := deploy(t, small), deploy(t, large)
-	before := map[string]pulumimock.Resource{}
-	for _, r := range a.Resources() {
-		before[r.Key()] = r
-	}
+	plan := pulumimock.Diff(deploy(t, small, pulumimock.WithReplacementIDs()), deploy(t, large, pulumimock.WithReplacementIDs()))
 	newNodes := 0
-	for _, r := range b.Resources() {
-		old, ok := before[r.Key()]
-		isWorker := strings.Contains(r.Name, "-worker-") || r.Type == "test:index:Sink"
+	for key, op := range plan {
+		name := key[strings.LastIndex(key, "::")+2:]
+		isNew := false
+		for i := 3; i <= 50; i++ {
+			w := fmt.Sprintf("dev-worker-%d", i)
+			isNew = isNew || name == w || strings.HasPrefix(name, w+"-")
+		}
 		switch {
-		case !ok && !isWorker:
-			t.Errorf("scaling added non-worker %s", r.Key())
-		case !ok && r.Type == typNode:
-			newNodes++
-		case ok && !isWorker && !old.Inputs.DeepEquals(r.Inputs):
-			t.Errorf("scaling changed %s", r.Key())
+		case op == pulumimock.OpCreate && isNew:
+			if strings.HasPrefix(key, typNode+"::") {
+				newNodes++
+			}
+		case op == pulumimock.OpUpdate && key == "test:index:Sink::sink":
+		default:
+			t.Errorf("scaling workers would %s %s", op, key)
 		}
 	}
 	if newNodes != 48 {
@@ -255,7 +274,7 @@ func TestMockMetalNodesAreCheckedOnTheArtifactServer(t *testing.T) {
 	c := loadStack(t, "lab")
 	m := deploy(t, c)
 	for _, r := range m.Resources() {
-		if strings.HasSuffix(r.Name, "-domain") || strings.HasSuffix(r.Name, "-fcos-image") {
+		if strings.HasSuffix(r.Name, "-domain") || strings.Contains(r.Name, "-fcos-image") {
 			t.Errorf("metal stack has libvirt resource %s", r.Name)
 		}
 	}
@@ -340,5 +359,149 @@ func TestMockScriptsParse(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// fakeVirsh is a virsh for one domain whose state lives in files of $FAKE:
+// it answers dominfo, domstate and domuuid, records every call, and applies
+// --config vCPUs and memory when the domain starts.
+const fakeVirsh = `#!/bin/sh
+shift 2 # --connect URI
+cmd=$1; shift
+d=$FAKE
+echo "$cmd $*" >> "$d/log"
+case $cmd in
+dominfo) printf 'CPU(s):         %s\nMax memory:     %s KiB\n' "$(cat "$d/cpus")" "$(($(cat "$d/mem") * 1024))" ;;
+domstate) cat "$d/state" ;;
+setvcpus) case "$*" in *--maximum*) ;; *) echo "$2" > "$d/next-cpus" ;; esac ;;
+setmem) echo "${2%M}" > "$d/next-mem" ;;
+setmaxmem) ;;
+shutdown) echo "shut off" > "$d/state" ;;
+start) echo running > "$d/state"; cp "$d/next-cpus" "$d/cpus"; cp "$d/next-mem" "$d/mem" ;;
+domuuid) echo uuid-of-the-domain ;;
+*) echo "fake virsh: unexpected $cmd" >&2; exit 1 ;;
+esac
+`
+
+// Changing a node's cpus or memory updates its domain in place: the update
+// script sets the persistent config, restarts the running domain and prints
+// the same UUID; run again it changes nothing.
+func TestMockResizeIsInPlaceAndRestartsOnce(t *testing.T) {
+	c := loadStack(t, "dev")
+	c.Controllers.CPUs, c.Controllers.MemoryMiB = 4, 6144
+	m := deploy(t, c)
+	script := pulumimock.String(find(t, m, typRemote, "dev-controller-1-domain").Inputs, "update")
+
+	bin, state := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "virsh"), []byte(fakeVirsh), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for f, v := range map[string]string{"cpus": "2", "mem": "4096", "state": "running"} {
+		if err := os.WriteFile(filepath.Join(state, f), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func() (string, string) {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "FAKE="+state)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("update script: %v\n%s", err, script)
+		}
+		log, _ := os.ReadFile(filepath.Join(state, "log"))
+		os.Remove(filepath.Join(state, "log"))
+		return string(out), string(log)
+	}
+	out, log := run()
+	want := "dominfo dev-controller-1\nsetvcpus dev-controller-1 4 --config --maximum\nsetvcpus dev-controller-1 4 --config\n" +
+		"setmaxmem dev-controller-1 6144M --config\nsetmem dev-controller-1 6144M --config\n" +
+		"domstate dev-controller-1\nshutdown dev-controller-1\ndomstate dev-controller-1\nstart dev-controller-1\ndomuuid dev-controller-1\n"
+	if log != want {
+		t.Errorf("virsh calls:\n%s\nwant:\n%s", log, want)
+	}
+	if out != "uuid-of-the-domain\n" {
+		t.Errorf("the update prints %q, want the domain's UUID", out)
+	}
+	if out, log := run(); log != "dominfo dev-controller-1\ndomuuid dev-controller-1\n" || out != "uuid-of-the-domain\n" {
+		t.Errorf("a second run must only check: %q, %q", log, out)
+	}
+}
+
+// fakeQemuImg answers `qemu-img info [-U --output=json] FILE` with the
+// backing file recorded for FILE's name in $BACKING (none: no backing file).
+const fakeQemuImg = `#!/bin/sh
+[ "$1" = info ] || { echo "fake qemu-img: unexpected $1" >&2; exit 1; }
+for f; do :; done
+b=$BACKING/$(basename "$f")
+if [ -f "$b" ]; then printf '{\n    "backing-filename": "%s",\n    "format": "qcow2"\n}\n' "$(cat "$b")"; else echo '{}'; fi
+`
+
+// An FCOS bump keeps the old base image while any overlay uses it: deleting
+// the old release's resource keeps the file, each node's disks delete
+// removes it once no overlay is left on it, and destroying the current
+// release's resource removes its image and the directory.
+func TestMockOldBaseImageGoesWithItsLastOverlay(t *testing.T) {
+	dir, bin, backing := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "qemu-img"), []byte(fakeQemuImg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sh := func(script string) {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "BACKING="+backing)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s\n%s", err, out, script)
+		}
+	}
+	write := func(path, content string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+
+	c := loadStack(t, "dev")
+	c.Libvirt.ImageDir = dir
+	oldMan := manifest(t)
+	old := deployWith(t, c, oldMan)
+	newMan := manifest(t)
+	qemu := newMan.Artifacts[artifacts.FCOSQemu]
+	qemu.Path = strings.ReplaceAll(qemu.Path, "42.20251012.3.0", "43.20251101.3.0")
+	newMan.Artifacts[artifacts.FCOSQemu] = qemu
+	bumped := deployWith(t, c, newMan)
+
+	base42 := filepath.Join(dir, "fedora-coreos-42.20251012.3.0-qemu.x86_64.qcow2")
+	base43 := filepath.Join(dir, "fedora-coreos-43.20251101.3.0-qemu.x86_64.qcow2")
+	// The lab before the bump: the base image and one overlay on it per node.
+	write(base42, "base")
+	write(filepath.Join(dir, ".simlab-base"), base42+"\n")
+	for _, n := range c.Nodes() {
+		write(filepath.Join(dir, n.Name+".qcow2"), "overlay")
+		write(filepath.Join(backing, n.Name+".qcow2"), base42)
+	}
+	// The bump: the new release's image (already downloaded) becomes current...
+	write(base43, "base")
+	sh(pulumimock.String(find(t, bumped, typRemote, "dev-fcos-image-43.20251101.3.0").Inputs, "create"))
+	// ...and the old release's resource is deleted: its image stays.
+	sh(pulumimock.String(find(t, old, typRemote, "dev-fcos-image-42.20251012.3.0").Inputs, "delete"))
+	if !exists(base42) || !exists(base43) {
+		t.Fatal("the old base image was removed while overlays use it")
+	}
+	nodes := c.Nodes()
+	for i, n := range nodes {
+		sh(pulumimock.String(find(t, old, typRemote, n.Name+"-disks").Inputs, "delete"))
+		if last := i == len(nodes)-1; exists(base42) == last {
+			t.Fatalf("after deleting %s's disks the old base image exists=%v, want %v", n.Name, exists(base42), !last)
+		}
+		if !exists(base43) {
+			t.Fatal("the current base image was removed")
+		}
+	}
+	sh(pulumimock.String(find(t, bumped, typRemote, "dev-fcos-image-43.20251101.3.0").Inputs, "delete"))
+	if exists(dir) {
+		entries, _ := os.ReadDir(dir)
+		t.Errorf("destroying the current base image left %v", entries)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 )
 
 // Names of the Ceph objects.
@@ -82,6 +83,16 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 		return cephOut{}, fmt.Errorf("rook operator: %w", err)
 	}
 
+	// The sizing guard comes before the CephCluster and its pools, so a
+	// refused shrink stops `pulumi up` before Rook sees it.
+	clusterDeps := []pulumi.Resource{operator}
+	if a.ShrinkGuard {
+		g, err := b.shrinkGuard()
+		if err != nil {
+			return cephOut{}, err
+		}
+		clusterDeps = append(clusterDeps, g)
+	}
 	cluster, err := apiextensions.NewCustomResource(b.ctx, b.name+"-ceph-cluster", &apiextensions.CustomResourceArgs{
 		ApiVersion: pulumi.String("ceph.rook.io/v1"),
 		Kind:       pulumi.String("CephCluster"),
@@ -89,7 +100,7 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 		OtherFields: kubernetes.UntypedArgs{
 			"spec": CephClusterSpec(b.size, v.Ceph, a.StorageNodes, a.CephDisk),
 		},
-	}, b.opts(operator)...)
+	}, b.opts(clusterDeps...)...)
 	if err != nil {
 		return cephOut{}, fmt.Errorf("CephCluster: %w", err)
 	}
@@ -156,6 +167,34 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 	}
 	b.offer(sc)
 	return cephOut{className: BlockStorageClass, class: sc}, nil
+}
+
+// shrinkGuard registers the guard over what the worker count decides for
+// Ceph (Sizing): none of it may go down without simlab:storage.ceph.allowShrink.
+// It is a local command, parented to the layer but not managed by its
+// Kubernetes provider.
+func (b *builder) shrinkGuard() (pulumi.Resource, error) {
+	s := b.size
+	from := " (from simlab:workers.count)"
+	g, err := guard.New(b.ctx, b.name+"-ceph-guard", &guard.Args{
+		Subject: "Ceph",
+		Harm: "shrink Ceph: fewer copies of every object, or a worker's OSD removed without being drained " +
+			"(with size-1 pools its data has no other copy)",
+		Ack:   "simlab:storage.ceph.allowShrink",
+		Acked: b.args.Storage.Ceph.AllowShrink,
+		Safely: "first drain each removed worker's OSD: ceph osd out <id>, wait for ceph -s to report HEALTH_OK, " +
+			"ceph osd purge <id> --yes-i-really-mean-it",
+		Values: []guard.Value{
+			{Name: "OSD nodes" + from, Value: fmt.Sprint(s.StorageNodes), Rule: guard.OnDecrease},
+			{Name: "pool size" + from, Value: fmt.Sprint(s.PoolSize), Rule: guard.OnDecrease},
+			{Name: "failure domain" + from, Value: s.FailureDomain, Rule: guard.OnDecrease, Order: []string{"osd", "host"}},
+			{Name: "monitors" + from, Value: fmt.Sprint(s.Mons), Rule: guard.OnDecrease},
+		},
+	}, pulumi.Parent(b.comp))
+	if err != nil {
+		return nil, fmt.Errorf("Ceph sizing guard: %w", err)
+	}
+	return g, nil
 }
 
 // CephClusterSpec is the CephCluster's spec: the Ceph image at cephVersion,

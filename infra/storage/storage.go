@@ -62,6 +62,12 @@ type Args struct {
 	// namespace (config.Simulator.Namespace). Empty means
 	// config.Default().Simulator.Namespace.
 	DatasetNamespace string
+	// ShrinkGuard registers the Ceph sizing guard (a local command of
+	// pulumi-command, see infra/guard): `pulumi up` refuses a smaller pool
+	// size, failure domain, monitor count or OSD node count unless
+	// Storage.Ceph.AllowShrink. ArgsFor sets it on libvirt and metal, where
+	// the stack runs pulumi-command anyway; existing mode has none.
+	ShrinkGuard bool
 }
 
 // Mirrored are local paths of the deploy artifacts the storage layer applies
@@ -101,6 +107,7 @@ func ArgsFor(c *config.Config, provider *kubernetes.Provider) *Args {
 		Provider: provider, Storage: c.Storage, Workers: c.Workers.Count,
 		Sources: c.Simulator.Sources, Versions: c.Versions,
 		DatasetNamespace: c.Simulator.Namespace, CephDisk: DefaultCephDisk,
+		ShrinkGuard: c.Provider == config.ProviderLibvirt || c.Provider == config.ProviderMetal,
 	}
 	if c.Provider == config.ProviderMetal && c.Metal != nil && c.Metal.CephDisk != "" {
 		a.CephDisk = c.Metal.CephDisk

@@ -64,6 +64,8 @@ type Recorder struct {
 	project, stack string
 	// State, when set, is merged over the inputs to form each resource's outputs.
 	State StateFunc
+	// replacementIDs: see WithReplacementIDs.
+	replacementIDs bool
 }
 
 // WithState sets the Recorder's State (see Run).
@@ -72,6 +74,11 @@ func WithState(f StateFunc) func(*Recorder) { return func(r *Recorder) { r.State
 // NewResource records the resource; its outputs are its inputs merged with State's.
 func (r *Recorder) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
 	res := Resource{Type: args.TypeToken, Name: args.Name, Custom: args.Custom, Provider: args.Provider, Inputs: args.Inputs}
+	id := args.Name + "-id"
+	if r.replacementIDs && args.RegisterRPC != nil {
+		id = replacementID(args, args.RegisterRPC.GetReplaceOnChanges())
+		args.ID = id
+	}
 	state := args.Inputs.Copy()
 	if r.State != nil {
 		for k, v := range r.State(args) {
@@ -103,7 +110,7 @@ func (r *Recorder) NewResource(args pulumi.MockResourceArgs) (string, resource.P
 	r.mu.Lock()
 	r.resources = append(r.resources, res)
 	r.mu.Unlock()
-	return args.Name + "-id", state, nil
+	return id, state, nil
 }
 
 // Call answers provider function calls with their arguments.

@@ -1,0 +1,364 @@
+package infra_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra"
+	"github.com/simlab/simlab/infra/artifacts"
+	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/tests/pulumimock"
+)
+
+// runForPlan runs the whole program for cfg under the mock engine with IDs
+// that change exactly when a resource is replaced (pulumimock.Diff).
+func runForPlan(t *testing.T, cfg *config.Loaded) *pulumimock.Recorder {
+	t.Helper()
+	rec, err := pulumimock.Run("simlab", "dev", func(ctx *pulumi.Context) error {
+		_, err := infra.Deploy(ctx, cfg)
+		return err
+	}, withCommandOutputs, pulumimock.WithReplacementIDs())
+	if err != nil {
+		t.Fatalf("under mocks: %v", err)
+	}
+	return rec
+}
+
+// day2Snippet is a Butane snippet whose content the rows change.
+const day2Snippet = "variant: fcos\nversion: 1.6.0\nstorage:\n  files:\n    - path: /etc/simlab-day2\n      contents:\n        inline: %s\n"
+
+// nodeResources are the names of a libvirt node's own resources (its
+// component and the children the nodes layer registers).
+func nodeResources(node string) []string {
+	return []string{node, node + "-guard", node + "-ignition", node + "-disks", node + "-domain", node + "-address", node + "-ssh"}
+}
+
+// joinResources are the cluster layer's resources for one worker.
+func joinResources(node string) []string {
+	return []string{node + "-join-token", node + "-kubeadm-join", node + "-admit"}
+}
+
+// replacedMachine is what replacing a node's domain replaces after it: a
+// new UUID re-runs everything keyed on the machine.
+func replacedMachine(node string) []string {
+	return []string{node + "-domain", node + "-address", node + "-ssh"}
+}
+
+func cat(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// kubernetesObjects are the names of every Kubernetes object (and chart and
+// manifest component) and the cluster's provider: what a new cluster (a
+// re-run kubeadm init, a new CA) replaces.
+func kubernetesObjects(rec *pulumimock.Recorder) []string {
+	out := []string{"cluster"} // the provider
+	for _, r := range rec.Resources() {
+		if strings.HasPrefix(r.Type, "kubernetes:") { // objects, and the chart and manifest components
+
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+type day2Row struct {
+	name string
+	// base adjusts the old config (both runs start from stacks/Pulumi.dev.yaml).
+	base func(*config.Loaded)
+	// change turns the old config into the new one; dir is the shared mirror.
+	change func(c *config.Loaded, dir string, t *testing.T)
+	// The expected names per operation; every other resource is unchanged
+	// (its inputs are equal). replaceAll adds kubernetesObjects.
+	create, update, replace, delete []string
+	replaceAll                      bool
+	// refused maps each guard (infra/guard) whose update refuses the change
+	// to the acknowledgement key its error names; every other updated guard
+	// must let the change through.
+	refused map[string]string
+}
+
+func day2Rows() []day2Row {
+	noCeph := func(c *config.Loaded) {
+		c.Storage.Ceph.Enabled = false
+		c.Storage.NFS.Server, c.Storage.NFS.Path = "nfs.dev.simlab.internal", "/export/simlab"
+	}
+	ceph := []string{"storage-ceph-cluster", "storage-ceph-pool", "storage-ceph-pool-mgr"}
+	remoteCommands := func(nodes ...string) []string {
+		var out []string
+		for _, n := range nodes {
+			out = append(out, n+"-ignition", n+"-disks", n+"-domain", n+"-address", n+"-ssh")
+		}
+		return out
+	}
+	return []day2Row{
+		{
+			name:   "workers 2->3",
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 3 },
+			create: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+			// Sizing grows: 3 mons, size-3 pools across hosts; the guard
+			// records it and lets it through.
+			update: cat(ceph, []string{"storage-ceph-guard"}),
+		},
+		{
+			name:   "workers 3->2 without Ceph",
+			base:   func(c *config.Loaded) { noCeph(c); c.Workers.Count = 3 },
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 2 },
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+		},
+		{
+			name:   "workers 3->2 with Ceph",
+			base:   func(c *config.Loaded) { c.Workers.Count = 3 },
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 2 },
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+			// The plan shrinks the pools to size 1 and the mons to 1; the
+			// Ceph guard refuses before the CephCluster or a pool changes.
+			update:  cat(ceph, []string{"storage-ceph-guard"}),
+			refused: map[string]string{"storage-ceph-guard": "simlab:storage.ceph.allowShrink"},
+		},
+		{
+			name: "workers 3->2 with Ceph acknowledged",
+			base: func(c *config.Loaded) { c.Workers.Count = 3 },
+			change: func(c *config.Loaded, _ string, _ *testing.T) {
+				c.Workers.Count = 2
+				c.Storage.Ceph.AllowShrink = true
+			},
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+			update: cat(ceph, []string{"storage-ceph-guard"}),
+		},
+		{
+			name:   "controller cpus 2->4",
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Controllers.CPUs = 4 },
+			// In place: the domain is resized and restarted, its UUID kept,
+			// so kubeadm init and everything after it stay.
+			update: []string{"dev-controller-1-domain"},
+		},
+		{
+			name:   "worker memory 8192->16384",
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.MemoryMiB = 16384 },
+			update: []string{"dev-worker-1-domain", "dev-worker-2-domain"},
+		},
+		{
+			name:   "controller diskGiB 30->40",
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Controllers.DiskGiB = 40 },
+			// The plan replaces the controller and the cluster; its guard
+			// refuses at `pulumi up` before any of it runs.
+			update: []string{"dev-controller-1-guard"},
+			replace: cat([]string{"dev-controller-1-disks"}, replacedMachine("dev-controller-1"),
+				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
+				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+			replaceAll: true,
+			refused:    map[string]string{"dev-controller-1-guard": "simlab:controllers.replace"},
+		},
+		{
+			name: "controller diskGiB 30->40 acknowledged",
+			change: func(c *config.Loaded, _ string, _ *testing.T) {
+				c.Controllers.DiskGiB = 40
+				c.Controllers.Replace = true
+			},
+			update: []string{"dev-controller-1-guard"},
+			replace: cat([]string{"dev-controller-1-disks"}, replacedMachine("dev-controller-1"),
+				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
+				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+			replaceAll: true,
+		},
+		{
+			name:   "FCOS bump",
+			change: fcosBump("43.20251101.3.0"),
+			// One base image resource per release: the new one is created,
+			// the old one deleted (its delete keeps the file while an overlay
+			// uses it). Every overlay's create names the new base: an update
+			// whose script is a no-op, so existing nodes keep their disks.
+			create: []string{"dev-fcos-image-43.20251101.3.0"},
+			delete: []string{"dev-fcos-image-42.20251012.3.0"},
+			update: []string{"dev-controller-1-disks", "dev-worker-1-disks", "dev-worker-2-disks"},
+		},
+		{
+			name: "snippet change",
+			base: func(c *config.Loaded) {
+				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "one")}
+				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "one")}
+			},
+			change: func(c *config.Loaded, _ string, _ *testing.T) {
+				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "two")}
+				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "two")}
+			},
+			// The controller ignores its Ignition's drift; the plan recreates
+			// every worker from new disks, and their guards refuse it.
+			update: []string{"dev-worker-1-ignition", "dev-worker-2-ignition", "dev-worker-1-guard", "dev-worker-2-guard"},
+			replace: cat([]string{"dev-worker-1-disks", "dev-worker-2-disks"},
+				replacedMachine("dev-worker-1"), replacedMachine("dev-worker-2"),
+				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+			refused: map[string]string{"dev-worker-1-guard": "simlab:workers.replace", "dev-worker-2-guard": "simlab:workers.replace"},
+		},
+		{
+			name:   "Kubernetes v1.34 -> v1.35",
+			change: kubernetesBump("v1.35.0"),
+			// No upgrade: kubeadm init's config changes (an update whose
+			// create skips: the cluster exists). The workers' Ignition names
+			// the new binaries, so the plan replaces every worker; their
+			// guards refuse it. The controller ignores its Ignition's drift.
+			update: []string{"dev-controller-1-kubeadm-init", "dev-worker-1-ignition", "dev-worker-2-ignition",
+				"dev-worker-1-guard", "dev-worker-2-guard"},
+			replace: cat([]string{"dev-worker-1-disks", "dev-worker-2-disks"},
+				replacedMachine("dev-worker-1"), replacedMachine("dev-worker-2"),
+				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+			refused: map[string]string{"dev-worker-1-guard": "simlab:workers.replace", "dev-worker-2-guard": "simlab:workers.replace"},
+		},
+		{
+			name: "SSH key rotation",
+			change: func(c *config.Loaded, _ string, _ *testing.T) {
+				c.SSHPrivateKey = strings.Replace(fakePrivateKey, "TESTONLY", "TESTONLY-rotated", 1)
+			},
+			// Every remote command's connection (and the derived bootstrap
+			// token) changes: updates, no replacement.
+			update: cat([]string{"dev-fcos-image-42.20251012.3.0"},
+				remoteCommands("dev-controller-1", "dev-worker-1", "dev-worker-2"),
+				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
+				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+		},
+		{
+			name:   "simulator maxWorkers",
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Simulator.MaxWorkers = 8 },
+			update: []string{"workloads-simulator"},
+		},
+	}
+}
+
+// kubernetesBump moves the stack and its mirror's Kubernetes binaries to
+// another version.
+func kubernetesBump(version string) func(c *config.Loaded, dir string, t *testing.T) {
+	return func(c *config.Loaded, dir string, t *testing.T) {
+		m, err := artifacts.LoadManifest(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := c.Versions.Kubernetes
+		for name, a := range m.Artifacts {
+			if strings.Contains(a.Path, "/"+old+"/") {
+				a.Path = strings.ReplaceAll(a.Path, old, version)
+				a.SHA512 = strings.Repeat("cd", 64)
+				m.Artifacts[name] = a
+			}
+		}
+		m.Versions.Kubernetes = version
+		if err := m.Write(dir); err != nil {
+			t.Fatal(err)
+		}
+		c.Versions.Kubernetes = version
+	}
+}
+
+// fcosBump moves the stack and its mirror's QEMU image to another release.
+func fcosBump(release string) func(c *config.Loaded, dir string, t *testing.T) {
+	return func(c *config.Loaded, dir string, t *testing.T) {
+		m, err := artifacts.LoadManifest(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := c.Versions.FCOSRelease
+		a := m.Artifacts[artifacts.FCOSQemu]
+		a.Path = strings.ReplaceAll(a.Path, old, release)
+		a.SHA512 = strings.Repeat("ab", 64)
+		m.Artifacts[artifacts.FCOSQemu] = a
+		m.Versions.FCOSRelease = release
+		if err := m.Write(dir); err != nil {
+			t.Fatal(err)
+		}
+		c.Versions.FCOSRelease = release
+	}
+}
+
+// TestMockDay2Changes runs the program for the old and the new config of
+// each row and asserts exactly which resources are created, updated,
+// replaced and deleted (docs/DAY2.md; the rules are pulumimock.Diff's),
+// comparing every resource's inputs: nodes, workers, cluster, storage and
+// workloads alike.
+func TestMockDay2Changes(t *testing.T) {
+	for _, row := range day2Rows() {
+		t.Run(row.name, func(t *testing.T) {
+			oldCfg, newCfg := loadStack(t, "dev"), loadStack(t, "dev")
+			newCfg.Artifacts.Dir = oldCfg.Artifacts.Dir // one project, one mirror
+			if row.base != nil {
+				row.base(oldCfg)
+				row.base(newCfg)
+			}
+			oldRun := runForPlan(t, oldCfg)
+			row.change(newCfg, newCfg.Artifacts.Dir, t)
+			newRun := runForPlan(t, newCfg)
+			plan := pulumimock.Diff(oldRun, newRun)
+
+			replace := row.replace
+			if row.replaceAll {
+				replace = cat(replace, kubernetesObjects(newRun))
+			}
+			want := map[pulumimock.Op][]string{
+				pulumimock.OpCreate: row.create, pulumimock.OpUpdate: row.update,
+				pulumimock.OpReplace: replace, pulumimock.OpDelete: row.delete,
+			}
+			for _, op := range []pulumimock.Op{pulumimock.OpCreate, pulumimock.OpUpdate, pulumimock.OpReplace, pulumimock.OpDelete} {
+				if got, exp := plan.Names(op), sortedUnique(want[op]); strings.Join(got, " ") != strings.Join(exp, " ") {
+					t.Errorf("%s:\n got  %v\n want %v", op, got, exp)
+				}
+			}
+			checkGuards(t, plan, oldRun, newRun, row.refused)
+			if t.Failed() {
+				t.Logf("the whole plan:\n%s", plan)
+			}
+		})
+	}
+}
+
+// checkGuards runs the update script of every guard the plan updates, with
+// the old guard's record as PULUMI_COMMAND_STDOUT (as pulumi-command does),
+// and checks it refuses exactly the guards in refused, naming their key.
+func checkGuards(t *testing.T, plan pulumimock.Plan, oldRun, newRun *pulumimock.Recorder, refused map[string]string) {
+	t.Helper()
+	for _, name := range plan.Names(pulumimock.OpUpdate) {
+		if !strings.HasSuffix(name, "-guard") {
+			continue
+		}
+		o, _ := oldRun.Find("command:local:Command", name)
+		n, _ := newRun.Find("command:local:Command", name)
+		prev, err := exec.Command("sh", "-c", pulumimock.String(o.Inputs, "create")).Output()
+		if err != nil {
+			t.Fatalf("%s: recording: %v", name, err)
+		}
+		cmd := exec.Command("sh", "-c", pulumimock.String(n.Inputs, "update"))
+		cmd.Env = append(os.Environ(), "PULUMI_COMMAND_STDOUT="+string(prev))
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err = cmd.Run()
+		key, refuse := refused[name]
+		switch {
+		case refuse && err == nil:
+			t.Errorf("%s lets the change through, want it refused naming %s", name, key)
+		case refuse && !strings.HasPrefix(stderr.String(), key+": "):
+			t.Errorf("%s refuses without naming %s first:\n%s", name, key, stderr.String())
+		case !refuse && err != nil:
+			t.Errorf("%s refuses: %v\n%s", name, err, stderr.String())
+		}
+		delete(refused, name)
+	}
+	for name := range refused {
+		t.Errorf("%s is not updated, so it refuses nothing", name)
+	}
+}
+
+// sortedUnique sorts names, keeping one of each (the plan lists a name once
+// per resource type: flannel is a ServiceAccount, a ClusterRole and a binding).
+func sortedUnique(names []string) []string {
+	out := append([]string(nil), names...)
+	sort.Strings(out)
+	return out
+}
