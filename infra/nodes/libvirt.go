@@ -208,7 +208,9 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 	install = append(install, shq("--qemu-commandline=-fw_cfg name=opt/com.coreos/config,file="+ignPath))
 	domain, err := remote.NewCommand(ctx, n.Name+"-domain", &remote.CommandArgs{
 		Connection: p.hypervisor(),
-		Create: pulumi.String(fmt.Sprintf("set -eu\n%s dominfo %s >/dev/null 2>&1 || %s\n%s domuuid %s",
+		// virt-install's progress goes to stderr: stdout is the UUID alone,
+		// which the node's InstanceID and the cluster's triggers are.
+		Create: pulumi.String(fmt.Sprintf("set -eu\n%s dominfo %s >/dev/null 2>&1 || %s >&2\n%s domuuid %s",
 			virsh, shq(n.Name), strings.Join(install, " \\\n  "), virsh, shq(n.Name))),
 		// cpus and memory change in place: the same machine, the same UUID,
 		// so nothing keyed on it (kubeadm init or join) runs again.
