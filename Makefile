@@ -73,6 +73,13 @@ bench-cluster: ## time the nodes+cluster program under the mock engine for 2, 50
 	  awk '/^BenchmarkMockDeploy/ { split($$1, n, "="); sub(/-[0-9]+$$/, "", n[2]); \
 	    for (i = 1; i <= NF; i++) { if ($$(i+1) == "ns/op") ns = $$i; if ($$(i+1) == "ms/node") mn = $$i } \
 	    printf "| %s | %.0f | %s |\n", n[2], ns / 1e6, mn }'
+# The nodes layer's libvirt commands against a real libvirtd and qemu (TCG)
+# here, booting a stand-in for FCOS with the real Ignition: tests/libvirt,
+# docs/LAB-SETUP.md ("Rehearsed on a real hypervisor"). Installs its apt
+# packages the first time; root only (network namespace, libvirtd).
+.PHONY: test-libvirt
+test-libvirt: ## real libvirtd + qemu + Ignition: define, boot, check, delete (needs root; apt-installs what it needs)
+	GO=$(GO) CACHE_DIR=$(CACHE_DIR) bash tests/libvirt/run.sh
 # --- end cluster ---
 
 # --- local control plane, chart and workloads (tests/, charts/, infra/workloads/)
