@@ -210,8 +210,19 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		Connection: p.hypervisor(),
 		// virt-install's progress goes to stderr: stdout is the UUID alone,
 		// which the node's InstanceID and the cluster's triggers are.
-		Create: pulumi.String(fmt.Sprintf("set -eu\n%s dominfo %s >/dev/null 2>&1 || %s >&2\n%s domuuid %s",
-			virsh, shq(n.Name), strings.Join(install, " \\\n  "), virsh, shq(n.Name))),
+		// A domain of that name that is not this node (another MAC: a
+		// leftover of another stack or a hand-made VM) is an error, never
+		// adopted.
+		Create: pulumi.String(fmt.Sprintf(`set -eu
+if %[1]s dominfo %[2]s >/dev/null 2>&1; then
+  if ! %[1]s domiflist %[2]s | grep -qi %[3]s; then
+    echo "domain %[4]s already exists on hypervisor %[5]s but is not this node (its NIC is not %[6]s): remove it (virsh undefine) or rename the node" >&2
+    exit 1
+  fi
+else
+  %[7]s >&2
+fi
+%[1]s domuuid %[2]s`, virsh, shq(n.Name), shq(n.MAC), n.Name, l.Host, n.MAC, strings.Join(install, " \\\n  "))),
 		// cpus and memory change in place: the same machine, the same UUID,
 		// so nothing keyed on it (kubeadm init or join) runs again.
 		Update: pulumi.String(resizeScript(virsh, n.Name, pool.CPUs, pool.MemoryMiB)),

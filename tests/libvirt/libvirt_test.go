@@ -620,4 +620,49 @@ func TestLibvirtNodesForReal(t *testing.T) {
 	if left := strings.TrimSpace(h.sh(t, "ls -A "+h.imageDir+" 2>/dev/null || true")); left != "" {
 		t.Errorf("files left in %s after delete: %s", h.imageDir, left)
 	}
+
+	// Faults: each a clear error naming the node or artifact, nothing half-made left.
+	byName := map[string]pulumimock.Command{}
+	for _, c := range cmds {
+		byName[c.Name] = c
+	}
+	t.Run("a domain of the node's name that is not the node is refused", func(t *testing.T) {
+		node := l.Nodes()[0].Name
+		xmlFile := path.Join(h.imageDir + "-foreign.xml")
+		h.sh(t, fmt.Sprintf(`cat > %s <<'XML'
+<domain type='qemu'><name>%s</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+<os><type arch='x86_64'>hvm</type></os>
+<devices><interface type='network'><source network='%s'/><mac address='52:54:00:00:00:01'/></interface></devices></domain>
+XML
+virsh --connect qemu:///system define %s >/dev/null && rm -f %s`, xmlFile, node, h.network, xmlFile, xmlFile))
+		defer h.run("virsh --connect qemu:///system undefine "+node, "", nil)
+		_, err := exec1(byName[node+"-domain"], byName[node+"-domain"].Create)
+		if err == nil || !strings.Contains(err.Error(), "domain "+node+" already exists on hypervisor 127.0.0.1 but is not this node") {
+			t.Fatalf("create over a foreign domain: %v", err)
+		}
+		if mem := h.sh(t, "virsh --connect qemu:///system dominfo "+node); !strings.Contains(mem, "65536 KiB") {
+			t.Errorf("the foreign domain was changed:\n%s", mem)
+		}
+	})
+	t.Run("a base image missing from the artifact server leaves nothing", func(t *testing.T) {
+		img := filepath.Join(mirror, filepath.FromSlash(m.Artifacts[artifacts.FCOSQemu].Path))
+		if err := os.Rename(img, img+".away"); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Rename(img+".away", img)
+		var base pulumimock.Command
+		for _, c := range cmds {
+			if strings.HasPrefix(c.Name, l.Cluster.Name+"-fcos-image") {
+				base = c
+			}
+		}
+		_, err := exec1(base, base.Create)
+		if err == nil || !strings.Contains(err.Error(), "404") {
+			t.Fatalf("base image create with the image missing upstream: %v, want curl's 404", err)
+		}
+		if left := strings.TrimSpace(h.sh(t, "ls -A "+h.imageDir+" 2>/dev/null || true")); left != "" {
+			t.Errorf("left in %s after a failed download: %s", h.imageDir, left)
+		}
+		exec1(base, base.Delete)
+	})
 }
