@@ -602,6 +602,20 @@ func TestLibvirtNodesForReal(t *testing.T) {
 		}
 	}
 
+	// The base image stays while an overlay uses it (docs/DAY2.md): its
+	// delete run first, with both nodes' overlays still there, keeps it.
+	basePath := nodes.BaseImagePath(h.imageDir, m.Artifacts[artifacts.FCOSQemu])
+	for _, c := range cmds {
+		if strings.HasPrefix(c.Name, l.Cluster.Name+"-fcos-image") {
+			if out, err := exec1(c, c.Delete); err != nil {
+				t.Errorf("delete %s with overlays on it: %v\n%s", c.Name, err, out)
+			}
+		}
+	}
+	if _, err := h.run("test -s "+basePath, "", nil); err != nil {
+		t.Errorf("the base image %s went while overlays still use it", basePath)
+	}
+
 	// Delete, in reverse order, leaves no domain, disk, Ignition file or base image.
 	t0 := time.Now()
 	for i := len(cmds) - 1; i >= 0; i-- {
