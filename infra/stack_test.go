@@ -11,6 +11,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/ignition"
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
@@ -405,5 +406,36 @@ func TestMockSimulatorRunsTheMirroredImageByDigest(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "ghcr.io/simlab/simulator:") || !strings.Contains(err.Error(), "simlab image build") {
 		t.Fatalf("want the missing image named with the command that builds it: %v", err)
+	}
+}
+
+// TestMockServedIgnitionIsWhatUpRenders: `simlab artifacts serve` and
+// `simlab artifacts ignition` render a node from config.Nodes() and the
+// mirror's manifest; `pulumi up` hands each libvirt domain its Ignition
+// through the node's -ignition command. For static-IP libvirt nodes (whose
+// NetworkManager keyfile names the NIC's MAC) the two must be byte for byte
+// the same, so one owner computes the MAC (config.LibvirtMAC).
+func TestMockServedIgnitionIsWhatUpRenders(t *testing.T) {
+	cfg := loadStack(t, "dev")
+	worker := cfg.NodesByRole(config.RoleWorker)[0].Name
+	cfg.Libvirt.Addresses = map[string]string{worker: "192.168.122.50"}
+	cfg.Libvirt.Gateway, cfg.Libvirt.Nameservers = "192.168.122.1", []string{"192.168.122.1"}
+	m, err := artifacts.LoadManifest(cfg.Artifacts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := deployMock(t, "dev", cfg)
+	for _, n := range cfg.Nodes() {
+		served, err := ignition.RenderNode(&cfg.Config, n, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, ok := rec.Find("command:remote:Command", n.Name+"-ignition")
+		if !ok {
+			t.Fatalf("no %s-ignition command", n.Name)
+		}
+		if up := pulumimock.String(cmd.Inputs, "stdin"); up != string(served) {
+			t.Errorf("%s: the Ignition `pulumi up` gives the domain differs from what the artifact server serves", n.Name)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"sort"
 )
@@ -14,7 +15,9 @@ type Node struct {
 	Role string
 	// Index counts from 1 within the role.
 	Index int
-	// MAC is set for metal machines.
+	// MAC is the boot NIC's address: the metal machine's, or for libvirt
+	// the one LibvirtMAC derives (the domain's NIC; static networking in the
+	// node's Ignition binds to it).
 	MAC string
 	// IP is the static address, when known from config.
 	IP string
@@ -32,6 +35,7 @@ func (c *Config) Nodes() []Node {
 			}
 			for i := 1; i <= n; i++ {
 				node := Node{Name: fmt.Sprintf("%s-%s-%d", c.Cluster.Name, role, i), Role: role, Index: i}
+				node.MAC = LibvirtMAC(c.Cluster.Name, node.Name)
 				if c.Libvirt != nil {
 					node.IP = c.Libvirt.Addresses[node.Name]
 				}
@@ -54,6 +58,15 @@ func (c *Config) Nodes() []Node {
 		}
 	}
 	return out
+}
+
+// LibvirtMAC derives a libvirt node's stable MAC address (QEMU's 52:54:00
+// prefix) from the cluster and node names, so a recreated node keeps its
+// DHCP lease. This is the one owner of it: `pulumi up`, `simlab artifacts
+// serve` and `simlab artifacts ignition` all take it from Nodes.
+func LibvirtMAC(cluster, node string) string {
+	s := sha256.Sum256([]byte(cluster + "/" + node))
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", s[0], s[1], s[2])
 }
 
 // NodesByRole returns the nodes of one role.

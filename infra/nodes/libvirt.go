@@ -113,13 +113,6 @@ for b in "$dir"/fedora-coreos-*-qemu.*.qcow2; do
 done`, shq(dir), baseMarker)
 }
 
-// MAC derives a stable MAC address (QEMU's 52:54:00 prefix) from the cluster
-// and node names, so a recreated node keeps its DHCP lease.
-func MAC(cluster, node string) string {
-	s := sha256.Sum256([]byte(cluster + "/" + node))
-	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", s[0], s[1], s[2])
-}
-
 // ignitionHash is the sha256 of a node's Ignition, used as a replacement trigger.
 func ignitionHash(ign string) string {
 	s := sha256.Sum256([]byte(ign))

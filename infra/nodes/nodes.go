@@ -152,10 +152,6 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	names := pulumi.StringArray{}
 	addrs := pulumi.StringMap{}
 	for _, n := range args.Nodes {
-		if args.Provider == config.ProviderLibvirt && n.MAC == "" {
-			// Static networking in the Ignition binds to this NIC.
-			n.MAC = MAC(args.Cluster.Name, n.Name)
-		}
 		ign, err := render(n)
 		if err != nil {
 			return nil, fmt.Errorf("rendering Ignition for %s: %w", n.Name, err)

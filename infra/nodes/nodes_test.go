@@ -157,7 +157,7 @@ func TestMockLibvirtNodesAndTheirChildren(t *testing.T) {
 		for _, want := range []string{
 			"-fw_cfg name=opt/com.coreos/config,file=/var/lib/libvirt/images/simlab-dev/" + n.Name + ".ign",
 			fmt.Sprintf("--vcpus %d --memory %d", pool.CPUs, pool.MemoryMiB),
-			"network='default',mac=" + nodes.MAC("dev", n.Name),
+			"network='default',mac=" + config.LibvirtMAC("dev", n.Name),
 		} {
 			if !strings.Contains(domain, want) {
 				t.Errorf("%s domain lacks %q:\n%s", n.Name, want, domain)

@@ -532,7 +532,7 @@ func TestLibvirtNodesForReal(t *testing.T) {
 			if d.VCPU != pool.CPUs || d.Memory.Value != int64(pool.MemoryMiB)*1024 || d.Memory.Unit != "KiB" {
 				t.Errorf("domain has %d vCPUs and %d %s, want %d and %d MiB", d.VCPU, d.Memory.Value, d.Memory.Unit, pool.CPUs, pool.MemoryMiB)
 			}
-			mac := nodes.MAC(l.Cluster.Name, n.Name)
+			mac := config.LibvirtMAC(l.Cluster.Name, n.Name)
 			if len(d.Devices.Interfaces) != 1 || d.Devices.Interfaces[0].MAC.Address != mac ||
 				d.Devices.Interfaces[0].Source.Network != h.network || d.Devices.Interfaces[0].Model.Type != "virtio" {
 				t.Errorf("interfaces %+v, want one virtio NIC with MAC %s on %s", d.Devices.Interfaces, mac, h.network)
