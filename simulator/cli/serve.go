@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -223,6 +224,13 @@ func sinkCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "sink listening on", s.Addr())
+			sinkListening(s)
+			watch := &statusWatch{}
+			if ctlURL != "" {
+				wctx, stopWatch := context.WithCancel(cmd.Context())
+				defer stopWatch()
+				go watch.run(wctx, ctlURL)
+			}
 			if len(pulls) > 0 {
 				var auth []ssh.AuthMethod
 				if pwEnv != "" {
@@ -256,24 +264,52 @@ func sinkCmd() *cobra.Command {
 			if ds != nil {
 				e.Sources, e.Span = sink.ExpectDataset(ds), ds.Span
 			}
+			// The controller may be gone by now (stopped first, crashed, unreachable): the report is
+			// still written, from the last status seen during the run if any, with what is unknown named.
 			var st *controller.Status
+			var stErr error
 			if ctlURL != "" {
-				var err error
-				if st, err = fetchStatus(ctlURL); err != nil {
-					return err
+				st, stErr = fetchStatus(ctlURL)
+				if stErr != nil {
+					if last, at := watch.last(); last != nil {
+						st = last
+						stErr = fmt.Errorf("%w (the report uses its status as of %s)", stErr, at.UTC().Format(time.RFC3339))
+					}
 				}
-				e.Start = st.StartTime
-				if st.Repeat && st.Loops > 0 {
-					e.Loops = st.Loops
+				if st != nil {
+					e.Start = st.StartTime
+					if st.Repeat && st.Loops > 0 {
+						e.Loops = st.Loops
+					}
 				}
 			}
 			rep := s.Report(e)
-			if st != nil {
+			switch {
+			case ctlURL == "":
+				why := "no --controller-url: the run's start time, loops and failed records are unknown"
+				for _, p := range []string{"early", "lateness", "failed_at_workers"} {
+					rep.SetUnavailable(p, why)
+				}
+			case st == nil:
+				why := fmt.Sprintf("controller unreachable at stop and never reached during the run: %v", stErr)
+				for _, p := range []string{"early", "lateness", "loops", "failed_at_workers"} {
+					rep.SetUnavailable(p, why)
+				}
+			default:
 				rep.FailedAtWorkers = run.FailedSources(st)
+				if stErr != nil {
+					rep.SetUnavailable("failed_at_workers", fmt.Sprintf("only as of the last status seen: %v", stErr))
+				}
 			}
 			run.PrintReport(cmd.OutOrStdout(), rep)
 			if report != "" {
-				return rep.WriteFile(report)
+				if err := rep.WriteFile(report); err != nil {
+					return fmt.Errorf("--report %s: %w", report, err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "report written to", report)
+			}
+			if stErr != nil {
+				return fmt.Errorf("report incomplete: %w", stErr)
 			}
 			return nil
 		},
@@ -291,14 +327,58 @@ func sinkCmd() *cobra.Command {
 	return c
 }
 
+// sinkListening is called with the sink once it listens (a test hook).
+var sinkListening = func(*sink.Sink) {}
+
+// statusClient bounds every status request: a controller that accepts and never answers must not
+// hold the sink's report.
+var statusClient = &http.Client{Timeout: 5 * time.Second}
+
 func fetchStatus(url string) (*controller.Status, error) {
-	resp, err := http.Get(url + "/v1/status")
+	resp, err := statusClient.Get(url + "/v1/status")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("controller %s: %w", url, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("controller %s: GET /v1/status: %s", url, resp.Status)
+	}
 	var st controller.Status
-	return &st, json.NewDecoder(resp.Body).Decode(&st)
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("controller %s: GET /v1/status: %w", url, err)
+	}
+	return &st, nil
+}
+
+// statusWatch keeps the controller's latest status during the run, for a report at stop when the
+// controller can no longer be reached.
+type statusWatch struct {
+	mu sync.Mutex
+	st *controller.Status
+	at time.Time
+}
+
+func (w *statusWatch) run(ctx context.Context, url string) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if st, err := fetchStatus(url); err == nil && st.RunID != "" {
+			w.mu.Lock()
+			w.st, w.at = st, time.Now()
+			w.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *statusWatch) last() (*controller.Status, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st, w.at
 }
 
 func runCmd() *cobra.Command {

@@ -241,8 +241,21 @@ func PrintReport(w io.Writer, r *sink.Report) {
 			fmt.Fprintf(w, "  %s: %d\n", s, r.FailedAtWorkers[s])
 		}
 	}
+	if len(r.Unavailable) > 0 {
+		parts := make([]string, 0, len(r.Unavailable))
+		for p := range r.Unavailable {
+			parts = append(parts, p)
+		}
+		sort.Strings(parts)
+		fmt.Fprintln(w, "unknown (their columns are zero, not measured):")
+		for _, p := range parts {
+			fmt.Fprintf(w, "  %s: %s\n", p, r.Unavailable[p])
+		}
+	}
 	verdict := "OK: nothing lost, nothing early"
-	if !r.OK() {
+	if _, ok := r.Unavailable["early"]; ok {
+		verdict = fmt.Sprintf("UNKNOWN: %d lost, early not known", r.Total.Lost)
+	} else if !r.OK() {
 		verdict = fmt.Sprintf("FAIL: %d lost, %d early", r.Total.Lost, r.Total.Early)
 	}
 	fmt.Fprintln(w, verdict)

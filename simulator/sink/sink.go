@@ -241,10 +241,25 @@ type Report struct {
 	// counted as failed (never sent: the source's destination could not be built), from the
 	// controller's status; empty without a controller or when none failed.
 	FailedAtWorkers map[string]int64 `json:"failed_at_workers,omitempty"`
+	// Unavailable names each part of the report the sink could not compute, and why: "early" and
+	// "lateness" without the run's start time, "failed_at_workers" and "loops" without the
+	// controller's status. Those parts' fields are zero and mean "unknown", not "none".
+	Unavailable map[string]string `json:"unavailable,omitempty"`
 }
 
-// OK is true when nothing was lost and nothing arrived early.
-func (r *Report) OK() bool { return r.Total.Lost == 0 && r.Total.Early == 0 }
+// OK is true when nothing was lost and nothing arrived early; false when either is unknown.
+func (r *Report) OK() bool {
+	_, earlyUnknown := r.Unavailable["early"]
+	return r.Total.Lost == 0 && r.Total.Early == 0 && !earlyUnknown
+}
+
+// SetUnavailable records that part of the report could not be computed, and why.
+func (r *Report) SetUnavailable(part, why string) {
+	if r.Unavailable == nil {
+		r.Unavailable = map[string]string{}
+	}
+	r.Unavailable[part] = why
+}
 
 // Report computes the report against an expectation.
 func (s *Sink) Report(e Expectation) *Report {
@@ -260,6 +275,11 @@ func (s *Sink) Report(e Expectation) *Report {
 		maxLoop = loops
 	}
 	start := e.Start.UnixNano()
+	timed := !e.Start.IsZero()
+	if !timed {
+		rep.SetUnavailable("early", "the run's start time is unknown")
+		rep.SetUnavailable("lateness", "the run's start time is unknown")
+	}
 	for src, n := range e.Sources {
 		t := rep.typ(src)
 		t.Expected += int64(n * loops)
@@ -274,7 +294,7 @@ func (s *Sink) Report(e Expectation) *Report {
 		seen := make(map[int64]struct{}, len(rs))
 		for _, r := range rs {
 			k := int64(0)
-			if e.Span > 0 && maxLoop > 1 {
+			if timed && e.Span > 0 && maxLoop > 1 {
 				k = int64(math.Round(float64(r.At-start-int64(r.Offset)) / float64(e.Span)))
 				k = max(0, min(k, int64(maxLoop-1)))
 			}
@@ -287,6 +307,9 @@ func (s *Sink) Report(e Expectation) *Report {
 			seen[key] = struct{}{}
 			if k < int64(loops) && int(r.Seq) < n {
 				t.Received++
+			}
+			if !timed {
+				continue
 			}
 			if r.At < due {
 				t.Early++
