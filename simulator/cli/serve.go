@@ -223,6 +223,9 @@ func sinkCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if ds != nil {
+				s.Expect(ds)
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), "sink listening on", s.Addr())
 			sinkListening(s)
 			watch := &statusWatch{}

@@ -92,6 +92,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer env.Close()
+	env.Sink.Expect(ds)
 	loaded, err := env.Controller.Load(ctx, o.Dataset, controller.LoadRequest{Partitioning: o.Partitioning, AddressOverride: env.Sink.Addr()})
 	if err != nil {
 		return nil, err
@@ -239,6 +240,15 @@ func PrintReport(w io.Writer, r *sink.Report) {
 		fmt.Fprintf(w, "of the lost, %d failed at the workers (never sent: the destination could not be built):\n", total)
 		for _, s := range srcs {
 			fmt.Fprintf(w, "  %s: %d\n", s, r.FailedAtWorkers[s])
+		}
+	}
+	if r.Unattributed > 0 {
+		fmt.Fprintf(w, "%d received record(s) could not be attributed to a record of a source (lost may include them):\n", r.Unattributed)
+		for _, d := range r.UnattributedSamples {
+			fmt.Fprintln(w, "  "+d)
+		}
+		if n := r.Unattributed - int64(len(r.UnattributedSamples)); n > 0 {
+			fmt.Fprintf(w, "  and %d more\n", n)
 		}
 	}
 	if len(r.Unavailable) > 0 {

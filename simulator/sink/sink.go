@@ -5,9 +5,12 @@ package sink
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -34,18 +37,26 @@ type Sink struct {
 	ln      net.Listener
 	addr    string
 
+	index atomic.Pointer[contentIndex]
+
 	mu       sync.Mutex
 	bySource map[string][]Receipt
-	conns    map[net.Conn]struct{}
-	unparsed atomic.Int64
-	total    atomic.Int64
-	wg       sync.WaitGroup
-	closed   bool
+	// pending are receipts whose content matches several records: resolved at report time.
+	pending []pending
+	// unmatched are receipts that carry no mark and match no record of the dataset.
+	unmatched []unmatched
+	// connSource is, per connection, the sources its attributed records came from.
+	connSource map[string]map[string]struct{}
+	conns      map[net.Conn]struct{}
+	unparsed   atomic.Int64
+	total      atomic.Int64
+	wg         sync.WaitGroup
+	closed     bool
 }
 
 // Listen starts a sink on addr (e.g. 127.0.0.1:0) reading frames of the given framing.
 func Listen(addr, framing string) (*Sink, error) {
-	s := &Sink{framing: framing, bySource: map[string][]Receipt{}, conns: map[net.Conn]struct{}{}}
+	s := &Sink{framing: framing, bySource: map[string][]Receipt{}, conns: map[net.Conn]struct{}{}, connSource: map[string]map[string]struct{}{}}
 	if err := s.listen(addr); err != nil {
 		return nil, err
 	}
@@ -128,10 +139,8 @@ func (s *Sink) serve(c net.Conn) {
 		s.mu.Unlock()
 	}()
 	br := bufio.NewReaderSize(c, 256<<10)
-	var batch []struct {
-		src string
-		r   Receipt
-	}
+	conn := c.RemoteAddr().String()
+	var batch []item
 	var frame []byte
 	for {
 		var err error
@@ -141,22 +150,113 @@ func (s *Sink) serve(c net.Conn) {
 		}
 		now := time.Now().UnixNano()
 		s.total.Add(1)
-		m, ok := dataset.ParseMark(frame)
-		if !ok {
-			s.unparsed.Add(1)
-			continue
-		}
-		batch = append(batch, struct {
-			src string
-			r   Receipt
-		}{m.Source, Receipt{Seq: int32(m.Seq), Offset: m.Offset, At: now}})
+		batch = append(batch, s.classify(frame, now, conn))
+		batch[len(batch)-1].conn = conn
 		if br.Buffered() == 0 || len(batch) >= 1024 {
-			s.mu.Lock()
-			for _, b := range batch {
-				s.bySource[b.src] = append(s.bySource[b.src], b.r)
-			}
-			s.mu.Unlock()
+			s.add(batch)
 			batch = batch[:0]
+		}
+	}
+}
+
+// item is one received record, classified: attributed (src set), pending (several candidate
+// records share its content) or unmatched.
+type item struct {
+	conn  string
+	src   string
+	r     Receipt
+	cands []candidate
+	size  int
+	sum   [sha256.Size]byte
+	un    *unmatched
+}
+
+type pending struct {
+	cands []candidate
+	at    int64
+	conn  string
+	size  int
+	sum   [sha256.Size]byte
+}
+
+type unmatched struct {
+	conn string
+	size int
+	sum  [sha256.Size]byte
+	at   int64
+	// sources is set when the content matches records of several sources and the connection's own
+	// source is unknown or not among them.
+	sources []string
+}
+
+// candidate is one record of the dataset a received payload may be.
+type candidate struct {
+	src    string
+	seq    int32
+	offset time.Duration
+}
+
+// contentIndex maps a payload's SHA-256 to the dataset's records with that content.
+type contentIndex map[[sha256.Size]byte][]candidate
+
+// Expect gives the sink the dataset it should receive, so that payloads without the generator's
+// mark (0-byte payloads, hand-made datasets) are matched by content: source, offset and SHA-256
+// of the payload. Call it before records arrive. A payload that is in the dataset is identified by
+// content even if it carries a mark; seq is then the record's index in its source (by offset).
+func (s *Sink) Expect(d *dataset.Dataset) {
+	idx := contentIndex{}
+	for _, src := range d.Sources {
+		id := src.ID()
+		for i, r := range src.Records {
+			h := sha256.Sum256(r.Payload)
+			idx[h] = append(idx[h], candidate{src: id, seq: int32(i), offset: r.Offset})
+		}
+	}
+	s.index.Store(&idx)
+}
+
+func (s *Sink) classify(frame []byte, at int64, conn string) item {
+	if idx := s.index.Load(); idx != nil {
+		h := sha256.Sum256(frame)
+		switch cs := (*idx)[h]; {
+		case len(cs) == 1:
+			return item{src: cs[0].src, r: Receipt{Seq: cs[0].seq, Offset: cs[0].offset, At: at}}
+		case len(cs) > 1:
+			return item{cands: cs, r: Receipt{At: at}, size: len(frame), sum: h}
+		}
+		if m, ok := dataset.ParseMark(frame); ok {
+			return item{src: m.Source, r: Receipt{Seq: int32(m.Seq), Offset: m.Offset, At: at}}
+		}
+		return item{un: &unmatched{conn: conn, size: len(frame), sum: h, at: at}}
+	}
+	if m, ok := dataset.ParseMark(frame); ok {
+		return item{src: m.Source, r: Receipt{Seq: int32(m.Seq), Offset: m.Offset, At: at}}
+	}
+	return item{un: &unmatched{conn: conn, size: len(frame), sum: sha256.Sum256(frame), at: at}}
+}
+
+// add records a batch of classified receipts of one connection.
+func (s *Sink) add(batch []item) {
+	if len(batch) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range batch {
+		switch {
+		case b.un != nil:
+			s.unparsed.Add(1)
+			s.unmatched = append(s.unmatched, *b.un)
+		case b.cands != nil:
+			s.pending = append(s.pending, pending{cands: b.cands, at: b.r.At, conn: b.conn, size: b.size, sum: b.sum})
+		default:
+			s.bySource[b.src] = append(s.bySource[b.src], b.r)
+			cs := s.connSource[b.conn]
+			if cs == nil {
+				cs = map[string]struct{}{}
+				s.connSource[b.conn] = cs
+			}
+			cs[b.src] = struct{}{}
 		}
 	}
 }
@@ -233,10 +333,18 @@ type TypeReport struct {
 
 // Report is the sink's JSON report.
 type Report struct {
-	Types    map[string]*TypeReport `json:"types"`
-	Total    *TypeReport            `json:"total"`
-	Unparsed int64                  `json:"unparsed"`
-	Unknown  int64                  `json:"unknown_sources"`
+	Types map[string]*TypeReport `json:"types"`
+	Total *TypeReport            `json:"total"`
+	// Unparsed counts records that carry no mark and match no record of the dataset.
+	Unparsed int64 `json:"unparsed"`
+	// Unknown counts records attributed to sources the expectation does not have.
+	Unknown int64 `json:"unknown_sources"`
+	// Unattributed counts records the sink could not attribute to a record of a source: the
+	// unparsed ones, and those whose content several sources share when their connection named
+	// none. Lost may include them. UnattributedSamples describes the first few (connection, size,
+	// content hash, why).
+	Unattributed        int64    `json:"unattributed"`
+	UnattributedSamples []string `json:"unattributed_samples,omitempty"`
 	// FailedAtWorkers is, per source ("type/instance"), how many of the lost records the workers
 	// counted as failed (never sent: the source's destination could not be built), from the
 	// controller's status; empty without a controller or when none failed.
@@ -284,7 +392,16 @@ func (s *Sink) Report(e Expectation) *Report {
 		t := rep.typ(src)
 		t.Expected += int64(n * loops)
 	}
-	for src, rs := range s.bySource {
+	// loopKey places a receipt of src in its loop and returns its dedup key and due time.
+	loopKey := func(src string, r Receipt) (key, k, due int64) {
+		if timed && e.Span > 0 && maxLoop > 1 {
+			k = int64(math.Round(float64(r.At-start-int64(r.Offset)) / float64(e.Span)))
+			k = max(0, min(k, int64(maxLoop-1)))
+		}
+		return k*int64(e.Sources[src]+1) + int64(r.Seq), k, start + k*int64(e.Span) + int64(r.Offset)
+	}
+	bySource := s.resolve(loopKey, timed, rep)
+	for src, rs := range bySource {
 		n, known := e.Sources[src]
 		if !known {
 			rep.Unknown += int64(len(rs))
@@ -293,13 +410,7 @@ func (s *Sink) Report(e Expectation) *Report {
 		t := rep.typ(src)
 		seen := make(map[int64]struct{}, len(rs))
 		for _, r := range rs {
-			k := int64(0)
-			if timed && e.Span > 0 && maxLoop > 1 {
-				k = int64(math.Round(float64(r.At-start-int64(r.Offset)) / float64(e.Span)))
-				k = max(0, min(k, int64(maxLoop-1)))
-			}
-			due := start + k*int64(e.Span) + int64(r.Offset)
-			key := k*int64(n+1) + int64(r.Seq)
+			key, k, due := loopKey(src, r)
 			if _, dup := seen[key]; dup {
 				t.Duplicated++
 				continue
@@ -331,6 +442,100 @@ func (s *Sink) Report(e Expectation) *Report {
 	rep.Total.lates = all
 	rep.Total.finish()
 	return rep
+}
+
+// maxSamples bounds the unattributed records a report describes one by one.
+const maxSamples = 10
+
+// resolve returns the receipts per source with every pending receipt (content shared by several
+// records) attributed: to the connection's own source when its other records name one, and there
+// to the record, not yet received in its loop, whose due time is nearest the receipt. A receipt
+// whose candidates remain in several sources, and every unmatched one, is counted in
+// rep.Unattributed and described in rep.UnattributedSamples. Called with s.mu held.
+func (s *Sink) resolve(loopKey func(string, Receipt) (int64, int64, int64), timed bool, rep *Report) map[string][]Receipt {
+	out := make(map[string][]Receipt, len(s.bySource))
+	taken := map[string]map[int64]struct{}{}
+	for src, rs := range s.bySource {
+		out[src] = rs[:len(rs):len(rs)] // appends below copy, never touching s.bySource
+		tk := map[int64]struct{}{}
+		for _, r := range rs {
+			key, _, _ := loopKey(src, r)
+			tk[key] = struct{}{}
+		}
+		taken[src] = tk
+	}
+	unattributed := func(conn string, size int, sum [sha256.Size]byte, why string) {
+		rep.Unattributed++
+		if len(rep.UnattributedSamples) < maxSamples {
+			rep.UnattributedSamples = append(rep.UnattributedSamples,
+				fmt.Sprintf("from %s: %d bytes, sha256 %s: %s", conn, size, hex.EncodeToString(sum[:8]), why))
+		}
+	}
+	ps := append([]pending(nil), s.pending...)
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].at < ps[j].at })
+	for _, p := range ps {
+		cands := p.cands
+		if own := s.connSource[p.conn]; len(own) > 0 {
+			var mine []candidate
+			for _, c := range cands {
+				if _, ok := own[c.src]; ok {
+					mine = append(mine, c)
+				}
+			}
+			if len(mine) > 0 {
+				cands = mine
+			}
+		}
+		srcs := map[string]struct{}{}
+		for _, c := range cands {
+			srcs[c.src] = struct{}{}
+		}
+		if len(srcs) > 1 {
+			names := make([]string, 0, len(srcs))
+			for n := range srcs {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			if len(names) > 3 {
+				names = append(names[:3], fmt.Sprintf("and %d more", len(srcs)-3))
+			}
+			unattributed(p.conn, p.size, p.sum, "its content is that of records of several sources ("+strings.Join(names, ", ")+
+				") and its connection carried no record that names one")
+			continue
+		}
+		var best Receipt
+		var bestKey int64
+		bestFree, bestDist := false, int64(math.MaxInt64)
+		for _, c := range cands {
+			r := Receipt{Seq: c.seq, Offset: c.offset, At: p.at}
+			key, _, due := loopKey(c.src, r)
+			_, used := taken[c.src][key]
+			dist := int64(c.offset) // without a start time: the earliest record first
+			if timed {
+				dist = p.at - due
+				if dist < 0 {
+					dist = -dist
+				}
+			}
+			if (!used && !bestFree) || (!used == bestFree && dist < bestDist) {
+				best, bestKey, bestFree, bestDist = r, key, !used, dist
+			}
+		}
+		src := cands[0].src
+		if taken[src] == nil {
+			taken[src] = map[int64]struct{}{}
+		}
+		taken[src][bestKey] = struct{}{}
+		out[src] = append(out[src], best)
+	}
+	why := "it carries no mark and no dataset was given to match its content against"
+	if s.index.Load() != nil {
+		why = "it carries no mark and matches no record of the dataset"
+	}
+	for _, u := range s.unmatched {
+		unattributed(u.conn, u.size, u.sum, why)
+	}
+	return out
 }
 
 func (r *Report) typ(src string) *TypeReport {
