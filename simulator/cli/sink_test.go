@@ -35,7 +35,7 @@ func sendAndDrain(t *testing.T, ctx context.Context, addr string, data []byte) (
 		t.Fatal(err)
 	}
 	c.(*net.TCPConn).CloseWrite()
-	if _, err := io.Copy(io.Discard, c); err != nil {
+	if _, err := io.Copy(io.Discard, c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("waiting for the sink to close the connection: %v", err)
 	}
 	return c.LocalAddr().String()
@@ -178,5 +178,93 @@ func TestSinkProcessMatchesUnmarkedPayloadsByContent(t *testing.T) {
 	}
 	if all := strings.Join(rep.UnattributedSamples, "\n"); !strings.Contains(all, "3 bytes") || !strings.Contains(all, "0 bytes") || !strings.Contains(all, "t/a, t/b") {
 		t.Errorf("unattributed samples %q: want the 3-byte stray and the 0-byte record shared by t/a, t/b", rep.UnattributedSamples)
+	}
+}
+
+// TestSinkProcessReportsFramingMismatches runs `simulator sink` with one framing and sends another:
+// each mismatch is counted once per connection in the report (framing_mismatches), described
+// naming the connection and the framing the stream looks like, and logged in exactly one line
+// naming the connection. A raw stream into a raw sink is split by the dataset's payloads: every
+// record received, no mismatch.
+func TestSinkProcessReportsFramingMismatches(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ds")
+	o := dataset.DefaultGenOptions()
+	o.Types, o.SourcesPer, o.RecordsPer, o.Span = 1, 1, 5, time.Second
+	if err := dataset.Generate(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dataset.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var payloads []string
+	for _, r := range d.Sources[0].Records {
+		payloads = append(payloads, string(r.Payload))
+	}
+	newline := []byte(strings.Join(payloads, "\n") + "\n")
+	raw := []byte(strings.Join(payloads, ""))
+	for _, tc := range []struct {
+		name, framing string
+		send          []byte
+		looks         string // "" = no mismatch, every record received
+	}{
+		{"length32 sink, newline stream", dataset.FramingLength, newline, "looks like text"},
+		{"newline sink, length32 stream", dataset.FramingNewline, length32(payloads...), "looks length32-framed"},
+		{"raw sink, newline stream", dataset.FramingRaw, newline, "looks newline-framed"},
+		{"newline sink, raw stream", dataset.FramingNewline, raw, "looks raw"},
+		{"raw sink, raw stream", dataset.FramingRaw, raw, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			addr := freeAddr(t)
+			report := filepath.Join(t.TempDir(), "sink.json")
+			cmd := exec.Command(os.Args[0], "sink", "--listen", addr, "--framing", tc.framing, "--dataset", dir, "--report", report)
+			cmd.Env = append(os.Environ(), "SIMULATOR_TEST_AS_MAIN=1")
+			var out strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			waitTCP(t, ctx, addr)
+			from := sendAndDrain(t, ctx, addr, tc.send)
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			b, err := os.ReadFile(report)
+			if err != nil {
+				t.Fatalf("no report: %v\n%s", err, out.String())
+			}
+			var rep struct {
+				sink.Report
+				// decoded here so the test builds on a Report without them
+				FramingMismatches      int64    `json:"framing_mismatches"`
+				FramingMismatchSamples []string `json:"framing_mismatch_samples"`
+			}
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatal(err)
+			}
+			if tc.looks == "" {
+				if rep.FramingMismatches != 0 || rep.Total.Received != 5 || rep.Total.Lost != 0 {
+					t.Errorf("want 5 received, no mismatch; report %s", b)
+				}
+				return
+			}
+			if rep.FramingMismatches != 1 || len(rep.FramingMismatchSamples) != 1 {
+				t.Fatalf("want 1 framing mismatch; report %s\n%s", b, out.String())
+			}
+			if d := rep.FramingMismatchSamples[0]; !strings.Contains(d, from) || !strings.Contains(d, tc.looks) {
+				t.Errorf("mismatch %q: want it to name the connection %s and say the stream %s", d, from, tc.looks)
+			}
+			var lines int
+			for _, l := range strings.Split(out.String(), "\n") {
+				if strings.Contains(l, "framing mismatch") && strings.Contains(l, from) {
+					lines++
+				}
+			}
+			if lines != 1 {
+				t.Errorf("want one log line naming %s, got %d:\n%s", from, lines, out.String())
+			}
+		})
 	}
 }

@@ -93,6 +93,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer env.Close()
 	env.Sink.Expect(ds)
+	if o.Log != nil {
+		env.Sink.SetLogger(o.Log)
+	}
 	loaded, err := env.Controller.Load(ctx, o.Dataset, controller.LoadRequest{Partitioning: o.Partitioning, AddressOverride: env.Sink.Addr()})
 	if err != nil {
 		return nil, err
@@ -240,6 +243,12 @@ func PrintReport(w io.Writer, r *sink.Report) {
 		fmt.Fprintf(w, "of the lost, %d failed at the workers (never sent: the destination could not be built):\n", total)
 		for _, s := range srcs {
 			fmt.Fprintf(w, "  %s: %d\n", s, r.FailedAtWorkers[s])
+		}
+	}
+	if r.FramingMismatches > 0 {
+		fmt.Fprintf(w, "%d connection(s) did not fit the sink's framing (their records from there on are not counted):\n", r.FramingMismatches)
+		for _, d := range r.FramingMismatchSamples {
+			fmt.Fprintln(w, "  "+d)
 		}
 	}
 	if r.Unattributed > 0 {

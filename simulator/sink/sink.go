@@ -5,6 +5,7 @@ package sink
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -47,16 +49,21 @@ type Sink struct {
 	unmatched []unmatched
 	// connSource is, per connection, the sources its attributed records came from.
 	connSource map[string]map[string]struct{}
-	conns      map[net.Conn]struct{}
-	unparsed   atomic.Int64
-	total      atomic.Int64
-	wg         sync.WaitGroup
-	closed     bool
+	// framingMismatches counts connections whose stream does not fit the sink's framing.
+	framingMismatches int64
+	mismatchSamples   []string
+	log               *slog.Logger
+	conns             map[net.Conn]struct{}
+	unparsed          atomic.Int64
+	total             atomic.Int64
+	wg                sync.WaitGroup
+	closed            bool
 }
 
 // Listen starts a sink on addr (e.g. 127.0.0.1:0) reading frames of the given framing.
 func Listen(addr, framing string) (*Sink, error) {
-	s := &Sink{framing: framing, bySource: map[string][]Receipt{}, conns: map[net.Conn]struct{}{}, connSource: map[string]map[string]struct{}{}}
+	s := &Sink{framing: framing, bySource: map[string][]Receipt{}, conns: map[net.Conn]struct{}{}, connSource: map[string]map[string]struct{}{},
+		log: slog.Default()}
 	if err := s.listen(addr); err != nil {
 		return nil, err
 	}
@@ -92,6 +99,13 @@ func (s *Sink) listen(addr string) error {
 		}
 	}()
 	return nil
+}
+
+// SetLogger sets where the sink logs (framing mismatches); default slog.Default().
+func (s *Sink) SetLogger(l *slog.Logger) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = l
 }
 
 // Addr is the listen address.
@@ -141,22 +155,182 @@ func (s *Sink) serve(c net.Conn) {
 	br := bufio.NewReaderSize(c, 256<<10)
 	conn := c.RemoteAddr().String()
 	var batch []item
-	var frame []byte
-	for {
-		var err error
-		frame, err = s.next(br, frame[:0])
-		if err != nil {
-			return
-		}
-		now := time.Now().UnixNano()
+	defer func() { s.add(batch) }()
+	mismatched := false
+	// emit classifies a frame and queues it; the first frame of a connection that matches no
+	// record of the dataset (or only by its mark) and looks like another framing makes the
+	// connection a framing mismatch, and that frame unattributed.
+	emit := func(frame []byte, now int64) {
 		s.total.Add(1)
-		batch = append(batch, s.classify(frame, now, conn))
-		batch[len(batch)-1].conn = conn
+		it := s.classify(frame, now, conn)
+		it.conn = conn
+		if (it.un != nil || it.viaMark) && !mismatched && s.framing != dataset.FramingRaw {
+			if guess := s.guessFraming(frame); guess != "" {
+				mismatched = true
+				if it.un == nil {
+					it = item{conn: conn, un: &unmatched{conn: conn, size: len(frame), sum: sha256.Sum256(frame), at: now}}
+				}
+				s.add(batch)
+				batch = batch[:0]
+				s.mismatch(conn, guess)
+			}
+		}
+		batch = append(batch, it)
 		if br.Buffered() == 0 || len(batch) >= 1024 {
 			s.add(batch)
 			batch = batch[:0]
 		}
 	}
+	if s.framing == dataset.FramingRaw {
+		s.serveRaw(br, conn, emit)
+		return
+	}
+	var frame []byte
+	for {
+		var err error
+		frame, err = s.next(br, frame[:0])
+		if err == io.ErrUnexpectedEOF && len(frame) > 0 {
+			emit(frame, time.Now().UnixNano()) // the sender closed after a frame without its end
+			return
+		}
+		if err != nil {
+			var fe frameError
+			if errors.As(err, &fe) {
+				s.add(batch)
+				batch = batch[:0]
+				s.mismatch(conn, string(fe))
+				io.Copy(io.Discard, br) // keep the sender from reconnecting and resending in a loop
+			}
+			return
+		}
+		emit(frame, time.Now().UnixNano())
+	}
+}
+
+// frameError is a frame header no sender of this framing writes.
+type frameError string
+
+func (e frameError) Error() string { return string(e) }
+
+// guessFraming says which framing an unattributable frame (read with the sink's newline framing)
+// looks like, or "" if none.
+func (s *Sink) guessFraming(frame []byte) string {
+	idx := s.index.Load()
+	known := func(p []byte) bool {
+		if _, ok := dataset.ParseMark(p); ok {
+			return true
+		}
+		return idx != nil && idx.has(p)
+	}
+	if len(frame) >= 4 {
+		if n := binary.BigEndian.Uint32(frame); int64(n) <= int64(len(frame)-4) && known(frame[4:4+n]) {
+			return fmt.Sprintf("the sink expects %s framing; the stream looks %s-framed (a 4-byte length %d before a known payload)",
+				s.framing, dataset.FramingLength, n)
+		}
+	}
+	if _, ok := dataset.ParseMark(frame); ok && bytes.Contains(frame[1:], []byte("SIMREC ")) {
+		return fmt.Sprintf("the sink expects %s framing; the stream looks %s (several marked records without a newline between them)",
+			s.framing, dataset.FramingRaw)
+	}
+	if idx != nil {
+		for _, l := range idx.lengths {
+			if l >= len(frame) {
+				break
+			}
+			if idx.has(frame[:l]) {
+				return fmt.Sprintf("the sink expects %s framing; the stream looks %s (a %d-byte line starts with a %d-byte payload of the dataset)",
+					s.framing, dataset.FramingRaw, len(frame), l)
+			}
+		}
+	}
+	return ""
+}
+
+// serveRaw splits a raw stream (payloads back to back) by content: at each point it takes the
+// shortest payload length of the dataset whose bytes are a record of it. A stream that stops
+// matching (another framing, or bytes not in the dataset) is reported as a framing mismatch and
+// the rest of it discarded. 0-byte payloads are invisible in a raw stream.
+func (s *Sink) serveRaw(br *bufio.Reader, conn string, emit func([]byte, int64)) {
+	idx := s.index.Load()
+	if idx == nil || len(idx.lengths) == 0 {
+		s.mismatch(conn, fmt.Sprintf("the sink expects %s framing but has no dataset with non-empty payloads to split the stream by (give --dataset)", dataset.FramingRaw))
+		io.Copy(io.Discard, br)
+		return
+	}
+	maxLen := idx.lengths[len(idx.lengths)-1]
+	var buf []byte
+	chunk := make([]byte, 64<<10)
+	for {
+		n, err := br.Read(chunk)
+		now := time.Now().UnixNano()
+		buf = append(buf, chunk[:n]...)
+	match:
+		for len(buf) > 0 {
+			for _, l := range idx.lengths {
+				if l > len(buf) {
+					break
+				}
+				if idx.has(buf[:l]) {
+					emit(buf[:l], now)
+					buf = buf[l:]
+					continue match
+				}
+			}
+			if len(buf) >= maxLen || err != nil {
+				s.mismatch(conn, s.guessRaw(buf, idx))
+				io.Copy(io.Discard, br)
+				return
+			}
+			break
+		}
+		if err != nil {
+			return
+		}
+		if len(buf) == 0 {
+			buf = buf[:0:0] // let a consumed buffer go
+		}
+	}
+}
+
+// guessRaw describes where a raw stream stopped matching the dataset.
+func (s *Sink) guessRaw(rest []byte, idx *contentIndex) string {
+	base := fmt.Sprintf("the sink expects %s framing; %d bytes match no record of the dataset", dataset.FramingRaw, len(rest))
+	if len(rest) > 1 && rest[0] == '\n' {
+		for _, l := range idx.lengths {
+			if l < len(rest) && idx.has(rest[1:1+l]) {
+				return base + fmt.Sprintf(" and the stream looks %s-framed (a newline after each payload)", dataset.FramingNewline)
+			}
+		}
+	}
+	if len(rest) >= 4 {
+		if n := binary.BigEndian.Uint32(rest); int64(n) <= int64(len(rest)-4) && idx.has(rest[4:4+n]) {
+			return base + fmt.Sprintf(" and the stream looks %s-framed (a 4-byte length before each payload)", dataset.FramingLength)
+		}
+	}
+	return base
+}
+
+// mismatch records a framing mismatch on a connection: counted, described in the report, and one
+// log line.
+func (s *Sink) mismatch(conn, why string) {
+	s.mu.Lock()
+	var srcs []string
+	for src := range s.connSource[conn] {
+		srcs = append(srcs, src)
+	}
+	sort.Strings(srcs)
+	d := "connection from " + conn
+	if len(srcs) > 0 {
+		d += " (source " + strings.Join(srcs, ", ") + ")"
+	}
+	d += ": " + why
+	s.framingMismatches++
+	if len(s.mismatchSamples) < maxSamples {
+		s.mismatchSamples = append(s.mismatchSamples, d)
+	}
+	log := s.log
+	s.mu.Unlock()
+	log.Warn("sink: framing mismatch; the records of this connection are not counted", "conn", conn, "sources", srcs, "why", why)
 }
 
 // item is one received record, classified: attributed (src set), pending (several candidate
@@ -169,6 +343,8 @@ type item struct {
 	size  int
 	sum   [sha256.Size]byte
 	un    *unmatched
+	// viaMark: a dataset was given but the payload is not in it; attributed by its mark.
+	viaMark bool
 }
 
 type pending struct {
@@ -196,36 +372,51 @@ type candidate struct {
 	offset time.Duration
 }
 
-// contentIndex maps a payload's SHA-256 to the dataset's records with that content.
-type contentIndex map[[sha256.Size]byte][]candidate
+// contentIndex maps a payload's SHA-256 to the dataset's records with that content; lengths are
+// the distinct non-zero payload lengths, ascending (to split a raw stream).
+type contentIndex struct {
+	byHash  map[[sha256.Size]byte][]candidate
+	lengths []int
+}
+
+func (x *contentIndex) has(p []byte) bool {
+	_, ok := x.byHash[sha256.Sum256(p)]
+	return ok
+}
 
 // Expect gives the sink the dataset it should receive, so that payloads without the generator's
 // mark (0-byte payloads, hand-made datasets) are matched by content: source, offset and SHA-256
 // of the payload. Call it before records arrive. A payload that is in the dataset is identified by
 // content even if it carries a mark; seq is then the record's index in its source (by offset).
 func (s *Sink) Expect(d *dataset.Dataset) {
-	idx := contentIndex{}
+	idx := &contentIndex{byHash: map[[sha256.Size]byte][]candidate{}}
+	lens := map[int]bool{}
 	for _, src := range d.Sources {
 		id := src.ID()
 		for i, r := range src.Records {
 			h := sha256.Sum256(r.Payload)
-			idx[h] = append(idx[h], candidate{src: id, seq: int32(i), offset: r.Offset})
+			idx.byHash[h] = append(idx.byHash[h], candidate{src: id, seq: int32(i), offset: r.Offset})
+			if len(r.Payload) > 0 && !lens[len(r.Payload)] {
+				lens[len(r.Payload)] = true
+				idx.lengths = append(idx.lengths, len(r.Payload))
+			}
 		}
 	}
-	s.index.Store(&idx)
+	sort.Ints(idx.lengths)
+	s.index.Store(idx)
 }
 
 func (s *Sink) classify(frame []byte, at int64, conn string) item {
 	if idx := s.index.Load(); idx != nil {
 		h := sha256.Sum256(frame)
-		switch cs := (*idx)[h]; {
+		switch cs := idx.byHash[h]; {
 		case len(cs) == 1:
 			return item{src: cs[0].src, r: Receipt{Seq: cs[0].seq, Offset: cs[0].offset, At: at}}
 		case len(cs) > 1:
 			return item{cands: cs, r: Receipt{At: at}, size: len(frame), sum: h}
 		}
 		if m, ok := dataset.ParseMark(frame); ok {
-			return item{src: m.Source, r: Receipt{Seq: int32(m.Seq), Offset: m.Offset, At: at}}
+			return item{src: m.Source, r: Receipt{Seq: int32(m.Seq), Offset: m.Offset, At: at}, viaMark: true}
 		}
 		return item{un: &unmatched{conn: conn, size: len(frame), sum: h, at: at}}
 	}
@@ -270,32 +461,56 @@ func (s *Sink) next(br *bufio.Reader, buf []byte) ([]byte, error) {
 		}
 		n := binary.BigEndian.Uint32(h[:])
 		if n > dataset.MaxRecordSize {
-			return nil, errors.New("frame too large")
+			why := fmt.Sprintf("the sink expects %s framing; a header says %d bytes, more than the maximum record size %d", dataset.FramingLength, n, dataset.MaxRecordSize)
+			if printable(h[:]) {
+				why += fmt.Sprintf("; it reads %q: the stream looks like text (%s or %s framing)", h[:], dataset.FramingNewline, dataset.FramingRaw)
+			}
+			return nil, frameError(why)
 		}
 		if cap(buf) < int(n) {
 			buf = make([]byte, n)
 		}
 		buf = buf[:n]
-		_, err := io.ReadFull(br, buf)
-		return buf, err
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
 	default:
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
 			buf = append(buf, line...)
 			for err == bufio.ErrBufferFull {
+				// A line this long without a newline is no record of this framing: say what it is.
+				if len(buf) > dataset.MaxRecordSize {
+					why := s.guessFraming(buf)
+					if why == "" {
+						why = fmt.Sprintf("the sink expects %s framing; a line is longer than the maximum record size %d", s.framing, dataset.MaxRecordSize)
+					}
+					return nil, frameError(why)
+				}
 				line, err = br.ReadSlice('\n')
 				buf = append(buf, line...)
 			}
-			if err != nil {
-				return nil, err
-			}
-			return buf[:len(buf)-1], nil
+		} else {
+			buf = append(buf, line...)
+		}
+		if err == io.EOF && len(buf) > 0 {
+			return buf, io.ErrUnexpectedEOF // a last line without its newline
 		}
 		if err != nil {
 			return nil, err
 		}
-		return line[:len(line)-1], nil
+		return buf[:len(buf)-1], nil
 	}
+}
+
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Expectation says what the sink should have received.
@@ -345,6 +560,12 @@ type Report struct {
 	// content hash, why).
 	Unattributed        int64    `json:"unattributed"`
 	UnattributedSamples []string `json:"unattributed_samples,omitempty"`
+	// FramingMismatches counts connections whose stream did not fit the sink's framing (e.g.
+	// length32 expected, newline or raw received); their records from there on are not counted.
+	// FramingMismatchSamples describes the first few (connection, its source if known, what the
+	// stream looks like).
+	FramingMismatches      int64    `json:"framing_mismatches"`
+	FramingMismatchSamples []string `json:"framing_mismatch_samples,omitempty"`
 	// FailedAtWorkers is, per source ("type/instance"), how many of the lost records the workers
 	// counted as failed (never sent: the source's destination could not be built), from the
 	// controller's status; empty without a controller or when none failed.
@@ -373,7 +594,8 @@ func (r *Report) SetUnavailable(part, why string) {
 func (s *Sink) Report(e Expectation) *Report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rep := &Report{Types: map[string]*TypeReport{}, Total: &TypeReport{}, Unparsed: s.unparsed.Load()}
+	rep := &Report{Types: map[string]*TypeReport{}, Total: &TypeReport{}, Unparsed: s.unparsed.Load(),
+		FramingMismatches: s.framingMismatches, FramingMismatchSamples: append([]string(nil), s.mismatchSamples...)}
 	loops := e.Loops
 	if loops < 1 {
 		loops = 1
