@@ -262,10 +262,11 @@ func sinkCmd() *cobra.Command {
 				}
 			}
 			<-cmd.Context().Done()
+			until := time.Now()
 			s.Close()
-			e := sink.Expectation{Sources: map[string]int{}, Loops: 1}
+			e := sink.Expectation{Sources: map[string]int{}, Loops: 1, Until: until}
 			if ds != nil {
-				e.Sources, e.Span = sink.ExpectDataset(ds), ds.Span
+				e.Sources, e.Span, e.Offsets = sink.ExpectDataset(ds), ds.Span, sink.ExpectOffsets(ds)
 			}
 			// The controller may be gone by now (stopped first, crashed, unreachable): the report is
 			// still written, from the last status seen during the run if any, with what is unknown named.
@@ -284,6 +285,8 @@ func sinkCmd() *cobra.Command {
 					if st.Repeat && st.Loops > 0 {
 						e.Loops = st.Loops
 					}
+					watch.see(st)
+					e.Runs = watch.runs(e.Span)
 				}
 			}
 			rep := s.Report(e)
@@ -353,19 +356,57 @@ func fetchStatus(url string) (*controller.Status, error) {
 	return &st, nil
 }
 
+// statusEvery is how often the sink asks the controller for its status during a run: it learns
+// runs (start → stop → start) from it, so a run shorter than this may go unseen.
+const statusEvery = 250 * time.Millisecond
+
 // statusWatch keeps the controller's latest status during the run, for a report at stop when the
 // controller can no longer be reached.
 type statusWatch struct {
-	mu sync.Mutex
-	st *controller.Status
-	at time.Time
+	mu   sync.Mutex
+	st   *controller.Status
+	at   time.Time
+	seen map[string]*controller.Status // latest status of every run seen, by run id
+}
+
+// see notes a status; the latest of each run wins.
+func (w *statusWatch) see(st *controller.Status) {
+	if st.RunID == "" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.seen == nil {
+		w.seen = map[string]*controller.Status{}
+	}
+	w.seen[st.RunID] = st
+}
+
+// runs is every run seen, for the report to count runs and loops apart; span is the dataset's,
+// used when the status has none.
+func (w *statusWatch) runs(span time.Duration) []sink.Run {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []sink.Run
+	for id, st := range w.seen {
+		r := sink.Run{ID: id, Start: st.StartTime, Span: span, Loops: 1, Stopped: st.StoppedAt}
+		if d, err := time.ParseDuration(st.Span); err == nil && d > 0 {
+			r.Span = d
+		}
+		if st.Repeat {
+			r.Loops = st.Loops
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func (w *statusWatch) run(ctx context.Context, url string) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(statusEvery)
 	defer t.Stop()
 	for {
 		if st, err := fetchStatus(url); err == nil && st.RunID != "" {
+			w.see(st)
 			w.mu.Lock()
 			w.st, w.at = st, time.Now()
 			w.mu.Unlock()

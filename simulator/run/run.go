@@ -245,6 +245,13 @@ func PrintReport(w io.Writer, r *sink.Report) {
 			fmt.Fprintf(w, "  %s: %d\n", s, r.FailedAtWorkers[s])
 		}
 	}
+	if len(r.Runs) > 1 || (len(r.Runs) == 1 && r.Runs[0].LoopsSeen > 1) {
+		fmt.Fprintln(w, "per run:")
+		for _, rr := range r.Runs {
+			fmt.Fprintf(w, "  %s (start %s, %d loop(s) due): expected %d, received %d, lost %d, dup %d, early %d\n", rr.ID,
+				rr.Start.Format("15:04:05.000"), rr.LoopsSeen, rr.Expected, rr.Received, rr.Lost, rr.Duplicated, rr.Early)
+		}
+	}
 	if r.FramingMismatches > 0 {
 		fmt.Fprintf(w, "%d connection(s) did not fit the sink's framing (their records from there on are not counted):\n", r.FramingMismatches)
 		for _, d := range r.FramingMismatchSamples {

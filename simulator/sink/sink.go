@@ -521,6 +521,51 @@ type Expectation struct {
 	Loops   int // loops that should have been fully played (>= 1)
 	// MaxLoop bounds loop inference (0: Loops).
 	MaxLoop int
+	// Runs, when set, replaces Start and Loops: every run the sink should have received, in start
+	// order, so that runs and loops are counted apart (start → stop → start, repeat with loops 0).
+	// A receipt belongs to the last run started at or before it.
+	Runs []Run
+	// Offsets is each source's record offsets (ExpectOffsets), to count what a stopped or
+	// unbounded run made due. Needed with Runs.
+	Offsets map[string][]time.Duration
+	// Until ends an unbounded run that was not stopped: records due before it are expected (the
+	// time the sink stopped receiving).
+	Until time.Time
+}
+
+// Run is one run: loop k of it is due at Start + k×Span + offset, for k < Loops (0: unbounded),
+// and records due from Stopped on (if it was stopped) were never sent.
+type Run struct {
+	ID      string        `json:"run_id"`
+	Start   time.Time     `json:"start_time"`
+	Span    time.Duration `json:"-"`
+	Loops   int           `json:"loops"`
+	Stopped time.Time     `json:"stopped_at,omitzero"`
+}
+
+// RunReport is one run's outcome, over all types.
+type RunReport struct {
+	Run
+	// LoopsSeen is the number of loops the run made due (begun before it was stopped, or Until).
+	LoopsSeen  int64 `json:"loops_due"`
+	Expected   int64 `json:"expected"`
+	Received   int64 `json:"received"`
+	Lost       int64 `json:"lost"`
+	Duplicated int64 `json:"duplicated"`
+	Early      int64 `json:"early"`
+}
+
+// ExpectOffsets is each source's record offsets, ascending.
+func ExpectOffsets(d *dataset.Dataset) map[string][]time.Duration {
+	out := map[string][]time.Duration{}
+	for _, s := range d.Sources {
+		offs := make([]time.Duration, len(s.Records))
+		for i, r := range s.Records {
+			offs[i] = r.Offset
+		}
+		out[s.ID()] = offs
+	}
+	return out
 }
 
 // ExpectDataset builds the per-source expectation of a dataset.
@@ -566,6 +611,8 @@ type Report struct {
 	// stream looks like).
 	FramingMismatches      int64    `json:"framing_mismatches"`
 	FramingMismatchSamples []string `json:"framing_mismatch_samples,omitempty"`
+	// Runs is the outcome per run, when the sink knew the runs (Expectation.Runs).
+	Runs []*RunReport `json:"runs,omitempty"`
 	// FailedAtWorkers is, per source ("type/instance"), how many of the lost records the workers
 	// counted as failed (never sent: the source's destination could not be built), from the
 	// controller's status; empty without a controller or when none failed.
@@ -579,7 +626,8 @@ type Report struct {
 // OK is true when nothing was lost and nothing arrived early; false when either is unknown.
 func (r *Report) OK() bool {
 	_, earlyUnknown := r.Unavailable["early"]
-	return r.Total.Lost == 0 && r.Total.Early == 0 && !earlyUnknown
+	_, lostUnknown := r.Unavailable["lost"]
+	return r.Total.Lost == 0 && r.Total.Early == 0 && !earlyUnknown && !lostUnknown
 }
 
 // SetUnavailable records that part of the report could not be computed, and why.
@@ -603,6 +651,10 @@ func (s *Sink) Report(e Expectation) *Report {
 	maxLoop := e.MaxLoop
 	if maxLoop <= 0 {
 		maxLoop = loops
+	}
+	if len(e.Runs) > 0 {
+		s.reportRuns(e, rep)
+		return rep
 	}
 	start := e.Start.UnixNano()
 	timed := !e.Start.IsZero()
@@ -650,6 +702,12 @@ func (s *Sink) Report(e Expectation) *Report {
 			t.lates = append(t.lates, r.At-due)
 		}
 	}
+	rep.totals()
+	return rep
+}
+
+// totals computes lost, the percentiles and the total row from the per-type counts.
+func (rep *Report) totals() {
 	var all []int64
 	for _, t := range rep.Types {
 		t.Lost = max(0, t.Expected-t.Received)
@@ -663,7 +721,122 @@ func (s *Sink) Report(e Expectation) *Report {
 	}
 	rep.Total.lates = all
 	rep.Total.finish()
-	return rep
+}
+
+// reportRuns is Report with the runs known: each receipt is placed in its run (the last started at
+// or before it) and loop, and counted apart per (run, loop, record). Called with s.mu held.
+func (s *Sink) reportRuns(e Expectation, rep *Report) {
+	runs := append([]Run(nil), e.Runs...)
+	sort.SliceStable(runs, func(i, j int) bool { return runs[i].Start.Before(runs[j].Start) })
+	type window struct {
+		start, span, limit int64 // limit: records due at or after it were not sent (0: none)
+		kmax               int64 // last loop (-1: none due)
+	}
+	ws := make([]window, len(runs))
+	for i, r := range runs {
+		w := window{start: r.Start.UnixNano(), span: int64(r.Span)}
+		switch {
+		case !r.Stopped.IsZero():
+			w.limit = r.Stopped.UnixNano()
+		case i+1 < len(runs): // stopped unseen: the next run could only start after its stop
+			w.limit = runs[i+1].Start.UnixNano()
+		case r.Loops == 0 && !e.Until.IsZero():
+			w.limit = e.Until.UnixNano()
+		}
+		w.kmax = int64(max(r.Loops, 1) - 1)
+		if w.limit != 0 {
+			if w.limit <= w.start {
+				w.kmax = -1
+			} else if w.span > 0 {
+				k := (w.limit - w.start) / w.span // the loop under way at the limit
+				if r.Loops == 0 || k < w.kmax {
+					w.kmax = k
+				}
+			} else {
+				w.kmax = 0
+			}
+		} else if r.Loops == 0 {
+			rep.SetUnavailable("lost", fmt.Sprintf("run %s repeats without end and the sink was given no end (Until)", r.ID))
+		}
+		ws[i] = w
+	}
+	rrs := make([]*RunReport, len(runs))
+	for i, r := range runs {
+		rrs[i] = &RunReport{Run: r, LoopsSeen: ws[i].kmax + 1}
+	}
+	// Expected: every record of every loop due before the run's limit.
+	for src, n := range e.Sources {
+		t := rep.typ(src)
+		offs := e.Offsets[src]
+		for i, w := range ws {
+			var x int64
+			for k := int64(0); k <= w.kmax; k++ {
+				if w.limit == 0 || offs == nil {
+					x += int64(n)
+					continue
+				}
+				base := w.start + k*w.span
+				x += int64(sort.Search(len(offs), func(j int) bool { return base+int64(offs[j]) >= w.limit }))
+			}
+			t.Expected += x
+			rrs[i].Expected += x
+		}
+	}
+	type key struct {
+		run, loop int64
+		seq       int32
+	}
+	loopKey := func(src string, r Receipt) (int64, int64, int64) {
+		i := sort.Search(len(ws), func(j int) bool { return ws[j].start > r.At }) - 1
+		i = max(i, 0)
+		w := ws[i]
+		k := int64(0)
+		if w.span > 0 {
+			k = int64(math.Round(float64(r.At-w.start-int64(r.Offset)) / float64(w.span)))
+			k = max(0, min(k, max(w.kmax, 0)))
+		}
+		return int64(i)<<42 + k*int64(e.Sources[src]+1) + int64(r.Seq), k, w.start + k*w.span + int64(r.Offset)
+	}
+	bySource := s.resolve(loopKey, true, rep)
+	for src, rs := range bySource {
+		n, known := e.Sources[src]
+		if !known {
+			rep.Unknown += int64(len(rs))
+			continue
+		}
+		t := rep.typ(src)
+		seen := make(map[key]struct{}, len(rs))
+		for _, r := range rs {
+			_, k, due := loopKey(src, r)
+			i := max(sort.Search(len(ws), func(j int) bool { return ws[j].start > r.At })-1, 0)
+			kk := key{int64(i), k, r.Seq}
+			rr := rrs[i]
+			if _, dup := seen[kk]; dup {
+				t.Duplicated++
+				rr.Duplicated++
+				continue
+			}
+			seen[kk] = struct{}{}
+			if int(r.Seq) < n {
+				t.Received++
+				rr.Received++
+				if w := ws[i]; k > w.kmax || (w.limit != 0 && due >= w.limit) {
+					t.Expected++ // sent though not due before the run's end: received, not lost
+					rr.Expected++
+				}
+			}
+			if r.At < due {
+				t.Early++
+				rr.Early++
+			}
+			t.lates = append(t.lates, r.At-due)
+		}
+	}
+	for _, rr := range rrs {
+		rr.Lost = max(0, rr.Expected-rr.Received)
+	}
+	rep.Runs = rrs
+	rep.totals()
 }
 
 // maxSamples bounds the unattributed records a report describes one by one.
