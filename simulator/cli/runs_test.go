@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,18 +72,45 @@ type runsReport struct {
 // sink` as a process with --controller-url; it returns the env and a function that stops the sink
 // and returns its report.
 func sinkAgainst(t *testing.T, ctx context.Context, dir string) (*run.Env, func() (runsReport, []byte)) {
+	env, _, _, stop := sinkAgainstOut(t, ctx, dir)
+	return env, stop
+}
+
+// lockedBuffer is an output buffer a process writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// sinkAgainstOut is sinkAgainst that also returns a function closing the env (once) and the sink's
+// output.
+func sinkAgainstOut(t *testing.T, ctx context.Context, dir string) (*run.Env, func(), *lockedBuffer, func() (runsReport, []byte)) {
 	t.Helper()
 	env, err := run.NewEnv(run.EnvOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(env.Close)
+	var once sync.Once
+	closeEnv := func() { once.Do(env.Close) }
+	t.Cleanup(closeEnv)
 	addr := freeAddr(t)
 	report := filepath.Join(t.TempDir(), "sink.json")
 	cmd := exec.Command(os.Args[0], "sink", "--listen", addr, "--dataset", dir, "--controller-url", env.URL, "--report", report)
 	cmd.Env = append(os.Environ(), "SIMULATOR_TEST_AS_MAIN=1")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,10 +120,10 @@ func sinkAgainst(t *testing.T, ctx context.Context, dir string) (*run.Env, func(
 		t.Fatal(err)
 	}
 	env.AddWorker("t", nil)
-	return env, func() (runsReport, []byte) {
+	return env, closeEnv, out, func() (runsReport, []byte) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
-			t.Errorf("sink: %v\n%s", err, out.String())
+			t.Logf("sink: %v\n%s", err, out.String())
 		}
 		b, err := os.ReadFile(report)
 		if err != nil {
@@ -184,5 +212,41 @@ func TestSinkCountsRepeatLoopsApart(t *testing.T) {
 	}
 	if len(rep.Runs) != 1 || rep.Runs[0].LoopsDue < 3 {
 		t.Errorf("want one run with at least 3 loops due; report %s", b)
+	}
+}
+
+// TestSinkReportsFromTheLastStatusWhenTheControllerIsGoneAtStop plays a run with the controller
+// reachable, then takes the controller down before the sink stops: the report is still computed
+// against that run (from the last status the sink saw: every record received, none early,
+// lateness measured), only failed_at_workers is named as known only as of that status.
+func TestSinkReportsFromTheLastStatusWhenTheControllerIsGoneAtStop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ms := time.Millisecond
+	dir := markedDataset(t, 0, []string{"a", "b"}, 0, 100*ms, 200*ms)
+	env, closeEnv, out, stopSink := sinkAgainstOut(t, ctx, dir)
+	st, err := env.Controller.Start(ctx, controller.StartRequest{Delay: "500ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ctx, env, "run done", func(st *controller.Status) bool { return st.Done })
+	for !strings.Contains(out.String(), "run "+st.RunID+" seen") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the sink never saw run %s:\n%s", st.RunID, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	closeEnv()
+	rep, b := stopSink()
+	if rep.Total.Expected != 6 || rep.Total.Received != 6 || rep.Total.Early != 0 || rep.Total.LateMaxms <= 0 {
+		t.Errorf("want 6 expected and received, 0 early, lateness measured; report %s", b)
+	}
+	var un struct {
+		Unavailable map[string]string `json:"unavailable"`
+	}
+	json.Unmarshal(b, &un)
+	if _, ok := un.Unavailable["early"]; ok || !strings.Contains(un.Unavailable["failed_at_workers"], "as of") {
+		t.Errorf("want early known and failed_at_workers known only as of the last status; unavailable %v", un.Unavailable)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -228,7 +229,7 @@ func sinkCmd() *cobra.Command {
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "sink listening on", s.Addr())
 			sinkListening(s)
-			watch := &statusWatch{}
+			watch := &statusWatch{out: cmd.OutOrStdout()}
 			if ctlURL != "" {
 				wctx, stopWatch := context.WithCancel(cmd.Context())
 				defer stopWatch()
@@ -367,6 +368,7 @@ type statusWatch struct {
 	st   *controller.Status
 	at   time.Time
 	seen map[string]*controller.Status // latest status of every run seen, by run id
+	out  io.Writer                     // where a newly seen run is announced (nil: nowhere)
 }
 
 // see notes a status; the latest of each run wins.
@@ -378,6 +380,9 @@ func (w *statusWatch) see(st *controller.Status) {
 	defer w.mu.Unlock()
 	if w.seen == nil {
 		w.seen = map[string]*controller.Status{}
+	}
+	if _, ok := w.seen[st.RunID]; !ok && w.out != nil {
+		fmt.Fprintf(w.out, "sink: run %s seen, starting %s\n", st.RunID, st.StartTime.UTC().Format(time.RFC3339Nano))
 	}
 	w.seen[st.RunID] = st
 }

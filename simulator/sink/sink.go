@@ -740,6 +740,8 @@ func (s *Sink) reportRuns(e Expectation, rep *Report) {
 			w.limit = r.Stopped.UnixNano()
 		case i+1 < len(runs): // stopped unseen: the next run could only start after its stop
 			w.limit = runs[i+1].Start.UnixNano()
+			rep.SetUnavailable("lost", fmt.Sprintf("run %s was replaced by run %s before the sink saw it stopped: its records due "+
+				"until run %s started are counted as expected, though some may never have been due before the stop", r.ID, runs[i+1].ID, runs[i+1].ID))
 		case r.Loops == 0 && !e.Until.IsZero():
 			w.limit = e.Until.UnixNano()
 		}
