@@ -203,7 +203,10 @@ func (s *Sink) serve(c net.Conn) {
 			}
 			return
 		}
-		emit(frame, time.Now().UnixNano())
+		if emit(frame, time.Now().UnixNano()); mismatched {
+			io.Copy(io.Discard, br) // the rest cannot be framed either
+			return
+		}
 	}
 }
 
