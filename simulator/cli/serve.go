@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -222,7 +224,17 @@ func sinkCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if ds != nil {
+				s.Expect(ds)
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), "sink listening on", s.Addr())
+			sinkListening(s)
+			watch := &statusWatch{out: cmd.OutOrStdout()}
+			if ctlURL != "" {
+				wctx, stopWatch := context.WithCancel(cmd.Context())
+				defer stopWatch()
+				go watch.run(wctx, ctlURL)
+			}
 			if len(pulls) > 0 {
 				var auth []ssh.AuthMethod
 				if pwEnv != "" {
@@ -251,29 +263,60 @@ func sinkCmd() *cobra.Command {
 				}
 			}
 			<-cmd.Context().Done()
+			until := time.Now()
 			s.Close()
-			e := sink.Expectation{Sources: map[string]int{}, Loops: 1}
+			e := sink.Expectation{Sources: map[string]int{}, Loops: 1, Until: until}
 			if ds != nil {
-				e.Sources, e.Span = sink.ExpectDataset(ds), ds.Span
+				e.Sources, e.Span, e.Offsets = sink.ExpectDataset(ds), ds.Span, sink.ExpectOffsets(ds)
 			}
+			// The controller may be gone by now (stopped first, crashed, unreachable): the report is
+			// still written, from the last status seen during the run if any, with what is unknown named.
 			var st *controller.Status
+			var stErr error
 			if ctlURL != "" {
-				var err error
-				if st, err = fetchStatus(ctlURL); err != nil {
-					return err
+				st, stErr = fetchStatus(ctlURL)
+				if stErr != nil {
+					if last, at := watch.last(); last != nil {
+						st = last
+						stErr = fmt.Errorf("%w (the report uses its status as of %s)", stErr, at.UTC().Format(time.RFC3339))
+					}
 				}
-				e.Start = st.StartTime
-				if st.Repeat && st.Loops > 0 {
-					e.Loops = st.Loops
+				if st != nil {
+					e.Start = st.StartTime
+					if st.Repeat && st.Loops > 0 {
+						e.Loops = st.Loops
+					}
+					watch.see(st)
+					e.Runs = watch.runs(e.Span)
 				}
 			}
 			rep := s.Report(e)
-			if st != nil {
+			switch {
+			case ctlURL == "":
+				why := "no --controller-url: the run's start time, loops and failed records are unknown"
+				for _, p := range []string{"early", "lateness", "failed_at_workers"} {
+					rep.SetUnavailable(p, why)
+				}
+			case st == nil:
+				why := fmt.Sprintf("controller unreachable at stop and never reached during the run: %v", stErr)
+				for _, p := range []string{"early", "lateness", "loops", "failed_at_workers"} {
+					rep.SetUnavailable(p, why)
+				}
+			default:
 				rep.FailedAtWorkers = run.FailedSources(st)
+				if stErr != nil {
+					rep.SetUnavailable("failed_at_workers", fmt.Sprintf("only as of the last status seen: %v", stErr))
+				}
 			}
 			run.PrintReport(cmd.OutOrStdout(), rep)
 			if report != "" {
-				return rep.WriteFile(report)
+				if err := rep.WriteFile(report); err != nil {
+					return fmt.Errorf("--report %s: %w", report, err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "report written to", report)
+			}
+			if stErr != nil {
+				return fmt.Errorf("report incomplete: %w", stErr)
 			}
 			return nil
 		},
@@ -281,8 +324,8 @@ func sinkCmd() *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9000", "TCP address to receive on (env SIMULATOR_LISTEN)")
 	f.StringVar(&framing, "framing", dataset.FramingNewline, "newline, length32 or raw")
-	f.StringVar(&dsDir, "dataset", "", "dataset directory, for the expected counts")
-	f.StringVar(&ctlURL, "controller-url", "", "controller URL, for the run's start time")
+	f.StringVar(&dsDir, "dataset", "", "dataset directory: the expected counts, and the payloads to match unmarked records by content")
+	f.StringVar(&ctlURL, "controller-url", "", "controller URL: the runs it learns from it (start, span, loops, stop) and failed records go into the report")
 	f.StringVar(&report, "report", "", "write the JSON report here")
 	f.StringArrayVar(&pulls, "sftp-pull", nil, "pull a source's files from a worker: user@host:port (repeatable)")
 	f.StringVar(&pwEnv, "sftp-password-env", "", "environment variable holding the SFTP password")
@@ -291,14 +334,100 @@ func sinkCmd() *cobra.Command {
 	return c
 }
 
+// sinkListening is called with the sink once it listens (a test hook).
+var sinkListening = func(*sink.Sink) {}
+
+// statusClient bounds every status request: a controller that accepts and never answers must not
+// hold the sink's report.
+var statusClient = &http.Client{Timeout: 5 * time.Second}
+
 func fetchStatus(url string) (*controller.Status, error) {
-	resp, err := http.Get(url + "/v1/status")
+	resp, err := statusClient.Get(url + "/v1/status")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("controller %s: %w", url, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("controller %s: GET /v1/status: %s", url, resp.Status)
+	}
 	var st controller.Status
-	return &st, json.NewDecoder(resp.Body).Decode(&st)
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("controller %s: GET /v1/status: %w", url, err)
+	}
+	return &st, nil
+}
+
+// statusEvery is how often the sink asks the controller for its status during a run: it learns
+// runs (start → stop → start) from it, so a run shorter than this may go unseen.
+const statusEvery = 250 * time.Millisecond
+
+// statusWatch keeps the controller's latest status during the run, for a report at stop when the
+// controller can no longer be reached.
+type statusWatch struct {
+	mu   sync.Mutex
+	st   *controller.Status
+	at   time.Time
+	seen map[string]*controller.Status // latest status of every run seen, by run id
+	out  io.Writer                     // where a newly seen run is announced (nil: nowhere)
+}
+
+// see notes a status; the latest of each run wins.
+func (w *statusWatch) see(st *controller.Status) {
+	if st.RunID == "" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.seen == nil {
+		w.seen = map[string]*controller.Status{}
+	}
+	if _, ok := w.seen[st.RunID]; !ok && w.out != nil {
+		fmt.Fprintf(w.out, "sink: run %s seen, starting %s\n", st.RunID, st.StartTime.UTC().Format(time.RFC3339Nano))
+	}
+	w.seen[st.RunID] = st
+}
+
+// runs is every run seen, for the report to count runs and loops apart; span is the dataset's,
+// used when the status has none.
+func (w *statusWatch) runs(span time.Duration) []sink.Run {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []sink.Run
+	for id, st := range w.seen {
+		r := sink.Run{ID: id, Start: st.StartTime, Span: span, Loops: 1, Stopped: st.StoppedAt}
+		if d, err := time.ParseDuration(st.Span); err == nil && d > 0 {
+			r.Span = d
+		}
+		if st.Repeat {
+			r.Loops = st.Loops
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (w *statusWatch) run(ctx context.Context, url string) {
+	t := time.NewTicker(statusEvery)
+	defer t.Stop()
+	for {
+		if st, err := fetchStatus(url); err == nil && st.RunID != "" {
+			w.see(st)
+			w.mu.Lock()
+			w.st, w.at = st, time.Now()
+			w.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *statusWatch) last() (*controller.Status, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st, w.at
 }
 
 func runCmd() *cobra.Command {

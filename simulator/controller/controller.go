@@ -313,8 +313,10 @@ type Status struct {
 	Loops     int       `json:"loops"`
 	// Done is true once a run with a finite number of loops has every
 	// record of every type committed or failed: nothing is left to send.
-	Done  bool                  `json:"done"`
-	Types map[string]TypeStatus `json:"types"`
+	Done bool `json:"done"`
+	// StoppedAt is when the run was stopped (stage stopped).
+	StoppedAt time.Time             `json:"stopped_at,omitzero"`
+	Types     map[string]TypeStatus `json:"types"`
 }
 
 // Status reports the stage and per-type progress from the committed offsets.
@@ -324,6 +326,9 @@ func (c *Controller) Status(ctx context.Context) (*Status, error) {
 	}
 	st := c.reader.Stage()
 	out := &Status{Stage: st.Stage, RunID: st.RunID, StartTime: st.StartTime, Repeat: st.Repeat, Loops: st.Loops, Types: map[string]TypeStatus{}}
+	if st.Stage == state.StageStopped {
+		out.StoppedAt = st.StoppedAt
+	}
 	if st.Span > 0 {
 		out.Span = st.Span.String()
 	}

@@ -92,6 +92,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer env.Close()
+	env.Sink.Expect(ds)
+	if o.Log != nil {
+		env.Sink.SetLogger(o.Log)
+	}
 	loaded, err := env.Controller.Load(ctx, o.Dataset, controller.LoadRequest{Partitioning: o.Partitioning, AddressOverride: env.Sink.Addr()})
 	if err != nil {
 		return nil, err
@@ -241,8 +245,43 @@ func PrintReport(w io.Writer, r *sink.Report) {
 			fmt.Fprintf(w, "  %s: %d\n", s, r.FailedAtWorkers[s])
 		}
 	}
+	if len(r.Runs) > 1 || (len(r.Runs) == 1 && r.Runs[0].LoopsSeen > 1) {
+		fmt.Fprintln(w, "per run:")
+		for _, rr := range r.Runs {
+			fmt.Fprintf(w, "  %s (start %s, %d loop(s) due): expected %d, received %d, lost %d, dup %d, early %d\n", rr.ID,
+				rr.Start.Format("15:04:05.000"), rr.LoopsSeen, rr.Expected, rr.Received, rr.Lost, rr.Duplicated, rr.Early)
+		}
+	}
+	if r.FramingMismatches > 0 {
+		fmt.Fprintf(w, "%d connection(s) did not fit the sink's framing (their records from there on are not counted):\n", r.FramingMismatches)
+		for _, d := range r.FramingMismatchSamples {
+			fmt.Fprintln(w, "  "+d)
+		}
+	}
+	if r.Unattributed > 0 {
+		fmt.Fprintf(w, "%d received record(s) could not be attributed to a record of a source (lost may include them):\n", r.Unattributed)
+		for _, d := range r.UnattributedSamples {
+			fmt.Fprintln(w, "  "+d)
+		}
+		if n := r.Unattributed - int64(len(r.UnattributedSamples)); n > 0 {
+			fmt.Fprintf(w, "  and %d more\n", n)
+		}
+	}
+	if len(r.Unavailable) > 0 {
+		parts := make([]string, 0, len(r.Unavailable))
+		for p := range r.Unavailable {
+			parts = append(parts, p)
+		}
+		sort.Strings(parts)
+		fmt.Fprintln(w, "unknown (their columns are zero, not measured):")
+		for _, p := range parts {
+			fmt.Fprintf(w, "  %s: %s\n", p, r.Unavailable[p])
+		}
+	}
 	verdict := "OK: nothing lost, nothing early"
-	if !r.OK() {
+	if _, ok := r.Unavailable["early"]; ok {
+		verdict = fmt.Sprintf("UNKNOWN: %d lost, early not known", r.Total.Lost)
+	} else if !r.OK() {
 		verdict = fmt.Sprintf("FAIL: %d lost, %d early", r.Total.Lost, r.Total.Early)
 	}
 	fmt.Fprintln(w, verdict)

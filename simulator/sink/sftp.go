@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
-	"github.com/simlab/simlab/simulator/dataset"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -61,7 +60,7 @@ func (s *Sink) pullSession(ctx context.Context, addr string, cfg *ssh.ClientConf
 				return
 			}
 			seen[fi.Name()] = true
-			s.record(data, time.Now().UnixNano())
+			s.record(data, time.Now().UnixNano(), "sftp "+cfg.User+"@"+addr)
 		}
 		select {
 		case <-ctx.Done():
@@ -70,14 +69,9 @@ func (s *Sink) pullSession(ctx context.Context, addr string, cfg *ssh.ClientConf
 	}
 }
 
-func (s *Sink) record(data []byte, at int64) {
+func (s *Sink) record(data []byte, at int64, conn string) {
 	s.total.Add(1)
-	m, ok := dataset.ParseMark(data)
-	if !ok {
-		s.unparsed.Add(1)
-		return
-	}
-	s.mu.Lock()
-	s.bySource[m.Source] = append(s.bySource[m.Source], Receipt{Seq: int32(m.Seq), Offset: m.Offset, At: at})
-	s.mu.Unlock()
+	it := s.classify(data, at, conn)
+	it.conn = conn
+	s.add([]item{it})
 }
