@@ -1,0 +1,34 @@
+package sched
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// kernelAcked reports how many bytes of the stream the peer acknowledged and the receive window it
+// last advertised. TCP_INFO answers both in one call (tcpi_bytes_acked since Linux 4.1,
+// tcpi_snd_wnd since 5.4); where tcpi_bytes_acked reads 0, SIOCOUTQ (bytes in the send queue not
+// yet acknowledged) gives the acknowledged position as written − queued. A kernel without
+// tcpi_snd_wnd reports a window of 0 and the tracker then keeps the whole connection.
+func kernelAcked(rc syscall.RawConn, wrote uint64) (acked, wnd uint64, ok bool) {
+	var info *unix.TCPInfo
+	var ierr, qerr error
+	outq := -1
+	err := rc.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if ierr != nil || info.Bytes_acked == 0 {
+			outq, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		}
+	})
+	if err != nil {
+		return 0, 0, false
+	}
+	if ierr == nil {
+		acked, wnd = info.Bytes_acked, uint64(info.Snd_wnd)
+	}
+	if acked == 0 && qerr == nil && outq >= 0 && uint64(outq) <= wrote {
+		acked = wrote - uint64(outq)
+	}
+	return acked, wnd, ierr == nil || qerr == nil
+}
