@@ -17,18 +17,23 @@ import (
 // connection with a reset (SO_LINGER 0), so everything still in its receive buffer and in the
 // worker's send queue is lost. Far more than one second's worth of records is unread when the reset
 // comes. A reconnected SUT must receive every record (received ⊇ expected), none before its due
-// time, and the resends the dest reports must cover every duplicate the SUT sees.
+// time, and the resends the dest reports must cover every duplicate the SUT sees. In "busy" the
+// reset comes while records are still due (a write fails); in "idle" every record was written
+// before the reset, so only the dest noticing the reset itself gets them delivered.
 func TestResendAfterStallAndReset(t *testing.T) {
+	const n = 2000
+	t.Run("busy", func(t *testing.T) { testResendAfterStallAndReset(t, n, 1500) })
+	t.Run("idle", func(t *testing.T) { testResendAfterStallAndReset(t, n, n) })
+}
+
+// testResendAfterStallAndReset: n records, the SUT resets once stallFor were written.
+func testResendAfterStallAndReset(t *testing.T, n, stallFor int) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	const (
-		n        = 2000
-		readHead = 100  // records the SUT reads before it stalls
-		stallFor = 1500 // records written into the socket before the SUT resets
-	)
+	const readHead = 100 // records the SUT reads before it stalls
 	type arrival struct {
 		payload string
 		at      int64
