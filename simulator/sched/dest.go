@@ -32,7 +32,9 @@ type Hooks struct {
 
 // Dest is one TCP connection to the SUT, owned by one simulated source. Its goroutine writes every
 // queued item in one batch, reconnecting with exponential backoff when the SUT drops; a failed
-// batch is re-sent whole (at-least-once: the sink counts duplicates).
+// batch is re-sent whole, and so is every record of the broken connection the SUT may not have
+// read (track.go); each re-sent record is reported to Hooks.Resent (at-least-once: the sink counts
+// duplicates).
 type Dest struct {
 	Addr    string
 	Framing string
