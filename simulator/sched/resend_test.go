@@ -2,6 +2,7 @@ package sched
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -157,9 +159,18 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool, state func() 
 
 // TestResendTrackingStaysBounded writes many records to a SUT that keeps reading: the records kept
 // for a possible resend are pruned as the kernel reports acknowledgements, so what is tracked
-// stays within the receive-window margin instead of growing with the stream.
+// stays within the receive-window margin instead of growing with the stream. The SUT's receive
+// buffer is fixed small, so its window stays far below what is written.
 func TestResendTrackingStaysBounded(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
