@@ -25,11 +25,16 @@ type Hooks struct {
 	Sent      func(it *Item) // after a successful write, per item
 	Reconnect func()
 	WriteErr  func(err error)
+	// Resent is told how many records are written again because the connection they went out on
+	// failed before the SUT acknowledged them: each is a possible duplicate at the SUT.
+	Resent func(n int)
 }
 
 // Dest is one TCP connection to the SUT, owned by one simulated source. Its goroutine writes every
 // queued item in one batch, reconnecting with exponential backoff when the SUT drops; a failed
-// batch is re-sent whole (at-least-once: the sink counts duplicates).
+// batch is re-sent whole, and so is every record of the broken connection the SUT may not have
+// read (track.go); each re-sent record is reported to Hooks.Resent (at-least-once: the sink counts
+// duplicates).
 type Dest struct {
 	Addr    string
 	Framing string
@@ -59,17 +64,15 @@ type Dest struct {
 	restPending atomic.Bool
 	direct      []*Item
 	iov         [][]byte
-	// recent holds what was written in the last ResendWindow: when a connection fails, those
-	// records may have died in the SUT's socket buffers, so they are written again after the
-	// reconnect (the sink counts them as duplicates; none is lost).
-	recent []*Item
-	resend bool
-	bufs   net.Buffers
-	hdrs   []byte
+	// The records of the current connection the SUT may not have: see track.go.
+	trk tracker
+	// again holds the records of a failed connection that the SUT may not have read; they are
+	// written first after the reconnect (counted by Hooks.Resent: possible duplicates).
+	again     []*Item
+	needAgain atomic.Bool
+	bufs      net.Buffers
+	hdrs      []byte
 }
-
-// ResendWindow is how far back records are re-sent after a broken connection.
-var ResendWindow = time.Second
 
 // NewDest starts the sender goroutine of one destination.
 func NewDest(name, addr, framing string, log *slog.Logger, hooks *Hooks) *Dest {
@@ -126,8 +129,12 @@ func (d *Dest) Close() {
 func (d *Dest) loop() {
 	defer close(d.doneCh)
 	defer func() {
-		if d.conn != nil {
-			d.conn.Close()
+		d.writeMu.Lock()
+		c := d.conn
+		d.conn, d.rc = nil, nil // the watcher sees a closed dest, not a dropped connection
+		d.writeMu.Unlock()
+		if c != nil {
+			c.Close()
 		}
 		if d.onClose != nil {
 			d.onClose()
@@ -158,7 +165,7 @@ func (d *Dest) loop() {
 			d.queued = false
 			d.busy = len(batch) > 0
 			d.mu.Unlock()
-			if len(batch) == 0 && !d.hasRest() {
+			if len(batch) == 0 && !d.hasRest() && !d.needAgain.Load() {
 				break
 			}
 			err := d.write(&batch)
@@ -223,7 +230,7 @@ func (d *Dest) write(batch *[]*Item) error {
 			*batch = b
 		}
 	}
-	if len(b) == 0 {
+	if len(b) == 0 && len(d.again) == 0 {
 		return nil
 	}
 	if d.conn == nil {
@@ -232,25 +239,28 @@ func (d *Dest) write(batch *[]*Item) error {
 			return err
 		}
 		d.setConn(c)
-		if d.resend {
-			d.resend = false
-			var again []*Item
-			for _, it := range d.recent {
-				if it.Owner == nil || !it.Owner.Cancelled() {
-					again = append(again, &Item{Due: it.Due, Payload: it.Payload, Offset: it.Offset, Loop: it.Loop, Sent: -1})
-				}
+	}
+	if len(d.again) > 0 {
+		// What the failed connection may not have delivered goes first, in order.
+		again := dropCancelled(d.again)
+		d.again = nil
+		d.needAgain.Store(false)
+		if len(again) > 0 {
+			if d.hooks != nil && d.hooks.Resent != nil {
+				d.hooks.Resent(len(again))
 			}
-			d.recent = d.recent[:0]
 			b = append(again, b...)
 			*batch = b
 		}
 	}
 	d.frames(b)
 	bufs := d.bufs
+	var wrote int64
 	for {
 		// The deadline bounds a stall, not the batch: a slow SUT that keeps reading is fine.
 		d.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		n, err := bufs.WriteTo(d.conn)
+		wrote += n
 		if err == nil {
 			break
 		}
@@ -258,13 +268,32 @@ func (d *Dest) write(batch *[]*Item) error {
 		if n > 0 && errors.As(err, &ne) && ne.Timeout() {
 			continue
 		}
+		// The batch stays whole and is written again after the reconnect; the records of it that
+		// (partly) went out may have reached the SUT: they are possible duplicates.
+		if k := d.framesWithin(b, wrote); k > 0 && d.hooks != nil && d.hooks.Resent != nil {
+			d.hooks.Resent(k)
+		}
 		d.dropConn()
 		return err
 	}
 	d.finish(b, time.Now().UnixNano())
+	d.sample(true)
 	clear(b)
 	*batch = b[:0]
 	return nil
+}
+
+// framesWithin counts the frames of b that begin within the first n bytes of their framing.
+func (d *Dest) framesWithin(b []*Item, n int64) int {
+	k := 0
+	for _, it := range b {
+		if n <= 0 {
+			break
+		}
+		n -= int64(d.frameLen(it))
+		k++
+	}
+	return k
 }
 
 // dropCancelled removes items whose owner was cancelled (stop, revoke), in place.
@@ -287,17 +316,53 @@ func (d *Dest) setConn(c net.Conn) {
 			d.rc = rc
 		}
 	}
+	d.trk.reset()
+	go d.watch(c)
 	if d.hooks != nil && d.hooks.Reconnect != nil {
 		d.hooks.Reconnect()
 	}
 }
 
-func (d *Dest) dropConn() {
-	if d.conn != nil {
-		d.conn.Close()
+// watch notices a connection the SUT dropped (reset or close) even when nothing is being written,
+// so what it may not have read is re-sent without waiting for the next record. What the SUT sends
+// is discarded.
+func (d *Dest) watch(c net.Conn) {
+	buf := make([]byte, 512)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
 	}
+	d.writeMu.Lock()
+	dropped := d.conn == c
+	if dropped {
+		d.log.Warn("SUT closed the connection", "source", d.Name, "addr", d.Addr)
+		d.dropConn()
+	}
+	d.writeMu.Unlock()
+	if dropped {
+		d.kick()
+	}
+}
+
+// dropConn closes the connection; the records on it the SUT may not have read are kept for the
+// next one (caller holds writeMu).
+func (d *Dest) dropConn() {
+	if d.conn == nil {
+		return
+	}
+	d.sample(true) // the last word of the kernel on this connection, if it still has one
+	if lost := d.trk.unconfirmed(); len(lost) > 0 {
+		d.log.Info("re-sending what the SUT may not have read", "source", d.Name, "records", len(lost),
+			"acked_bytes", d.trk.acked, "written_bytes", d.trk.wrote, "window", d.trk.maxWnd, "kernel_acks", d.trk.known)
+		for _, it := range lost {
+			d.again = append(d.again, &Item{Due: it.Due, Payload: it.Payload, Owner: it.Owner, Offset: it.Offset, Loop: it.Loop, Sent: -1})
+		}
+		d.needAgain.Store(true)
+	}
+	d.trk.reset()
+	d.conn.Close()
 	d.conn, d.rc = nil, nil
-	d.resend = true
 }
 
 func (d *Dest) hasRest() bool { return d.restPending.Load() }
@@ -335,21 +400,10 @@ func (d *Dest) frameLen(it *Item) int {
 	return len(it.Payload) + 1
 }
 
-// finish records written items: the re-send window, then acked.
+// finish records written items: tracked until the SUT's kernel acknowledged them, then acked.
 func (d *Dest) finish(b []*Item, now int64) {
-	cut := 0
-	for cut < len(d.recent) && d.recent[cut].Sent < now-int64(ResendWindow) {
-		cut++
-	}
-	if cut > 0 {
-		n := copy(d.recent, d.recent[cut:])
-		clear(d.recent[n:])
-		d.recent = d.recent[:n]
-	}
 	for _, it := range b {
-		if it.Sent != -1 {
-			d.recent = append(d.recent, it)
-		}
+		d.trk.add(it, d.frameLen(it))
 	}
 	d.acked(b, now)
 }
@@ -363,7 +417,7 @@ func (d *Dest) flush() {
 		d.kick()
 		return
 	}
-	if d.conn == nil || d.rc == nil || d.resend || d.rest != nil {
+	if d.conn == nil || d.rc == nil || len(d.again) > 0 || d.rest != nil {
 		d.writeMu.Unlock()
 		d.kick()
 		return
@@ -427,6 +481,7 @@ func (d *Dest) flush() {
 	}
 	now := time.Now().UnixNano()
 	d.finish(b[:done], now)
+	d.sample(false)
 	if done < len(b) {
 		left := b[done:]
 		if n > 0 {

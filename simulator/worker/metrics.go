@@ -18,6 +18,7 @@ type Metrics struct {
 	commits    prometheus.Counter
 	connects   prometheus.Counter
 	sendErrors prometheus.Counter
+	resent     prometheus.Counter
 	failed     *prometheus.CounterVec
 	fdLimit    prometheus.Gauge
 	fdNeeded   prometheus.Gauge
@@ -35,6 +36,8 @@ func NewMetrics() *Metrics {
 		commits:    prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_commits_total", Help: "Successful offset commits."}),
 		connects:   prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_sut_connects_total", Help: "TCP connections opened to the SUT."}),
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_send_errors_total", Help: "Failed writes or dials to the SUT."}),
+		resent: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_records_resent_total",
+			Help: "Records written again after their connection failed before the SUT could have read them: each is a possible duplicate at the SUT."}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "simulator_worker_records_failed_total",
 			Help: "Records not sent because their source's destination cannot be built, by source and reason."}, []string{"source", "reason"}),
 		fdLimit: prometheus.NewGauge(prometheus.GaugeOpts{Name: "simulator_worker_open_files_limit", Help: "The open-files limit (soft RLIMIT_NOFILE, raised to the hard limit at start) the worker plans with."}),
@@ -43,7 +46,7 @@ func NewMetrics() *Metrics {
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_assignments_refused_total",
 			Help: "Runs in which the worker refused its assignment because it needed more open files than the limit."}),
 	}
-	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors, m.failed, m.fdLimit, m.fdNeeded, m.refused,
+	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors, m.resent, m.failed, m.fdLimit, m.fdNeeded, m.refused,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

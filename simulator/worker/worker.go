@@ -136,6 +136,7 @@ func New(cfg Config) *Worker {
 		},
 		Reconnect: func() { m.connects.Inc() },
 		WriteErr:  func(error) { m.sendErrors.Inc() },
+		Resent:    func(n int) { m.resent.Add(float64(n)) },
 	}
 	return w
 }
