@@ -38,7 +38,7 @@ func get(url string) (int, string) {
 func TestWorkerRefusesAnAssignmentOverItsOpenFilesLimit(t *testing.T) {
 	prlimit, err := exec.LookPath("prlimit")
 	if err != nil {
-		t.Skip("prlimit (util-linux) not installed")
+		t.Fatal("prlimit not found: install util-linux (Debian's essential set has it)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
