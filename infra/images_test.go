@@ -1,7 +1,6 @@
 package infra_test
 
 import (
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -27,19 +26,12 @@ func mirroredImages(t *testing.T, dir string, names []string, own []string) map[
 	for _, r := range own {
 		out[r] = true
 	}
-	for _, name := range names {
-		file := filepath.Join(dir, filepath.FromSlash(m.Artifacts[name].Path))
-		list := artifacts.ManifestImages
-		if strings.HasSuffix(file, ".tgz") {
-			list = artifacts.ChartImages
-		}
-		refs, err := list(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range refs {
-			out[r] = true
-		}
+	reqs, err := artifacts.DeployImages(dir, m, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reqs {
+		out[r.Ref] = true
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -86,7 +87,7 @@ func KubeadmImages(ctx context.Context, kubeadm, version string) ([]string, erro
 // containerd must be told to use: its built-in default differs by release.
 func PauseImage(m *Manifest) string {
 	for ref, img := range m.Images {
-		if _, n, _, err := ParseImageRef(ref); err == nil && n == "pause" && containsString(img.From, FromKubeadm) {
+		if _, n, _, err := ParseImageRef(ref); err == nil && n == "pause" && slices.Contains(img.From, FromKubeadm) {
 			return ref
 		}
 	}
@@ -96,14 +97,6 @@ func PauseImage(m *Manifest) string {
 // FromKubeadm is the ImageRequest.From of kubeadm's images.
 const FromKubeadm = "kubeadm"
 
-func containsString(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
 
 // ChartImages lists the images a Helm chart's values.yaml names: every map
 // with a repository and a tag (registry prepended when given; the top-level
@@ -305,7 +298,7 @@ func mirrorImages(ctx context.Context, o MirrorOptions, reqs []ImageRequest) (ma
 			jobs[k] = j
 			order = append(order, k)
 		}
-		if !containsString(j.tags[tag], r.From) {
+		if !slices.Contains(j.tags[tag], r.From) {
 			j.tags[tag] = append(j.tags[tag], r.From)
 		}
 	}

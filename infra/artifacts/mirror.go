@@ -214,12 +214,24 @@ func imageRequests(ctx context.Context, o MirrorOptions, m *Manifest) ([]ImageRe
 			reqs = append(reqs, ImageRequest{Ref: r, From: FromKubeadm})
 		}
 	}
-	for _, name := range o.Deploy {
+	deployed, err := DeployImages(o.Dir, m, o.Deploy)
+	if err != nil {
+		return nil, err
+	}
+	return append(reqs, deployed...), nil
+}
+
+// DeployImages lists the images the named deploy artifacts of a mirror name:
+// a chart's values (ChartImages), a manifest's objects (ManifestImages).
+// Names the manifest lacks are skipped.
+func DeployImages(dir string, m *Manifest, names []string) ([]ImageRequest, error) {
+	var reqs []ImageRequest
+	for _, name := range names {
 		a, ok := m.Artifacts[name]
 		if !ok {
 			continue
 		}
-		file := filepath.Join(o.Dir, filepath.FromSlash(a.Path))
+		file := filepath.Join(dir, filepath.FromSlash(a.Path))
 		list := ManifestImages
 		if strings.HasSuffix(a.Path, ".tgz") {
 			list = ChartImages

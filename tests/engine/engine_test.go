@@ -408,19 +408,12 @@ func mirroredImagesOnly(ctx context.Context, t *testing.T, c *localcluster.Clust
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range artifacts.DeployFor(&l.Config) {
-		file := filepath.Join(mirror, filepath.FromSlash(m.Artifacts[name].Path))
-		list := artifacts.ManifestImages
-		if strings.HasSuffix(file, ".tgz") {
-			list = artifacts.ChartImages
-		}
-		refs, err := list(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range refs {
-			want[r] = true
-		}
+	reqs, err := artifacts.DeployImages(mirror, m, artifacts.DeployFor(&l.Config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reqs {
+		want[r.Ref] = true
 	}
 	var seen []string
 	for _, kind := range []string{"deployments", "daemonsets", "statefulsets"} {
