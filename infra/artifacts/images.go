@@ -97,7 +97,6 @@ func PauseImage(m *Manifest) string {
 // FromKubeadm is the ImageRequest.From of kubeadm's images.
 const FromKubeadm = "kubeadm"
 
-
 // ChartImages lists the images a Helm chart's values.yaml names: every map
 // with a repository and a tag (registry prepended when given; the top-level
 // `image` map's tag defaults to the chart's appVersion, as charts do), an `image: host/name:tag` string, and Strimzi's
