@@ -270,7 +270,7 @@ func ManifestImages(file string) ([]string, error) {
 	return out, nil
 }
 
-// imageLog is where mirrorImages reports.
+// imageJob is one repository to mirror and its tags, each with who runs it.
 type imageJob struct {
 	host, repo string
 	tags       map[string][]string // tag -> From

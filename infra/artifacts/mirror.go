@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 )
 
@@ -199,7 +200,8 @@ func imageRequests(ctx context.Context, o MirrorOptions, m *Manifest) ([]ImageRe
 				return nil, err
 			}
 			bin = filepath.Join(tmp, Kubeadm)
-			if _, _, err := download(ctx, ho, srcs[0], bin, ""); err != nil {
+			i := slices.IndexFunc(srcs, func(s source) bool { return s.name == Kubeadm })
+			if _, _, err := download(ctx, ho, srcs[i], bin, ""); err != nil {
 				return nil, fmt.Errorf("kubeadm for %s (to list its images): %w", runtime.GOARCH, err)
 			}
 		}

@@ -450,9 +450,8 @@ func TestLibvirtNodesForReal(t *testing.T) {
 	}
 	artifactsURL := "http://" + ln.Addr().String()
 	mirror := t.TempDir()
-	probe := labStack(t, h, root, mirror, artifactsURL)
-	m := writeMirror(t, h, root, mirror, probe.Versions)
 	l := labStack(t, h, root, mirror, artifactsURL)
+	m := writeMirror(t, h, root, mirror, l.Versions)
 	var served bytes.Buffer
 	srv := &http.Server{Handler: artifacts.Handler(artifacts.ServerOptions{Dir: mirror, Manifest: m, BaseURL: artifactsURL, Log: &served})}
 	go srv.Serve(ln)
