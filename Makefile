@@ -110,6 +110,12 @@ bench-cluster-up: tools ## time `make cluster-up` (NODES) until all nodes are Re
 	  $(CACHE_DIR)/localcluster down -dir $(CACHE_DIR)/cluster-bench >/dev/null || exit 1; \
 	  printf '| %d | %d | %.2f |\n' $$i $(NODES) $$(awk "BEGIN{print $$e - $$s}"); done
 # end local control plane
+# rehearsal (after tools.mk: it needs NODE_OUT). The cluster layer's own scripts on real nodes here: runc containers with
+# systemd, containerd, kubelet and sshd, provisioned by the real Ignition from
+# the artifact server (tests/rehearse, docs/REHEARSAL.md). Root only.
+.PHONY: rehearse
+rehearse: tools $(NODE_OUT) ## real nodes (Ignition, systemd, containerd, kubeadm init/join, reset) on this machine; needs root
+	GO=$(GO) CACHE_DIR=$(CACHE_DIR) bash tests/rehearse/run.sh
 # chart (charts/simulator, infra/workloads, tests/chart; images: docs/IMAGES.md)
 HELM          := $(TOOLS_BIN)/helm-$(HELM_VERSION)
 SIM_IMAGE     ?= $(shell sed -n 's/^[[:space:]]*Image:[[:space:]]*"\([^"]*simulator\)",.*/\1/p' infra/config/defaults.go)

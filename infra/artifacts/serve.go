@@ -70,7 +70,7 @@ func Handler(o ServerOptions) http.Handler {
 	mux.HandleFunc("GET /", s.file)
 	if o.Registry != nil {
 		// GET also answers HEAD; other methods get 405 from the mux.
-		mux.Handle("GET /v2/", o.Registry)
+		mux.Handle("GET /v2/", s.logged(o.Registry))
 	}
 	return mux
 }
@@ -220,6 +220,29 @@ func (s *server) file(w http.ResponseWriter, r *http.Request) {
 	}
 	http.ServeFile(w, r, full)
 	s.logf(r, http.StatusOK, "%d bytes", st.Size())
+}
+
+// logged logs each request h answers (the registry's pulls), like files.
+func (s *server) logged(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		s.logf(r, rec.code, "%d bytes", rec.n)
+	})
+}
+
+// statusWriter records the status code and body size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+	n    int64
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.code = code; w.ResponseWriter.WriteHeader(code) }
+func (w *statusWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
 }
 
 func (s *server) fail(w http.ResponseWriter, r *http.Request, code int, format string, args ...any) {
