@@ -43,8 +43,8 @@ import (
 // env is what run.sh prepared.
 type env struct {
 	work, base, bin, simlab, ignition, pause, bridge, gateway string
-	prefix                                                   int
-	kube, etcd                                               string // versions
+	prefix                                                    int
+	kube, etcd                                                string // versions
 }
 
 func loadEnv(t *testing.T) *env {
