@@ -246,6 +246,32 @@ func kubeadmImages(e *env, refs []string) (map[string]v1.Image, []string, error)
 	return out, standins, nil
 }
 
+// flannelImages builds the two images the cluster layer's Flannel DaemonSet
+// runs: flanneld (built here at the pinned release; with Debian's iptables
+// for --ip-masq) and the CNI plugin installer, whose `flannel` plugin is
+// containernetworking/plugins' meta/flannel v0.9.1 — the same program before
+// it moved to flannel-io/cni-plugin, which the module proxy does not serve (a
+// stand-in). Both `cp` with Debian's static busybox, as upstream's
+// Alpine-based images do with theirs.
+func flannelImages(e *env, flannelRef, cniRef string) (map[string]v1.Image, error) {
+	cp := []imageFile{{path: "/bin/busybox", from: e.busybox}, {path: "/bin/cp", link: "busybox"}, {path: "/bin/sh", link: "busybox"}}
+	files, err := debianFiles(e.base, []string{"libc6", "iptables", "libip4tc2", "libip6tc2", "libxtables12",
+		"libnftnl11", "libmnl0", "libnetfilter-conntrack3", "libnfnetlink0"}, "ip")
+	if err != nil {
+		return nil, err
+	}
+	files = append(append(files, cp...), imageFile{path: "/opt/bin/flanneld", from: e.flanneld})
+	flannel, err := buildImage(files, []string{"/opt/bin/flanneld"})
+	if err != nil {
+		return nil, fmt.Errorf("building %s: %w", flannelRef, err)
+	}
+	cni, err := buildImage(append(cp, imageFile{path: "/flannel", from: e.flannelCNI}), []string{"/bin/sh"})
+	if err != nil {
+		return nil, fmt.Errorf("building %s: %w", cniRef, err)
+	}
+	return map[string]v1.Image{flannelRef: flannel, cniRef: cni}, nil
+}
+
 // mirrorImages pushes imgs to an in-process upstream registry and runs the
 // mirror's own image step (artifacts.Mirror, nodes and deploy artifacts
 // skipped) into dir: what lands there is what `simlab artifacts mirror`
@@ -260,7 +286,11 @@ func mirrorImages(ctx context.Context, t *testing.T, dir string, mv artifacts.Ma
 			t.Fatalf("pushing %s: %v", ref, err)
 		}
 		refs = append(refs, ref)
-		reqs = append(reqs, artifacts.ImageRequest{Ref: ref, From: artifacts.FromKubeadm})
+		from := artifacts.FromKubeadm
+		if !strings.HasPrefix(ref, "registry.k8s.io/") {
+			from = "cluster"
+		}
+		reqs = append(reqs, artifacts.ImageRequest{Ref: ref, From: from})
 	}
 	var logb bytes.Buffer
 	m, err := artifacts.Mirror(ctx, artifacts.MirrorOptions{Dir: dir, Versions: mv, SkipNodes: true,

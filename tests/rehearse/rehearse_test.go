@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net/http"
@@ -43,6 +44,7 @@ import (
 // env is what run.sh prepared.
 type env struct {
 	work, base, bin, simlab, ignition, pause, bridge, gateway string
+	flanneld, flannelCNI, busybox                             string
 	prefix                                                    int
 	kube, etcd                                                string // versions
 }
@@ -58,7 +60,8 @@ func loadEnv(t *testing.T) *env {
 	}
 	e := &env{work: get("REHEARSE_WORK"), base: get("REHEARSE_BASE"), bin: get("REHEARSE_BIN"),
 		simlab: get("REHEARSE_SIMLAB"), ignition: get("REHEARSE_IGNITION"), pause: get("REHEARSE_PAUSE"),
-		bridge: get("REHEARSE_BRIDGE"), gateway: get("REHEARSE_GATEWAY")}
+		bridge: get("REHEARSE_BRIDGE"), gateway: get("REHEARSE_GATEWAY"),
+		flanneld: get("REHEARSE_FLANNELD"), flannelCNI: get("REHEARSE_FLANNEL_CNI"), busybox: get("REHEARSE_BUSYBOX")}
 	var err error
 	if e.prefix, err = strconv.Atoi(get("REHEARSE_PREFIX")); err != nil {
 		t.Fatalf("REHEARSE_PREFIX: %v", err)
@@ -202,6 +205,13 @@ func TestRehearsal(t *testing.T) {
 	for _, s := range standins {
 		t.Logf("stand-in image: %s", s)
 	}
+	fl, err := flannelImages(e, l.Versions.FlannelImage(), l.Versions.FlannelCNIImage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ref, img := range fl {
+		imgs[ref] = img
+	}
 	mv := artifacts.VersionsFor(l.Versions)
 	mirrored := mirrorImages(ctx, t, mirror, mv, imgs)
 	m, err := standin.Mirror(root, mirror, l.Versions)
@@ -250,6 +260,25 @@ func TestRehearsal(t *testing.T) {
 
 	ctrl := run.ssh(machines[0].ip)
 	k := "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf "
+
+	// The cluster layer's own objects (Flannel), applied server-side as the
+	// Kubernetes provider does (here by kubectl on the controller: the
+	// provider is not run against these nodes); then every node Ready.
+	t0 = time.Now()
+	objs := run.clusterObjects()
+	if len(objs) < 5 {
+		t.Fatalf("the cluster layer declares only %d Kubernetes objects", len(objs))
+	}
+	list, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": objs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := sshIn(ctrl, k+"apply --server-side --field-manager simlab-rehearsal -f -", list); err != nil {
+		t.Fatalf("applying the cluster layer's objects: %v\n%s", err, out)
+	}
+	mustSSH(t, ctrl, k+"-n kube-flannel rollout status ds/kube-flannel-ds --timeout=180s")
+	mustSSH(t, ctrl, k+"wait --for=condition=Ready node --all --timeout=180s")
+	tm.mark("flannel rolled out, nodes Ready", t0)
 	nodesOut := mustSSH(t, ctrl, k+"get nodes -o custom-columns=NAME:.metadata.name --no-headers")
 	for _, mc := range machines {
 		if !strings.Contains(nodesOut, mc.name) {
@@ -358,6 +387,7 @@ type runner struct {
 	signer  ssh.Signer
 	stdout  map[string]string
 	done    []pulumimock.Command
+	last    *pulumimock.Recorder
 	clients map[string]*ssh.Client
 }
 
@@ -394,7 +424,38 @@ func (r *runner) commands() []pulumimock.Command {
 	if err != nil {
 		r.t.Fatalf("the program under the mock engine: %v", err)
 	}
+	r.last = rec
 	return rec.Commands()
+}
+
+// clusterObjects are the Kubernetes objects the cluster layer declares
+// itself (Flannel's), as the program last recorded them: the inputs the
+// Kubernetes provider would apply, namespaces first.
+func (r *runner) clusterObjects() []map[string]any {
+	r.t.Helper()
+	var comp string
+	for _, res := range r.last.Resources() {
+		if res.Type == "simlab:cluster:Cluster" {
+			comp = res.URN
+		}
+	}
+	var nss, rest []map[string]any
+	for _, res := range r.last.Resources() {
+		if !res.Custom || res.Parent != comp || !strings.HasPrefix(res.Type, "kubernetes:") ||
+			strings.HasPrefix(res.Type, "kubernetes:yaml") {
+			continue
+		}
+		obj := res.Inputs.Mappable()
+		if obj["apiVersion"] == nil || obj["kind"] == nil {
+			r.t.Fatalf("%s %s: the recorded inputs have no apiVersion/kind", res.Type, res.Name)
+		}
+		if obj["kind"] == "Namespace" {
+			nss = append(nss, obj)
+		} else {
+			rest = append(rest, obj)
+		}
+	}
+	return append(nss, rest...)
 }
 
 // createAll creates every command of the nodes and cluster layers, one at a
@@ -513,6 +574,18 @@ func (r *runner) exec(c pulumimock.Command, script string) (string, error) {
 		return out.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// sshIn runs script with stdin on c.
+func sshIn(c *ssh.Client, script string, stdin []byte) (string, error) {
+	s, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	s.Stdin = bytes.NewReader(stdin)
+	out, err := s.CombinedOutput(script)
+	return string(out), err
 }
 
 func mustSSH(t *testing.T, c *ssh.Client, script string) string {

@@ -17,7 +17,7 @@ bin=$cache/bin
 GO=${GO:-go}
 log() { echo "== rehearse: $*"; }
 
-pkgs=(debootstrap runc iproute2 openssh-client curl libblkid-dev libc6-dev gcc systemd)
+pkgs=(debootstrap runc iproute2 openssh-client curl libblkid-dev libc6-dev gcc systemd busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -30,6 +30,9 @@ pin() { sed -n "s/^[[:space:]]*$1:[[:space:]]*\"\\([^\"]*\\)\",.*/\\1/p" "$root/
 kube_version=$(pin Kubernetes)
 crictl_version=$(pin Crictl)
 cni_version=$(pin CNIPlugins)
+flannel_version=$(pin Flannel)
+# flannel-io/cni-plugin is not served; its program before the move is.
+flannel_cni_version=v0.9.1
 ign_version=$(awk '$1=="github.com/coreos/ignition/v2" {print $2; exit}' "$root/go.mod")
 
 # go install PKG... into a scratch GOBIN, then move the results.
@@ -64,6 +67,19 @@ if [ ! -x "$bin/cni-plugins-$cni_version/bridge" ]; then
     github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/main/loopback \
     github.com/containernetworking/plugins/plugins/ipam/host-local github.com/containernetworking/plugins/plugins/meta/portmap
   rm -rf "$bin/cni-plugins-$cni_version" && mv "$bin/cni-plugins-$cni_version.part" "$bin/cni-plugins-$cni_version"
+fi
+if [ ! -x "$bin/flanneld-$flannel_version" ]; then
+  log "building flanneld $flannel_version (cgo: its udp backend)"
+  mkdir -p "$bin/.gobin-flannel"
+  GOBIN=$bin/.gobin-flannel CGO_ENABLED=1 $GO install -trimpath \
+    -ldflags="-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$flannel_version" \
+    "github.com/flannel-io/flannel@$flannel_version"
+  mv -f "$bin/.gobin-flannel/flannel" "$bin/flanneld-$flannel_version" && rmdir "$bin/.gobin-flannel"
+fi
+if [ ! -x "$bin/flannel-cni-$flannel_cni_version" ]; then
+  log "building the flannel CNI plugin (containernetworking/plugins $flannel_cni_version meta/flannel)"
+  go_install "$bin/.flannel-cni-$$" "$flannel_cni_version" github.com/containernetworking/plugins/plugins/meta/flannel
+  mv -f "$bin/.flannel-cni-$$/flannel" "$bin/flannel-cni-$flannel_cni_version" && rmdir "$bin/.flannel-cni-$$"
 fi
 # The pause image's program, compiled from the Kubernetes module's own source
 # (build/pause/linux/pause.c), static; its version is kubeadm's pause tag.
@@ -107,7 +123,8 @@ log "running the rehearsal (work dir $work)"
 cd "$root/tests/rehearse"
 REHEARSE_WORK=$work REHEARSE_BASE=$base REHEARSE_BIN=$bin REHEARSE_SIMLAB=$cache/rehearse/simlab \
   REHEARSE_IGNITION=$bin/ignition-$ign_version REHEARSE_PAUSE=$bin/pause-$pause_version \
-  REHEARSE_BRIDGE=rhbr0 REHEARSE_GATEWAY=10.214.0.1 REHEARSE_PREFIX=24 \
+  REHEARSE_FLANNELD=$bin/flanneld-$flannel_version REHEARSE_FLANNEL_CNI=$bin/flannel-cni-$flannel_cni_version \
+  REHEARSE_BUSYBOX=/bin/busybox REHEARSE_BRIDGE=rhbr0 REHEARSE_GATEWAY=10.214.0.1 REHEARSE_PREFIX=24 \
   nsenter --net="/var/run/netns/$ns" "$cache/rehearse/rehearse.test" -test.v -test.timeout 30m "$@"
 
 # It stops exactly what it started: the test stopped its nodes; no node
