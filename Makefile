@@ -30,8 +30,17 @@ demo-simulator: simulator ## generate a small dataset and replay it through Kafk
 	@$(SIM_BIN) run --dataset $(SIM_DEMO)/dataset --workers 2 --report $(SIM_DEMO)/report.json
 bench-simulator: simulator ## simulator benchmarks: throughput, lateness, ceiling, handover, 10k sources
 	@ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(SIM_BIN) bench
-test-simulator: ## the simulator's tests only
+test-simulator: chromium ## the simulator's tests only
 	$(GO) test -count=1 ./simulator/...
+# The campaign report page (simulator/campaign) is tested in a real browser: Debian's chromium,
+# installed here when missing (make test runs this first; the test fails, never skips, without it).
+TEST_DEPS    += chromium
+DEPS_TARGETS += chromium
+.PHONY: chromium
+chromium: ## install Debian's chromium for the campaign report's browser test, when missing (apt-get)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; echo "apt-get install chromium"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 # --- end simulator ---
 
 # --- ignition and artifacts (ignition/, infra/artifacts/) -------------------

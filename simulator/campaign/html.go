@@ -173,9 +173,12 @@ var xmax = 0; series.forEach(function(p){ xmax = Math.max(xmax, secs(p.t)+1); })
     h.forEach(function(b){ hi = Math.max(hi, b[0]/1000); ymax = Math.max(ymax, b[1]/c); }); });
   lo = 0.001;
   var f = frame(svg, hi, ymax*1.1, "lateness ms (log)", "share", lo);
-  types.forEach(function(t, k){ var h = R.types[t].lateness_hist || [], c = R.types[t].sent || 1, prev = lo;
-    h.forEach(function(b){ var up = b[0]/1000, x0 = f.X(prev), x1 = f.X(up);
-      el(svg, "rect", {"class":"bar", x:x0, y:f.Y(b[1]/c), width:Math.max(1, x1-x0), height:f.Y(0)-f.Y(b[1]/c), fill:color(t), "fill-opacity":0.55, "data-type":t}); n++; prev = up; });
+  // A bucket's lower bound from its upper bound u (µs): exact µs up to 16, then 16 buckets per
+  // power of two (delivery.BucketUpper).
+  function lower(u){ return u <= 16 ? u-1 : u - Math.pow(2, Math.floor(Math.log2(u-1)) - 4); }
+  types.forEach(function(t){ var h = R.types[t].lateness_hist || [], c = R.types[t].sent || 1;
+    h.forEach(function(b){ var x0 = f.X(Math.max(lower(b[0]), 1)/1000), x1 = f.X(b[0]/1000);
+      el(svg, "rect", {"class":"bar", x:x0, y:f.Y(b[1]/c), width:Math.max(1, x1-x0), height:f.Y(0)-f.Y(b[1]/c), fill:color(t), "fill-opacity":0.55, "data-type":t}); n++; });
   });
   legend(svg, types); svg.setAttribute("data-points", n);
 })();
