@@ -71,7 +71,7 @@ func sampleReport() *Report {
 				workers = 3
 			}
 			for w := range workers {
-				src := map[string]*delivery.Counts{}
+				src, tot := map[string]*delivery.Counts{}, &delivery.Counts{}
 				for s := w; s < 10; s += workers {
 					inst := fmt.Sprintf("ne%05d", s+1)
 					c := &delivery.Counts{Sent: 5, Acked: 5}
@@ -86,11 +86,13 @@ func sampleReport() *Report {
 						c.Late.Observe(time.Duration((base + rng.ExpFloat64()*base) * float64(time.Millisecond)))
 					}
 					src[inst] = c
+					tot.Sent, tot.Acked = tot.Sent+c.Sent, tot.Acked+c.Acked
+					tot.Late.Merge(&c.Late)
 				}
 				seq++
 				agg.Add(&delivery.Summary{V: 1, Run: "r-demo", Type: typ, Worker: fmt.Sprintf("%s-w%d", typ, w), Seq: seq,
 					From: start.Add(time.Duration(sec-1) * time.Second), To: start.Add(time.Duration(sec) * time.Second),
-					Final: sec == 40, Partitions: 10 / workers, Sources: src})
+					Final: sec == 40, Partitions: 10 / workers, Totals: tot, Sources: src})
 			}
 		}
 	}

@@ -81,7 +81,7 @@ func TestBuildReportAndJudge(t *testing.T) {
 			c.Late.Observe(late)
 		}
 		agg.Add(&delivery.Summary{V: 1, Run: "r", Type: typ, Worker: "w-" + typ, Seq: seq, From: start.Add(at - time.Second), To: start.Add(at),
-			Final: at == 3*time.Second, Sources: map[string]*delivery.Counts{src: c}})
+			Final: at == 3*time.Second, Totals: c, Sources: map[string]*delivery.Counts{src: c}})
 	}
 	add("a", "s1", 1, time.Second, 1, time.Millisecond)
 	add("a", "s2", 2, time.Second, 1, time.Millisecond)

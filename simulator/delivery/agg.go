@@ -89,6 +89,11 @@ func (a *Aggregator) Add(s *Summary) bool {
 		pt = &Counts{}
 		p.types[s.Type] = pt
 	}
+	if s.Totals != nil {
+		t.total.add(s.Totals)
+		pt.add(s.Totals)
+		w.Sent += s.Totals.Sent
+	}
 	for src, c := range s.Sources {
 		sc := t.sources[src]
 		if sc == nil {
@@ -96,9 +101,6 @@ func (a *Aggregator) Add(s *Summary) bool {
 			t.sources[src] = sc
 		}
 		sc.add(c)
-		t.total.add(c)
-		pt.add(c)
-		w.Sent += c.Sent
 	}
 	return true
 }

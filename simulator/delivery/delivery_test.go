@@ -55,7 +55,7 @@ func TestSummaryRoundTripAndSplit(t *testing.T) {
 		r.Sent("s"+string(rune('a'+i%26))+string(rune('a'+i/26%26)), time.Duration(i)*time.Microsecond, true)
 	}
 	r.Pulled("sa", 5*time.Millisecond)
-	s, ok := r.Take(t0.Add(time.Second))
+	s, ok := r.Take(t0.Add(time.Second), true)
 	if !ok {
 		t.Fatal("no summary in a run")
 	}
@@ -97,11 +97,21 @@ func TestSummaryRoundTripAndSplit(t *testing.T) {
 		t.Errorf("series %+v", v.Series)
 	}
 	// After Take, the next interval starts empty.
-	if s2, _ := r.Take(t0.Add(2 * time.Second)); len(s2.Sources) != 0 {
-		t.Errorf("second interval has %d sources", len(s2.Sources))
+	if s2, _ := r.Take(t0.Add(2*time.Second), true); len(s2.Sources) != 0 || s2.Totals.Sent != 0 {
+		t.Errorf("second interval has %d sources, %d sent", len(s2.Sources), s2.Totals.Sent)
+	}
+	// Without sources, a summary has the type's totals; the sources' deltas wait for the next
+	// summary with sources.
+	r.Sent("x", time.Millisecond, true)
+	if s3, _ := r.Take(t0.Add(3*time.Second), false); s3.Sources != nil || s3.Totals.Sent != 1 {
+		t.Errorf("a summary without sources: %+v", s3)
+	}
+	r.Sent("x", time.Millisecond, true)
+	if s4, _ := r.Take(t0.Add(4*time.Second), true); s4.Sources["x"].Sent != 2 || s4.Totals.Sent != 1 {
+		t.Errorf("the next summary with sources: x sent %+v, totals %+v", s4.Sources["x"], s4.Totals)
 	}
 	r.End()
-	if _, ok := r.Take(t0.Add(3 * time.Second)); ok {
+	if _, ok := r.Take(t0.Add(5*time.Second), true); ok {
 		t.Error("a summary after End")
 	}
 }
@@ -115,7 +125,7 @@ func TestAggregatorKeepsWorkersThatLeft(t *testing.T) {
 			c.Late.Observe(time.Millisecond)
 		}
 		a.Add(&Summary{V: 1, Run: "r", Type: "t", Worker: w, Seq: seq, From: t0.Add(at - time.Second), To: t0.Add(at), Final: final,
-			Sources: map[string]*Counts{"s-" + w: c}})
+			Totals: c, Sources: map[string]*Counts{"s-" + w: c}})
 	}
 	add("w1", 1, time.Second, false, 10)
 	add("w2", 1, time.Second, false, 5)

@@ -10,9 +10,12 @@ import (
 // SummaryVersion is the version of the Summary wire format.
 const SummaryVersion = 1
 
-// Summary is what one worker reports for one interval of one run: a delta (what happened in
-// [From, To)), keyed by run id on the reports topic. Seq increases per worker, so a summary read
-// twice is counted once. Final marks the worker's last summary of the run (it left the group).
+// Summary is what one worker reports for one interval of one run, keyed by run id on the reports
+// topic: Totals is the type's delta over [From, To); Sources, present in every SourceEvery-th
+// summary and in the final one, holds each source's delta since the previous summary that had
+// sources (so the topic carries per-source data at a tenth of the rate). Seq increases per worker,
+// so a summary read twice is counted once. Final marks the worker's last summary of the run (it
+// left the group).
 type Summary struct {
 	V      int    `json:"v"`
 	Run    string `json:"run"`
@@ -25,6 +28,7 @@ type Summary struct {
 	To         time.Time          `json:"to"`
 	Final      bool               `json:"final,omitempty"`
 	Partitions int                `json:"partitions"`
+	Totals     *Counts            `json:"totals,omitempty"`
 	Sources    map[string]*Counts `json:"sources,omitempty"`
 }
 
@@ -106,8 +110,18 @@ func (s Summary) split(max int) ([]Summary, error) {
 	if len(b) <= max-16 {
 		return []Summary{s}, nil
 	}
+	if s.Totals != nil && len(s.Sources) > 0 {
+		// The type's totals first, alone; then the sources.
+		head, rest := s, s
+		head.Sources, rest.Totals = nil, nil
+		tail, err := rest.split(max)
+		if err != nil {
+			return nil, err
+		}
+		return append([]Summary{head}, tail...), nil
+	}
 	if len(s.Sources) <= 1 {
-		return nil, fmt.Errorf("summary of one source of run %s is %d bytes, over %d", s.Run, len(b), max)
+		return nil, fmt.Errorf("summary of run %s is %d bytes, over %d, and cannot be split further", s.Run, len(b), max)
 	}
 	a, z := s, s
 	a.Sources, z.Sources = map[string]*Counts{}, map[string]*Counts{}
@@ -143,19 +157,23 @@ func Decode(b []byte) (*Summary, error) {
 	return &s, nil
 }
 
+// SourceEvery is how many summaries apart a worker includes its sources (and always in the last).
+const SourceEvery = 10
+
 // Recorder collects one worker's deltas for the current run; Take returns and resets them. Its
 // methods are safe for concurrent use (the scheduler and every sender call them).
 type Recorder struct {
 	mu      sync.Mutex
 	run     string
 	from    time.Time
+	total   *Counts
 	sources map[string]*Counts
 }
 
 // Begin starts counting for a run (anything not taken yet is dropped with the old run).
 func (r *Recorder) Begin(run string, now time.Time) {
 	r.mu.Lock()
-	r.run, r.from, r.sources = run, now, map[string]*Counts{}
+	r.run, r.from, r.total, r.sources = run, now, &Counts{}, map[string]*Counts{}
 	r.mu.Unlock()
 }
 
@@ -172,12 +190,13 @@ func (r *Recorder) get(src string) *Counts {
 func (r *Recorder) Sent(src string, late time.Duration, acked bool) {
 	r.mu.Lock()
 	if r.sources != nil {
-		c := r.get(src)
-		c.Sent++
-		if acked {
-			c.Acked++
+		for _, c := range [2]*Counts{r.get(src), r.total} {
+			c.Sent++
+			if acked {
+				c.Acked++
+			}
+			c.Late.Observe(late)
 		}
-		c.Late.Observe(late)
 	}
 	r.mu.Unlock()
 }
@@ -186,9 +205,10 @@ func (r *Recorder) Sent(src string, late time.Duration, acked bool) {
 func (r *Recorder) Pulled(src string, delay time.Duration) {
 	r.mu.Lock()
 	if r.sources != nil {
-		c := r.get(src)
-		c.Acked++
-		c.Pull.Observe(delay)
+		for _, c := range [2]*Counts{r.get(src), r.total} {
+			c.Acked++
+			c.Pull.Observe(delay)
+		}
 	}
 	r.mu.Unlock()
 }
@@ -198,6 +218,7 @@ func (r *Recorder) Resent(src string, n int) {
 	r.mu.Lock()
 	if r.sources != nil {
 		r.get(src).Resent += int64(n)
+		r.total.Resent += int64(n)
 	}
 	r.mu.Unlock()
 }
@@ -207,31 +228,37 @@ func (r *Recorder) Failed(src string) {
 	r.mu.Lock()
 	if r.sources != nil {
 		r.get(src).Failed++
+		r.total.Failed++
 	}
 	r.mu.Unlock()
 }
 
-// Take returns the deltas since the last Take as a summary (without Worker, Seq, Type and
-// Partitions, which the publisher sets) and starts a new interval; ok is false outside a run.
-func (r *Recorder) Take(now time.Time) (Summary, bool) {
+// Take returns the type's deltas since the last Take as a summary (without Worker, Seq, Type and
+// Partitions, which the publisher sets) and starts a new interval; with sources, it also hands
+// over every source's deltas since the last Take with sources. ok is false outside a run.
+func (r *Recorder) Take(now time.Time, sources bool) (Summary, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.run == "" {
 		return Summary{}, false
 	}
-	s := Summary{V: SummaryVersion, Run: r.run, From: r.from, To: now, Sources: r.sources}
-	for k, c := range s.Sources {
-		if c.empty() {
-			delete(s.Sources, k)
+	s := Summary{V: SummaryVersion, Run: r.run, From: r.from, To: now, Totals: r.total}
+	if sources {
+		s.Sources = r.sources
+		for k, c := range s.Sources {
+			if c.empty() {
+				delete(s.Sources, k)
+			}
 		}
+		r.sources = map[string]*Counts{}
 	}
-	r.from, r.sources = now, map[string]*Counts{}
+	r.from, r.total = now, &Counts{}
 	return s, true
 }
 
 // End stops counting for the run.
 func (r *Recorder) End() {
 	r.mu.Lock()
-	r.run, r.sources = "", nil
+	r.run, r.total, r.sources = "", nil, nil
 	r.mu.Unlock()
 }

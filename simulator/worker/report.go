@@ -9,6 +9,7 @@ import (
 
 	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/delivery"
 	"github.com/simlab/simlab/simulator/sched"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -90,11 +91,12 @@ func (w *Worker) publish(final bool) {
 	}
 	w.pubMu.Lock()
 	defer w.pubMu.Unlock()
-	s, ok := w.rec.Take(time.Now())
+	n := w.seq.Add(1)
+	s, ok := w.rec.Take(time.Now(), final || n%delivery.SourceEvery == 1)
 	if !ok {
 		return
 	}
-	s.Worker, s.Type, s.Seq, s.Final = w.id, w.cfg.Type, w.seq.Add(1), final
+	s.Worker, s.Type, s.Seq, s.Final = w.id, w.cfg.Type, n, final
 	if cur := w.cur.Load(); cur != nil {
 		cur.mu.Lock()
 		s.Partitions = len(cur.parts)
