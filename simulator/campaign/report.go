@@ -240,7 +240,7 @@ func statsOf(exp int64, sv *delivery.SourceView) Stats {
 func BuildReport(e *Expectation, v *delivery.View, w runWindow, stack, controllerURL string) *Report {
 	r := &Report{Schema: Schema, RunID: v.Run, Stack: stack, Controller: controllerURL, Dataset: e.Info, Start: w.start.UTC(),
 		StoppedAt: w.until.UTC(), End: v.Updated, Loops: w.loops, Verdict: "none", Thresholds: []Verdict{}, Types: map[string]*TypeStats{},
-		Workers: v.Workers, WorkersOverTime: []WorkersPoint{}, Series: []SeriesPoint{}, WorstSources: []WorstSource{}, Measurement: Measurement}
+		Workers: append([]delivery.WorkerInfo{}, v.Workers...), WorkersOverTime: []WorkersPoint{}, Series: []SeriesPoint{}, WorstSources: []WorstSource{}, Measurement: Measurement}
 	if w.until.IsZero() {
 		r.StoppedAt = time.Time{}
 	}
