@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -156,6 +158,27 @@ func httpOK(url string) bool {
 	return resp.StatusCode == 200
 }
 
+// metrics scrapes a Prometheus text endpoint into name → value (unlabelled series only).
+func metrics(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 && !strings.HasPrefix(l, "#") {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				out[f[0]] = v
+			}
+		}
+	}
+	return out
+}
+
 func stopSink(t *testing.T, ctx context.Context, p *proc, report string) *sink.Report {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
@@ -197,9 +220,12 @@ func TestCampaignEndToEnd(t *testing.T) {
 	url := "http://" + ctlAddr
 	simulator(t, "controller", "controller", "--kafka-brokers", kafka, "--listen", ctlAddr, "--dataset-root", filepath.Join(root, "datasets"))
 	poll(t, ctx, "the controller", func() bool { return httpOK(url + "/readyz") })
+	var workerAddrs []string
 	for i, typ := range []string{"type1", "type1", "type2"} {
+		addr := freeAddr(t)
+		workerAddrs = append(workerAddrs, addr)
 		simulator(t, fmt.Sprintf("worker-%d", i), "worker", "--kafka-brokers", kafka, "--type", typ, "--controller-url", url,
-			"--listen", freeAddr(t), "--sftp-listen", "127.0.0.1:0", "--session-timeout", "6s")
+			"--listen", addr, "--sftp-listen", "127.0.0.1:0", "--session-timeout", "6s")
 	}
 	sinkAddr, sinkReport := freeAddr(t), filepath.Join(root, "sink.json")
 	sk := simulator(t, "sink", "sink", "--listen", sinkAddr, "--dataset", dsDir, "--controller-url", url, "--report", sinkReport)
@@ -303,6 +329,33 @@ func TestCampaignEndToEnd(t *testing.T) {
 			}
 		}
 		t.Logf("%s lateness ms: workers p50 %.3f p99 %.3f max %.3f; sink p50 %.3f p99 %.3f max %.3f", typ, w.P50, w.P99, w.Max, st.LateP50ms, st.LateP99ms, st.LateMaxms)
+	}
+
+	// Every worker's Prometheus histogram counts the same records as the report.
+	var histCount, acked float64
+	for _, a := range workerAddrs {
+		m := metrics(t, "http://"+a+"/metrics")
+		histCount += m["simulator_worker_lateness_seconds_count"]
+		acked += m["simulator_worker_records_acked_total"]
+	}
+	if int64(histCount) != rep.Totals.Sent || int64(acked) != rep.Totals.Acknowledged {
+		t.Errorf("workers' /metrics: lateness histogram count %v, acked %v; the report: sent %d, acknowledged %d", histCount, acked, rep.Totals.Sent, rep.Totals.Acknowledged)
+	}
+	// The real run's page in the browser: a dot per type and second with records sent.
+	dom := string(headless(t, "--dump-dom", "file://"+filepath.Join(dirs[0], "report.html")))
+	dots := 0
+	for _, p := range rep.Series {
+		for _, st := range p.Types {
+			if st.Sent > 0 {
+				dots++
+			}
+		}
+	}
+	if got := strings.Count(dom, `class="pt"`); got != dots || dots < 4 {
+		t.Errorf("the run's page shows %d lateness points, want %d", got, dots)
+	}
+	if tot := fmt.Sprintf(`<tr class="totals"><td>all</td><td>%d</td><td>%d</td>`, n, sr.Total.Received); !strings.Contains(dom, tot) {
+		t.Errorf("the run's page lacks the totals row %q", tot)
 	}
 
 	// A second campaign whose thresholds fail: exit 1, each violated threshold named with its value.
