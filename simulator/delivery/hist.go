@@ -113,19 +113,6 @@ func (h *Hist) Mean() time.Duration {
 	return h.Sum / time.Duration(h.Count)
 }
 
-// CountAbove is how many observations are certainly above d (whole buckets above it).
-func (h *Hist) CountAbove(d time.Duration) int64 {
-	if h == nil {
-		return 0
-	}
-	var n int64
-	for b, c := range h.Buckets {
-		if BucketUpper(b) > d && bucketOf(d) < b {
-			n += c
-		}
-	}
-	return n
-}
 
 // Pairs is the histogram as sorted [bucket, count] pairs.
 func (h *Hist) Pairs() [][2]int64 {
