@@ -113,7 +113,6 @@ func (h *Hist) Mean() time.Duration {
 	return h.Sum / time.Duration(h.Count)
 }
 
-
 // Pairs is the histogram as sorted [bucket, count] pairs.
 func (h *Hist) Pairs() [][2]int64 {
 	out := make([][2]int64, 0, len(h.Buckets))
