@@ -87,6 +87,26 @@ func TestWorkerDeliveryTotalsMatchTheSink(t *testing.T) {
 	if left == nil || left.Sent == 0 || !left.Last.Before(v.Updated) {
 		t.Errorf("the worker that left mid-run: %+v (run updated %v)", left, v.Updated)
 	}
+	// A restarted controller rebuilds the run's aggregate from the reports topic.
+	c2, err := controller.New(ctx, controller.Config{Brokers: e.Brokers, Names: e.Names, DatasetRoot: "/", Log: e.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	cctx, ccancel := context.WithCancel(ctx)
+	defer ccancel()
+	go c2.Run(cctx)
+	for {
+		v2 := c2.Delivery(st.RunID, true)
+		if v2 != nil && v2.Totals.Sent == v.Totals.Sent && len(v2.Workers) == 3 && len(v2.Series) == len(v.Series) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("a new controller never rebuilt run %s: %+v", st.RunID, v2)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	// The series covers the run, and sums to the totals.
 	var sum int64
 	for _, p := range v.Series {
