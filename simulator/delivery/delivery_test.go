@@ -147,3 +147,18 @@ func TestAggregatorKeepsWorkersThatLeft(t *testing.T) {
 		t.Errorf("workers over time %v, want [2 2 1]", ws)
 	}
 }
+
+// BenchmarkRecorderSent is the per-record cost a worker pays for delivery truth.
+func BenchmarkRecorderSent(b *testing.B) {
+	var r Recorder
+	r.Begin("r", time.Now())
+	srcs := make([]string, 1000)
+	for i := range srcs {
+		srcs[i] = "ne" + string(rune('a'+i%26)) + string(rune('a'+i/26%26))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.Sent(srcs[i%len(srcs)], time.Duration(i%5000)*time.Microsecond, true)
+	}
+}
