@@ -25,7 +25,8 @@ func (t *target) add(fs *pflag.FlagSet) {
 
 // ErrStackNeedsURL is the answer to --stack without --controller-url.
 var ErrStackNeedsURL = errors.New("--stack needs --controller-url for now: finding the cluster from the stack's state and port-forwarding " +
-	"to the controller is not implemented yet; forward a port yourself (kubectl -n <namespace> port-forward svc/<release>-controller 8080:8080) " +
+	"to the controller is not implemented yet; forward a port yourself (kubectl -n <namespace> port-forward svc/<controller service> 8080:8080, " +
+	"as the chart's NOTES print it) " +
 	"and pass --controller-url http://127.0.0.1:8080 --stack <stack>")
 
 func (t *target) check() error {
@@ -78,6 +79,12 @@ violated (each is named with its measured value), 2 for any other error.`,
 			}
 			if o.Dataset == "" {
 				return &ExitError{2, errors.New("--dataset is required (a local copy of the dataset directory)")}
+			}
+			if o.Repeat < 1 {
+				return &ExitError{2, fmt.Errorf("--repeat %d: want 1 or more (the number of times the dataset is played)", o.Repeat)}
+			}
+			if o.StartIn < 0 {
+				return &ExitError{2, fmt.Errorf("--start-in %s: want a duration of 0 or more", o.StartIn)}
 			}
 			o.Controller, o.Stack, o.W = t.url, t.stack, cmd.OutOrStdout()
 			if f, ok := cmd.OutOrStdout().(*os.File); ok {

@@ -139,6 +139,28 @@ func TestBuildReportAndJudge(t *testing.T) {
 	}
 }
 
+func TestRunFlagsAreChecked(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--dataset", "x"}, "--controller-url is required"},
+		{[]string{"run", "--controller-url", "http://127.0.0.1:1"}, "--dataset is required"},
+		{[]string{"run", "--controller-url", "http://127.0.0.1:1", "--dataset", "x", "--repeat", "0"}, "--repeat 0: want 1 or more"},
+		{[]string{"run", "--controller-url", "http://127.0.0.1:1", "--dataset", "x", "--start-in", "-1s"}, "--start-in -1s"},
+		{[]string{"run", "--controller-url", "http://127.0.0.1:1", "--dataset", "/nonexistent/ds"}, "--dataset"},
+	} {
+		c := Command()
+		c.SetArgs(tc.args)
+		c.SetOut(new(strings.Builder))
+		c.SetErr(new(strings.Builder))
+		err := c.Execute()
+		if err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v (exit %d), want %q", tc.args, err, ExitCode(err), tc.want)
+		}
+	}
+}
+
 func TestStackNeedsControllerURL(t *testing.T) {
 	c := Command()
 	c.SetArgs([]string{"run", "--stack", "lab", "--dataset", t.TempDir()})
