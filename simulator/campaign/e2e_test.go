@@ -409,3 +409,69 @@ func TestCampaignEndToEnd(t *testing.T) {
 		t.Errorf("report again: %+v, first %+v", rep2.Totals, rep.Totals)
 	}
 }
+
+// TestSFTPCampaignEndToEnd: an SFTP dataset (the SUT pulls) with the processes: one worker serves
+// every source, the sink pulls each source's files from it, and the campaign's report counts every
+// file as published and pulled (acknowledged), equal to what the sink received, with the pull
+// delay measured at the worker.
+func TestSFTPCampaignEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	root := t.TempDir()
+	dsDir := filepath.Join(root, "datasets", "pull")
+	o := dataset.DefaultGenOptions()
+	o.Types, o.SourcesPer, o.RecordsPer, o.Span, o.Protocol = 1, 4, 30, 3*time.Second, dataset.ProtoSFTP
+	if err := dataset.Generate(dsDir, o); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := dataset.Load(dsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(dataset.SFTPPasswordEnv, "pull-secret")
+	kafka := freeAddr(t)
+	simulator(t, "broker", "broker", "--listen", kafka)
+	ctlAddr := freeAddr(t)
+	url := "http://" + ctlAddr
+	simulator(t, "controller", "controller", "--kafka-brokers", kafka, "--listen", ctlAddr, "--dataset-root", filepath.Join(root, "datasets"))
+	poll(t, ctx, "the controller", func() bool { return httpOK(url + "/readyz") })
+	sftpAddr := freeAddr(t)
+	simulator(t, "worker", "worker", "--kafka-brokers", kafka, "--type", "type1", "--controller-url", url,
+		"--listen", freeAddr(t), "--sftp-listen", sftpAddr)
+	sinkReport := filepath.Join(root, "sink.json")
+	args := []string{"sink", "--listen", freeAddr(t), "--dataset", dsDir, "--controller-url", url, "--report", sinkReport,
+		"--sftp-password-env", dataset.SFTPPasswordEnv, "--sftp-interval", "20ms"}
+	for _, s := range ds.Sources {
+		args = append(args, "--sftp-pull", s.Config.SFTP.User+"@"+sftpAddr)
+	}
+	sk := simulator(t, "sink", args...)
+	th := filepath.Join(root, "th.txt")
+	os.WriteFile(th, []byte("acked_ratio >= 1\nlost == 0\npull_max < 30s\n"), 0o644)
+	run := simlab(t, "campaign-run", "run", "--controller-url", url, "--dataset", dsDir, "--start-in", "1s",
+		"--thresholds", th, "--out", filepath.Join(root, "campaigns"), "--settle", "20s")
+	if code := run.wait(t, ctx); code != 0 {
+		t.Fatalf("SFTP campaign exited %d:\n%s", code, run.out.String())
+	}
+	dirs, _ := filepath.Glob(filepath.Join(root, "campaigns", "local", "r-*", "report.json"))
+	if len(dirs) != 1 {
+		t.Fatalf("reports %v", dirs)
+	}
+	rep, err := ReadReport(dirs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr := stopSink(t, ctx, sk, sinkReport)
+	n := int64(ds.RecordCount())
+	if rep.Totals.Sent != n || rep.Totals.Acknowledged != n || sr.Total.Received != n || sr.Total.Lost != 0 {
+		t.Errorf("report sent %d acknowledged %d; sink received %d lost %d; dataset %d", rep.Totals.Sent, rep.Totals.Acknowledged, sr.Total.Received, sr.Total.Lost, n)
+	}
+	pd := rep.Types["type1"].PullDelay
+	if pd == nil || pd.Count != n || pd.Max <= 0 {
+		t.Errorf("pull delay at the worker: %+v, want %d pulls", pd, n)
+	}
+	for _, s := range ds.Sources {
+		if st := rep.Types["type1"].Sources[s.Instance]; st.Acknowledged != int64(len(s.Records)) || st.PullDelay == nil {
+			t.Errorf("%s: %+v", s.ID(), st)
+		}
+	}
+}

@@ -147,6 +147,7 @@ func Run(ctx context.Context, o Options) (*Outcome, error) {
 	tick := time.NewTicker(o.Interval)
 	defer tick.Stop()
 	var aborted []Verdict
+	var doneAt time.Time
 	stopped := false
 watch:
 	for {
@@ -197,7 +198,14 @@ watch:
 			}
 		}
 		if s.Done {
-			break
+			// Every record is sent; SFTP files may still wait for the SUT to pull them (they are
+			// acknowledged when pulled, and gone once the run stops): wait for that, up to Settle.
+			if doneAt.IsZero() {
+				doneAt = now
+			}
+			if pulled(v, due, now) || now.Sub(doneAt) > o.Settle {
+				break
+			}
 		}
 	}
 	var stoppedAt time.Time
@@ -221,6 +229,21 @@ watch:
 		return out, &ExitError{1, fmt.Errorf("run %s aborted by an abort-on-fail threshold: %s", run, aborted[0])}
 	}
 	return out, verdictError(out.Report)
+}
+
+// pulled reports whether the workers reported every due record as sent (or failed) and every
+// sent record as acknowledged (SFTP: pulled).
+func pulled(v *delivery.View, due *dueCounter, now time.Time) bool {
+	if v == nil {
+		return false
+	}
+	for typ := range due.offs {
+		t := v.Types[typ]
+		if t == nil || t.Sent+t.Failed < due.due(typ, now) || t.Acked < t.Sent {
+			return false
+		}
+	}
+	return true
 }
 
 // CollectOptions configure Collect.
