@@ -30,8 +30,37 @@ demo-simulator: simulator ## generate a small dataset and replay it through Kafk
 	@$(SIM_BIN) run --dataset $(SIM_DEMO)/dataset --workers 2 --report $(SIM_DEMO)/report.json
 bench-simulator: simulator ## simulator benchmarks: throughput, lateness, ceiling, handover, 10k sources
 	@ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(SIM_BIN) bench
-test-simulator: ## the simulator's tests only
+test-simulator: chromium ## the simulator's tests only
 	$(GO) test -count=1 ./simulator/...
+# A campaign on the simulator's processes (broker, controller, 2 workers per type, a sink as the
+# SUT) through `simlab campaign run --controller-url`: the report lands in campaigns/local/<run>/.
+SIMLAB_BIN    := $(CACHE_DIR)/bin/simlab
+CAMPAIGN_DEMO := $(CURDIR)/.demo/campaign
+.PHONY: demo-campaign
+demo-campaign: simulator ## a campaign on local simulator processes with thresholds; writes campaigns/local/<run>/report.{json,html}
+	@$(GO) build -o $(SIMLAB_BIN) ./infra/cmd/simlab
+	@rm -rf $(CAMPAIGN_DEMO) && mkdir -p $(CAMPAIGN_DEMO)/datasets
+	@$(SIM_BIN) generate --out $(CAMPAIGN_DEMO)/datasets/demo --types 2 --sources 20 --records 100 --span 10s >/dev/null
+	@printf 'late_p99 < 50ms\nlost == 0\nsent_ratio >= 0.999\nlate_max < 2s abort-on-fail\n' > $(CAMPAIGN_DEMO)/thresholds.txt
+	@set -e; pids=; trap 'kill $$pids 2>/dev/null; wait $$pids 2>/dev/null || true' EXIT; \
+	  L=$(CAMPAIGN_DEMO); export SIMULATOR_LOG_FORMAT=text SIMULATOR_LOG_LEVEL=warn; \
+	  $(SIM_BIN) broker --listen 127.0.0.1:19092 >$$L/broker.log 2>&1 & pids="$$pids $$!"; \
+	  $(SIM_BIN) controller --kafka-brokers 127.0.0.1:19092 --listen 127.0.0.1:18080 --dataset-root $$L/datasets >$$L/controller.log 2>&1 & pids="$$pids $$!"; \
+	  for i in $$(seq 50); do curl -sf http://127.0.0.1:18080/readyz >/dev/null 2>&1 && break; sleep 0.2; done; \
+	  n=0; for t in type1 type1 type2 type2; do n=$$((n+1)); \
+	    $(SIM_BIN) worker --kafka-brokers 127.0.0.1:19092 --type $$t --controller-url http://127.0.0.1:18080 --listen 127.0.0.1:0 --sftp-listen 127.0.0.1:0 >$$L/worker-$$n.log 2>&1 & pids="$$pids $$!"; done; \
+	  $(SIM_BIN) sink --listen 127.0.0.1:19000 --dataset $$L/datasets/demo --controller-url http://127.0.0.1:18080 --report $$L/sink.json >$$L/sink.log 2>&1 & pids="$$pids $$!"; \
+	  $(SIMLAB_BIN) campaign run --controller-url http://127.0.0.1:18080 --dataset $$L/datasets/demo --sut-address 127.0.0.1:19000 \
+	    --start-in 2s --thresholds $$L/thresholds.txt --out $(CURDIR)/campaigns
+# The campaign report page (simulator/campaign) is tested in a real browser: Debian's chromium,
+# installed here when missing (make test runs this first; the test fails, never skips, without it).
+TEST_DEPS    += chromium
+DEPS_TARGETS += chromium
+.PHONY: chromium
+chromium: ## install Debian's chromium for the campaign report's browser test, when missing (apt-get)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; echo "apt-get install chromium"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 # --- end simulator ---
 
 # --- ignition and artifacts (ignition/, infra/artifacts/) -------------------

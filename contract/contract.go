@@ -21,3 +21,21 @@ const RecordTopicMaxMessageBytes = MaxRecordBytes + RecordOverheadBytes
 // StateTopicMaxMessageBytes is the state topic's max.message.bytes: one manifest per type is one
 // record, and it lists every source of the type.
 const StateTopicMaxMessageBytes = 64 << 20
+
+// ReportsTopicSuffix names the topic of the workers' delivery summaries: <prefix>.reports. Each
+// worker publishes one summary per interval and run (what it sent, what was acknowledged, the
+// lateness histogram, per source), and the controller reads every summary of a run from it, so
+// the run's totals include workers that have since left (docs/ARCHITECTURE.md, "Delivery truth").
+const ReportsTopicSuffix = ".reports"
+
+// ReportsTopicPartitions is the reports topic's partition count: one, so the controller reads
+// every worker's summaries in the order they were written.
+const ReportsTopicPartitions = 1
+
+// ReportsTopicMaxMessageBytes is the reports topic's max.message.bytes, and the largest summary a
+// worker writes: a worker splits a larger one by source (Kafka's default, ~1 MiB).
+const ReportsTopicMaxMessageBytes = 1 << 20
+
+// ReportsTopicRetentionMs keeps summaries for 7 days: a campaign's report can be written (again)
+// from the controller for that long.
+const ReportsTopicRetentionMs = 7 * 24 * 3600 * 1000

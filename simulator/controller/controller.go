@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/simlab/simlab/contract"
+	"github.com/simlab/simlab/simulator/delivery"
 	"github.com/simlab/simlab/simulator/state"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -46,6 +47,8 @@ type Controller struct {
 	reader *state.Reader
 	mu     sync.Mutex // serialises state-changing operations
 	m      *metrics
+	// agg holds every run's delivery summaries from the reports topic (reports.go).
+	agg *delivery.Aggregator
 }
 
 // ErrConflict is returned when an operation does not fit the current stage.
@@ -68,9 +71,13 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
-	c := &Controller{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), m: newMetrics()}
+	c := &Controller{cfg: cfg, cl: cl, adm: kadm.NewClient(cl), m: newMetrics(), agg: delivery.NewAggregator()}
 	c.reader = state.NewReader(cfg.Brokers, cfg.Names, cfg.Log)
 	if err := c.ensureStateTopic(ctx); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	if err := c.ensureReportsTopic(ctx); err != nil {
 		cl.Close()
 		return nil, err
 	}
@@ -80,8 +87,11 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 // Reader exposes the controller's view of the state topic.
 func (c *Controller) Reader() *state.Reader { return c.reader }
 
-// Run reads the state topic until ctx ends.
-func (c *Controller) Run(ctx context.Context) error { return c.reader.Run(ctx) }
+// Run reads the state topic and the reports topic until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	go c.readReports(ctx)
+	return c.reader.Run(ctx)
+}
 
 // Close releases the Kafka client.
 func (c *Controller) Close() { c.cl.Close() }

@@ -97,6 +97,20 @@ func (c *Controller) Handler() http.Handler {
 		}
 		return 200, s
 	})
+	route("GET /v1/runs", func(r *http.Request) (int, any) {
+		return 200, map[string]any{"runs": c.agg.Runs(), "current": c.reader.Stage().RunID}
+	})
+	route("GET /v1/runs/{run}/delivery", func(r *http.Request) (int, any) {
+		run := r.PathValue("run")
+		if run == "current" {
+			run = c.reader.Stage().RunID
+		}
+		v := c.Delivery(run, r.URL.Query().Get("sources") == "1")
+		if v == nil {
+			return 404, apiError{Error: fmt.Sprintf("no delivery summary of run %q yet (workers publish one every second while they are in the run)", run)}
+		}
+		return 200, v
+	})
 	route("GET /v1/types/{type}/sources", func(r *http.Request) (int, any) {
 		m := c.reader.Manifest(r.PathValue("type"))
 		if m == nil {

@@ -71,6 +71,7 @@ func TestHTTPAPI(t *testing.T) {
 		{"POST", "/v1/dataset", `{"path": "good"}`, 200, ""},
 		{"POST", "/v1/dataset", `{"path": "good"}`, 200, ""},
 		{"GET", "/v1/types/nope/sources", ``, 404, "not loaded"},
+		{"GET", "/v1/runs/r-nope/delivery", ``, 404, `no delivery summary of run "r-nope" yet`},
 		{"POST", "/v1/start", `{"delay": "forever"}`, 400, "delay"},
 		{"POST", "/v1/start", `{"start_time": "2020-01-01T00:00:00Z"}`, 400, "in the past"},
 		{"POST", "/v1/start", `{"loops": 3}`, 400, "needs repeat"},

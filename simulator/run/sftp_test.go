@@ -14,6 +14,7 @@ import (
 	"github.com/pkg/sftp"
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/delivery"
 	"github.com/simlab/simlab/simulator/worker"
 	"golang.org/x/crypto/ssh"
 )
@@ -58,6 +59,12 @@ func TestSFTPPullPasswordAndKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReport(t, finish(t, ctx, e, d, st), int64(d.RecordCount()), 0)
+	// The worker counted every file as published and, once the sink read it, as pulled.
+	n := int64(d.RecordCount())
+	v := waitDelivery(t, ctx, e, st.RunID, "every file counted as pulled", func(v *delivery.View) bool { return v.Totals.Acked == n })
+	if v.Totals.Sent != n || v.Totals.PullDelay == nil || v.Totals.PullDelay.Count != n {
+		t.Errorf("workers: sent %d acked %d pull delay %+v; want %d each", v.Totals.Sent, v.Totals.Acked, v.Totals.PullDelay, n)
+	}
 
 	// Read-only, and only with the right secret.
 	conn, err := ssh.Dial("tcp", srv.Addr(), key)

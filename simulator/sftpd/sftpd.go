@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -48,9 +49,10 @@ func ParseAuthorizedKeys(lines []string) ([]ssh.PublicKey, error) {
 }
 
 type file struct {
-	name string
-	data []byte
-	mod  time.Time
+	name   string
+	data   []byte
+	mod    time.Time // when it was published
+	pulled bool      // read at least once since it was published
 }
 
 type root struct {
@@ -69,7 +71,13 @@ type Server struct {
 	roots map[string]*root
 	wg    sync.WaitGroup
 	conns map[net.Conn]struct{}
+	// onPull, if set, is told once per published file when a client first reads it.
+	onPull atomic.Pointer[func(user, name string, published time.Time)]
 }
+
+// OnPull sets a function told once per published file (per Put) when a client first opens it
+// for reading: user, file name, and when it was published.
+func (s *Server) OnPull(f func(user, name string, published time.Time)) { s.onPull.Store(&f) }
 
 // Listen starts a server on addr with a fresh ed25519 host key (or hostKey if given, PEM).
 func Listen(addr string, hostKey []byte, log *slog.Logger) (*Server, error) {
@@ -160,7 +168,7 @@ func (s *Server) Put(user, name string, data []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old := r.index[name]; old != nil {
-		old.data, old.mod = data, time.Now()
+		old.data, old.mod, old.pulled = data, time.Now(), false
 		return nil
 	}
 	f := &file{name: name, data: data, mod: time.Now()}
@@ -257,14 +265,21 @@ func (h *handlers) lookup(p string) (*root, *file, error) {
 }
 
 func (h *handlers) Fileread(req *sftp.Request) (io.ReaderAt, error) {
-	_, f, err := h.lookup(req.Filepath)
+	r, f, err := h.lookup(req.Filepath)
 	if err != nil {
 		return nil, err
 	}
 	if f == nil {
 		return nil, sftp.ErrSSHFxFailure
 	}
-	return bytes.NewReader(f.data), nil
+	r.mu.Lock()
+	first, published, data := !f.pulled, f.mod, f.data
+	f.pulled = true
+	r.mu.Unlock()
+	if fn := h.s.onPull.Load(); first && fn != nil {
+		(*fn)(h.user, f.name, published)
+	}
+	return bytes.NewReader(data), nil
 }
 
 func (h *handlers) Filewrite(*sftp.Request) (io.WriterAt, error) {

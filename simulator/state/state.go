@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/simulator/dataset"
 )
 
@@ -39,6 +40,9 @@ func (n Names) StateTopic() string { return n.Prefix + ".state" }
 
 // RecordsTopic is the topic of a type's records.
 func (n Names) RecordsTopic(typ string) string { return n.Prefix + ".records." + typ }
+
+// ReportsTopic is the topic of the workers' delivery summaries (contract.ReportsTopicSuffix).
+func (n Names) ReportsTopic() string { return n.Prefix + contract.ReportsTopicSuffix }
 
 // Group is the consumer group of a type's workers.
 func (n Names) Group(typ string) string { return n.Prefix + ".workers." + typ }

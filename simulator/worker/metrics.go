@@ -13,6 +13,8 @@ type Metrics struct {
 	sent       prometheus.Counter
 	late       prometheus.Counter
 	lateness   prometheus.Histogram
+	acked      prometheus.Counter
+	pullDelay  prometheus.Histogram
 	assigned   prometheus.Gauge
 	rebalances prometheus.Counter
 	commits    prometheus.Counter
@@ -28,9 +30,13 @@ type Metrics struct {
 // NewMetrics registers the worker's metrics in a new registry.
 func NewMetrics() *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry(),
-		sent:       prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_records_sent_total", Help: "Records written to the SUT."}),
-		late:       prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_records_late_total", Help: "Records written more than 10 ms after their due time."}),
-		lateness:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "simulator_worker_lateness_seconds", Help: "Due time to write completed, at the worker.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		sent:     prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_records_sent_total", Help: "Records written to the SUT."}),
+		late:     prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_records_late_total", Help: "Records written more than 10 ms after their due time."}),
+		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "simulator_worker_lateness_seconds", Help: "Due time to write completed, at the worker.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_records_acked_total",
+			Help: "Records acknowledged: TCP: the write completed; SFTP: the SUT pulled the file for the first time."}),
+		pullDelay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "simulator_worker_sftp_pull_delay_seconds",
+			Help: "SFTP: file published to first pulled by the SUT.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}),
 		assigned:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "simulator_worker_assigned_partitions", Help: "Partitions (sources, with per-source partitioning) assigned to this worker."}),
 		rebalances: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_rebalances_total", Help: "Assignments, revocations and losses."}),
 		commits:    prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_commits_total", Help: "Successful offset commits."}),
@@ -46,7 +52,7 @@ func NewMetrics() *Metrics {
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "simulator_worker_assignments_refused_total",
 			Help: "Runs in which the worker refused its assignment because it needed more open files than the limit."}),
 	}
-	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors, m.resent, m.failed, m.fdLimit, m.fdNeeded, m.refused,
+	m.Registry.MustRegister(m.sent, m.late, m.lateness, m.acked, m.pullDelay, m.assigned, m.rebalances, m.commits, m.connects, m.sendErrors, m.resent, m.failed, m.fdLimit, m.fdNeeded, m.refused,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

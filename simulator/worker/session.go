@@ -315,6 +315,7 @@ func (s *session) poll(ctx context.Context) {
 				// Not sendable: counted as failed for its source (status, metrics), never
 				// silently skipped; the commit position moves past it with that count.
 				ps.fail(it, string(r.Key))
+				w.rec.Failed(string(r.Key))
 				w.cfg.Metrics.failed.WithLabelValues(string(r.Key), failReason(ps.broken[string(r.Key)])).Inc()
 			}
 			if r.Offset+1 == ps.rng.End {
@@ -404,7 +405,7 @@ func (s *session) newDest(ps *partState, instance string) (*sched.Dest, error) {
 	}
 	switch e.Config.Protocol {
 	case dataset.ProtoTCP:
-		return sched.NewDest(s.w.cfg.Type+"/"+instance, e.Config.TCP.Address, e.Config.Framing, s.w.cfg.Log, s.w.hooks), nil
+		return sched.NewDest(s.w.cfg.Type+"/"+instance, e.Config.TCP.Address, e.Config.Framing, s.w.cfg.Log, s.w.hooksFor(instance, e.Config.Protocol)), nil
 	case dataset.ProtoSFTP:
 		d, err := s.sftpDest(ps, instance, e)
 		if err != nil {
@@ -448,5 +449,6 @@ func (s *session) sftpDest(ps *partState, instance string, e state.SourceEntry) 
 		}
 		return nil
 	}
-	return sched.NewFuncDest(s.w.cfg.Type+"/"+instance, deliver, func() { srv.Remove(c.User) }, s.w.cfg.Log, s.w.hooks), nil
+	s.w.sftpUsers.Store(c.User, instance)
+	return sched.NewFuncDest(s.w.cfg.Type+"/"+instance, deliver, func() { srv.Remove(c.User) }, s.w.cfg.Log, s.w.hooksFor(instance, e.Config.Protocol)), nil
 }

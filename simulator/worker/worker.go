@@ -17,7 +17,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/delivery"
 	"github.com/simlab/simlab/simulator/limits"
 	"github.com/simlab/simlab/simulator/sched"
 	"github.com/simlab/simlab/simulator/sftpd"
@@ -51,6 +53,9 @@ type Config struct {
 	// FDLimit is the open-files limit the worker plans with (0: the process's soft
 	// RLIMIT_NOFILE when New runs). An assignment that needs more is refused; see FDsNeeded.
 	FDLimit uint64
+	// ReportInterval is how often the worker publishes its delivery summary to the reports
+	// topic (default 1s; intervals end on whole multiples of it).
+	ReportInterval time.Duration
 }
 
 // FDReserve is the file descriptors a worker keeps for everything but its sources: Kafka
@@ -69,13 +74,22 @@ type Worker struct {
 	cfg    Config
 	reader *state.Reader
 	sch    *sched.Scheduler
-	hooks  *sched.Hooks
 
 	sftpMu sync.Mutex
 	sftp   *sftpd.Server
 
 	// refusal is why the worker refused its assignment in the current run ("" if it did not).
 	refusal atomic.Pointer[string]
+
+	// Delivery truth (delivery package): what this worker sent, per source, published per interval.
+	rec      delivery.Recorder
+	id       string // the worker's id in its summaries: InstanceID plus a random suffix
+	seq      atomic.Int64
+	pubMu    sync.Mutex // serialises summaries, so seq follows time
+	producer *kgo.Client
+	cur      atomic.Pointer[session]
+	// sftpUsers maps an SFTP login to the source instance it serves (for pull accounting).
+	sftpUsers sync.Map
 }
 
 // SFTP returns the worker's SFTP server, starting it on first use.
@@ -93,6 +107,7 @@ func (w *Worker) SFTP() (*sftpd.Server, error) {
 		return nil, err
 	}
 	w.cfg.Log.Info("sftp server listening", "addr", s.Addr())
+	s.OnPull(w.pulled)
 	w.sftp = s
 	return s, nil
 }
@@ -122,22 +137,12 @@ func New(cfg Config) *Worker {
 		}
 	}
 	cfg.Metrics.fdLimit.Set(float64(cfg.FDLimit))
-	w := &Worker{cfg: cfg, reader: state.NewReader(cfg.Brokers, cfg.Names, cfg.Log), sch: sched.New()}
-	w.sch.NoWait = cfg.NoWait
-	m := cfg.Metrics
-	w.hooks = &sched.Hooks{
-		Sent: func(it *sched.Item) {
-			m.sent.Inc()
-			late := time.Duration(it.Sent - it.Due)
-			m.lateness.Observe(late.Seconds())
-			if late > 10*time.Millisecond {
-				m.late.Inc()
-			}
-		},
-		Reconnect: func() { m.connects.Inc() },
-		WriteErr:  func(error) { m.sendErrors.Inc() },
-		Resent:    func(n int) { m.resent.Add(float64(n)) },
+	if cfg.ReportInterval <= 0 {
+		cfg.ReportInterval = time.Second
 	}
+	w := &Worker{cfg: cfg, reader: state.NewReader(cfg.Brokers, cfg.Names, cfg.Log), sch: sched.New()}
+	w.id = workerID(cfg.InstanceID)
+	w.sch.NoWait = cfg.NoWait
 	return w
 }
 
@@ -188,6 +193,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.sftpMu.Unlock()
 	}()
 	go w.sch.Run(schStop)
+	if p, err := kgo.NewClient(kgo.SeedBrokers(w.cfg.Brokers...), kgo.DefaultProduceTopic(w.cfg.Names.ReportsTopic()),
+		kgo.ProducerBatchMaxBytes(contract.ReportsTopicMaxMessageBytes), kgo.RecordDeliveryTimeout(30*time.Second)); err != nil {
+		w.cfg.Log.Error("reports producer: delivery summaries are not published", "err", err)
+	} else {
+		w.producer = p
+		defer p.Close()
+		go w.publishLoop(rctx)
+	}
 	for {
 		var st state.Stage
 		err := w.reader.WaitUntil(ctx, func(s state.Stage) bool {
@@ -319,6 +332,13 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 		opts = append(opts, kgo.ClientID(w.cfg.InstanceID))
 	}
 	s.clReady = make(chan struct{})
+	w.rec.Begin(st.RunID, time.Now())
+	w.cur.Store(s)
+	defer func() {
+		w.cur.Store(nil)
+		w.publish(true)
+		w.rec.End()
+	}()
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
