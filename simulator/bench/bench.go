@@ -8,9 +8,11 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,7 +37,7 @@ type Options struct {
 	Out      io.Writer
 	Log      *slog.Logger
 	Quick    bool // smaller sizes (smoke test)
-	// Scenarios to run: rates, naive, ceiling, many, handover (empty: all).
+	// Scenarios to run: floor, rates, naive, ceiling, many, handover (empty: all).
 	Scenarios []string
 }
 
@@ -87,6 +89,25 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintf(o.Out, "  done: %s\n", r.Name)
 		return nil
 	}
+	top := o.Rates[len(o.Rates)-1] * int(o.Duration/time.Second)
+	if o.want("floor") {
+		rate := o.Rates[len(o.Rates)-1]
+		for _, f := range []struct {
+			per   int
+			uring bool
+		}{{1, false}, {8, false}, {1, true}} {
+			name := fmt.Sprintf("floor: %d-byte record, 1 per write(2), %d conns, %dk/s", 100, o.Sources, rate/1000)
+			if f.per > 1 {
+				name = fmt.Sprintf("floor: %d records per write(2), %d conns, %dk/s", f.per, o.Sources, rate/1000)
+			}
+			if f.uring {
+				name = fmt.Sprintf("floor: 1 record per send, each ms's sends in one io_uring_enter, %d conns, %dk/s", o.Sources, rate/1000)
+			}
+			if err := add(floor(ctx, o, name, rate, f.per, f.uring)); err != nil {
+				return err
+			}
+		}
+	}
 	for _, rate := range o.Rates {
 		if !o.want("rates") {
 			break
@@ -105,7 +126,6 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
-	top := o.Rates[len(o.Rates)-1] * int(o.Duration/time.Second)
 	if !o.want("ceiling") {
 	} else if err := add(replay(ctx, o, tmp, fmt.Sprintf("ceiling (no scheduling), %d sources", o.Sources), o.Sources, top/o.Sources, o.Duration, controller.PerSource, true)); err != nil {
 		return err
@@ -128,11 +148,20 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	fmt.Fprintln(o.Out)
-	fmt.Fprintln(o.Out, "| scenario | records | load | achieved rec/s | worker CPU s | rec/s per worker core | late p50 ms | p99 ms | p99.9 ms | max ms | lost | early | dup | notes |")
-	fmt.Fprintln(o.Out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	// The floor every row is measured against: one write(2) per record, nothing else.
+	var floorPerCore float64
+	if len(rows) > 0 && strings.HasPrefix(rows[0].Name, "floor: ") {
+		floorPerCore = rows[0].PerCore
+	}
+	fmt.Fprintln(o.Out, "| scenario | records | load | achieved rec/s | worker CPU s | rec/s per worker core | × floor | late p50 ms | p99 ms | p99.9 ms | max ms | lost | early | dup | notes |")
+	fmt.Fprintln(o.Out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {
-		fmt.Fprintf(o.Out, "| %s | %d | %s | %.0f | %.2f | %.0f | %.2f | %.2f | %.2f | %.1f | %d | %d | %d | %s |\n",
-			r.Name, r.Records, r.Load.Round(time.Millisecond), r.Rate, r.CPU, r.PerCore, r.P50, r.P99, r.P999, r.Max, r.Lost, r.Early, r.Dup, r.Extra)
+		vs := "–"
+		if floorPerCore > 0 && r.PerCore > 0 {
+			vs = fmt.Sprintf("%.2f", r.PerCore/floorPerCore)
+		}
+		fmt.Fprintf(o.Out, "| %s | %d | %s | %.0f | %.2f | %.0f | %s | %.2f | %.2f | %.2f | %.1f | %d | %d | %d | %s |\n",
+			r.Name, r.Records, r.Load.Round(time.Millisecond), r.Rate, r.CPU, r.PerCore, vs, r.P50, r.P99, r.P999, r.Max, r.Lost, r.Early, r.Dup, r.Extra)
 	}
 	var sched, ceil float64
 	for _, r := range rows {
@@ -354,6 +383,49 @@ func handover(ctx context.Context, o Options, tmp, part string) (Row, error) {
 	row.Lost, row.Early, row.Dup = t.Lost, t.Early, t.Duplicated
 	row.Rate = float64(total) / d.Span.Seconds()
 	row.Extra = fmt.Sprintf("handover %.2f s (new process start -> stable group, both members assigned)", ho.Seconds())
+	return row, nil
+}
+
+// floor runs the physical-floor sender (bench-floor) as a child process against a receiver that
+// reads and discards; its CPU is the child's own account of its send phase.
+func floor(ctx context.Context, o Options, name string, rate, perWrite int, useUring bool) (Row, error) {
+	row := Row{Name: name}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return row, err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(io.Discard, c) }()
+		}
+	}()
+	args := []string{"bench-floor", "--sut", ln.Addr().String(), "--conns", strconv.Itoa(o.Sources), "--rate", strconv.Itoa(rate),
+		"--duration", o.Duration.String(), "--per-write", strconv.Itoa(perWrite)}
+	if useUring {
+		args = append(args, "--uring")
+	}
+	cmd := exec.CommandContext(ctx, o.Exe, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return row, err
+	}
+	var fr FloorResult
+	if err := json.Unmarshal(out, &fr); err != nil {
+		return row, fmt.Errorf("bench-floor said %q: %w", out, err)
+	}
+	row.Records, row.CPU, row.Rate = fr.Records, fr.CPU, float64(fr.Records)/o.Duration.Seconds()
+	if fr.CPU > 0 {
+		row.PerCore = float64(fr.Records) / fr.CPU
+	}
+	row.Extra = fmt.Sprintf("sender thread CPU inside the writes: %.2f µs per record, %.2f µs per write; %d writes in %d syscalls; "+
+		"with 1 ms pacing the process spent %.2f s (%.2f µs per record); receiver discards; lateness not measured",
+		1e6*fr.CPU/float64(fr.Records), 1e6*fr.CPU/float64(fr.Writes), fr.Writes, fr.Syscalls, fr.ProcessCPU, 1e6*fr.ProcessCPU/float64(fr.Records))
 	return row, nil
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"os"
 	"time"
 
@@ -53,5 +54,30 @@ func benchNaiveCmd() *cobra.Command {
 	c.Flags().StringVar(&dir, "dataset", "", "dataset")
 	c.Flags().StringVar(&sut, "sut", "", "TCP address")
 	c.Flags().Int64Var(&startNs, "start", 0, "start, unix ns")
+	return c
+}
+
+func benchFloorCmd() *cobra.Command {
+	var o bench.FloorOptions
+	c := &cobra.Command{
+		Use:    "bench-floor",
+		Short:  "benchmark floor: paced loopback TCP writes of 100-byte records, nothing else",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := bench.Floor(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(cmd.OutOrStdout()).Encode(r)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.Addr, "sut", "", "TCP address")
+	f.IntVar(&o.Conns, "conns", 100, "connections")
+	f.IntVar(&o.Rate, "rate", 60000, "records/s")
+	f.DurationVar(&o.Duration, "duration", 5*time.Second, "send phase")
+	f.IntVar(&o.PerWrite, "per-write", 1, "records per write")
+	f.BoolVar(&o.Uring, "uring", false, "submit each millisecond's writes in one io_uring_enter")
 	return c
 }
