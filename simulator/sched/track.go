@@ -105,7 +105,7 @@ func (t *tracker) unconfirmed() []*Item {
 // sample asks the kernel how far the SUT acknowledged the stream (caller holds writeMu); unless
 // force, at most every sampleEvery.
 func (d *Dest) sample(force bool) {
-	if d.rc == nil || len(d.trk.recs) == 0 {
+	if d.fd < 0 || len(d.trk.recs) == 0 {
 		return
 	}
 	now := time.Now().UnixNano()
@@ -116,7 +116,7 @@ func (d *Dest) sample(force bool) {
 		return
 	}
 	d.trk.last = now
-	if acked, wnd, ok := kernelAcked(d.rc, d.trk.wrote); ok {
+	if acked, wnd, ok := kernelAcked(d.fd, d.trk.wrote); ok {
 		d.trk.update(acked, wnd)
 	} else {
 		d.trk.prune()

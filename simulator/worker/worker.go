@@ -38,6 +38,10 @@ type Config struct {
 	Metrics        *Metrics
 	// NoWait disables scheduling (benchmark ceiling): records are sent as soon as fetched.
 	NoWait bool
+	// NoUring sends with write(2) even where io_uring works (see sched.Scheduler.SendPath).
+	NoUring bool
+	// Quantum is the shortest time between two dispatches of the scheduler (sched.Scheduler.Quantum).
+	Quantum time.Duration
 	// InstanceID, if set, is the group member's client id (logs only).
 	InstanceID string
 	// HeartbeatInterval bounds how fast a rebalance is noticed (default 200ms).
@@ -124,6 +128,10 @@ func New(cfg Config) *Worker {
 	cfg.Metrics.fdLimit.Set(float64(cfg.FDLimit))
 	w := &Worker{cfg: cfg, reader: state.NewReader(cfg.Brokers, cfg.Names, cfg.Log), sch: sched.New()}
 	w.sch.NoWait = cfg.NoWait
+	w.sch.Quantum = cfg.Quantum
+	if cfg.NoUring {
+		w.sch.NoUring()
+	}
 	m := cfg.Metrics
 	w.hooks = &sched.Hooks{
 		Sent: func(it *sched.Item) {
@@ -140,6 +148,9 @@ func New(cfg Config) *Worker {
 	}
 	return w
 }
+
+// SendPath says how the worker writes due records (io_uring or write(2), and why).
+func (w *Worker) SendPath() string { return w.sch.SendPath() }
 
 // Ready reports whether the worker read the state topic and did not refuse its assignment.
 func (w *Worker) Ready() bool { ok, _ := w.Readiness(); return ok }
