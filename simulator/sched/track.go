@@ -108,6 +108,12 @@ func (d *Dest) sample(force bool) {
 	if d.fd < 0 || len(d.trk.recs) == 0 {
 		return
 	}
+	if !force && d.trk.known && d.trk.maxWnd > 0 && d.trk.wrote <= windowFactor*d.trk.maxWnd+d.trk.recs[0].end {
+		// Even if the SUT had acknowledged every byte written, nothing kept would be confirmed
+		// yet (see confirmed): asking the kernel cannot prune anything. A source sending little
+		// (one record a second) would otherwise ask on every write.
+		return
+	}
 	now := time.Now().UnixNano()
 	if !force && now-d.trk.last < int64(sampleEvery) {
 		if (!d.trk.known || d.trk.maxWnd == 0) && d.trk.wrote > 2*blindLimit {
