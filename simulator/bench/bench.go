@@ -23,6 +23,7 @@ import (
 
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/limits"
 	"github.com/simlab/simlab/simulator/run"
 	"github.com/simlab/simlab/simulator/sink"
 )
@@ -34,10 +35,11 @@ type Options struct {
 	Rates    []int         // records/s
 	Sources  int           // sources in the rate scenarios
 	Many     int           // sources in the many-sources scenario
+	Huge     int           // sources in the huge scenario (one worker, keyed partitions)
 	Out      io.Writer
 	Log      *slog.Logger
 	Quick    bool // smaller sizes (smoke test)
-	// Scenarios to run: floor, rates, naive, ceiling, many, handover (empty: all).
+	// Scenarios to run: floor, rates, paths, naive, ceiling, many, huge, handover (empty: all).
 	Scenarios []string
 }
 
@@ -66,6 +68,7 @@ type Row struct {
 	Early      int64
 	Dup        int64
 	Extra      string
+	RSS        float64 // worker peak RSS, MiB
 	Load       time.Duration
 	sinkReport *sink.Report
 }
@@ -117,6 +120,24 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	if o.want("paths") {
+		// The top rate again with the older send paths, to show what each change bought.
+		rate := o.Rates[len(o.Rates)-1]
+		n := rate * int(o.Duration/time.Second)
+		for _, v := range []struct {
+			what string
+			args []string
+		}{
+			{"write(2) per connection, no quantum", []string{"--io-uring=false", "--dispatch-quantum=0"}},
+			{"io_uring, no quantum", []string{"--io-uring=true", "--dispatch-quantum=0"}},
+			{"write(2) per connection, default quantum", []string{"--io-uring=false"}},
+		} {
+			if err := add(replaySpec(ctx, o, tmp, spec{name: fmt.Sprintf("scheduled %dk/s, %d sources, %s", rate/1000, o.Sources, v.what),
+				sources: o.Sources, perSource: n / o.Sources, span: o.Duration, part: controller.PerSource, args: v.args})); err != nil {
+				return err
+			}
+		}
+	}
 	for _, rate := range o.Rates {
 		if !o.want("naive") {
 			break
@@ -139,6 +160,11 @@ func Run(ctx context.Context, o Options) error {
 	} else if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, keyed on 32 partitions", many), many, 10, 10*time.Second, controller.Keyed, false)); err != nil {
 		return err
 	}
+	if o.want("huge") {
+		if err := add(huge(ctx, o, tmp)); err != nil {
+			return err
+		}
+	}
 	for _, part := range []string{controller.PerSource, controller.Keyed} {
 		if !o.want("handover") {
 			break
@@ -153,15 +179,19 @@ func Run(ctx context.Context, o Options) error {
 	if len(rows) > 0 && strings.HasPrefix(rows[0].Name, "floor: ") {
 		floorPerCore = rows[0].PerCore
 	}
-	fmt.Fprintln(o.Out, "| scenario | records | load | achieved rec/s | worker CPU s | rec/s per worker core | × floor | late p50 ms | p99 ms | p99.9 ms | max ms | lost | early | dup | notes |")
-	fmt.Fprintln(o.Out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Fprintln(o.Out, "| scenario | records | load | achieved rec/s | worker CPU s | rec/s per worker core | × floor | worker RSS MiB | late p50 ms | p99 ms | p99.9 ms | max ms | lost | early | dup | notes |")
+	fmt.Fprintln(o.Out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {
 		vs := "–"
 		if floorPerCore > 0 && r.PerCore > 0 {
 			vs = fmt.Sprintf("%.2f", r.PerCore/floorPerCore)
 		}
-		fmt.Fprintf(o.Out, "| %s | %d | %s | %.0f | %.2f | %.0f | %s | %.2f | %.2f | %.2f | %.1f | %d | %d | %d | %s |\n",
-			r.Name, r.Records, r.Load.Round(time.Millisecond), r.Rate, r.CPU, r.PerCore, vs, r.P50, r.P99, r.P999, r.Max, r.Lost, r.Early, r.Dup, r.Extra)
+		rss := "–"
+		if r.RSS > 0 {
+			rss = fmt.Sprintf("%.0f", r.RSS)
+		}
+		fmt.Fprintf(o.Out, "| %s | %d | %s | %.0f | %.2f | %.0f | %s | %s | %.2f | %.2f | %.2f | %.1f | %d | %d | %d | %s |\n",
+			r.Name, r.Records, r.Load.Round(time.Millisecond), r.Rate, r.CPU, r.PerCore, vs, rss, r.P50, r.P99, r.P999, r.Max, r.Lost, r.Early, r.Dup, r.Extra)
 	}
 	var sched, ceil float64
 	for _, r := range rows {
@@ -224,15 +254,20 @@ type child struct {
 	done chan struct{}
 }
 
-func startWorker(o Options, env *run.Env, noWait bool) (*child, error) {
+// profiles numbers the worker CPU profiles of a run ({n} in SIMULATOR_BENCH_CPU_PROFILE).
+var profiles int
+
+func startWorker(o Options, env *run.Env, noWait bool, extra ...string) (*child, error) {
 	args := []string{"worker", "--kafka-brokers", env.Brokers[0], "--type", "type1", "--controller-url", env.URL,
 		"--listen", "127.0.0.1:0", "--log-level", "warn", "--log-format", "text"}
 	if noWait {
 		args = append(args, "--no-wait")
 	}
 	if p := os.Getenv("SIMULATOR_BENCH_CPU_PROFILE"); p != "" {
-		args = append(args, "--cpu-profile", p)
+		profiles++
+		args = append(args, "--cpu-profile", strings.ReplaceAll(p, "{n}", strconv.Itoa(profiles)))
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(o.Exe, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -257,7 +292,38 @@ func (c *child) stop() float64 {
 	return (c.cmd.ProcessState.UserTime() + c.cmd.ProcessState.SystemTime()).Seconds()
 }
 
+// spec is one replay scenario.
+type spec struct {
+	name       string
+	sources    int
+	perSource  int
+	span       time.Duration
+	part       string
+	partitions int // keyed partitions (default 32)
+	noWait     bool
+	args       []string // extra worker flags
+}
+
+// maxRSS is the child's peak resident set in MiB (after stop).
+func (c *child) maxRSS() float64 {
+	if c.cmd.ProcessState == nil {
+		return 0
+	}
+	if ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		return float64(ru.Maxrss) / 1024
+	}
+	return 0
+}
+
 func replay(ctx context.Context, o Options, tmp, name string, sources, perSource int, span time.Duration, part string, noWait bool) (Row, error) {
+	return replaySpec(ctx, o, tmp, spec{name: name, sources: sources, perSource: perSource, span: span, part: part, noWait: noWait})
+}
+
+func replaySpec(ctx context.Context, o Options, tmp string, sp spec) (Row, error) {
+	name, sources, perSource, span, part, noWait := sp.name, sp.sources, sp.perSource, sp.span, sp.part, sp.noWait
+	if sp.partitions == 0 {
+		sp.partitions = 32
+	}
 	row := Row{Name: name}
 	dir, d, err := genDS(tmp, "ds-"+strconv.Itoa(len(name))+"-"+strconv.FormatInt(time.Now().UnixNano(), 36), sources, perSource, span)
 	if err != nil {
@@ -268,12 +334,12 @@ func replay(ctx context.Context, o Options, tmp, name string, sources, perSource
 		return row, err
 	}
 	defer env.Close()
-	lr, err := env.Controller.Load(ctx, dir, controller.LoadRequest{Partitioning: part, Partitions: 32, AddressOverride: env.Sink.Addr()})
+	lr, err := env.Controller.Load(ctx, dir, controller.LoadRequest{Partitioning: part, Partitions: sp.partitions, AddressOverride: env.Sink.Addr()})
 	if err != nil {
 		return row, err
 	}
 	row.Load, _ = time.ParseDuration(lr.Took)
-	w, err := startWorker(o, env, noWait)
+	w, err := startWorker(o, env, noWait, sp.args...)
 	if err != nil {
 		return row, err
 	}
@@ -304,6 +370,7 @@ func replay(ctx context.Context, o Options, tmp, name string, sources, perSource
 	}
 	end := time.Now()
 	row.CPU = w.stop()
+	row.RSS = w.maxRSS()
 	rep := env.Sink.Report(sink.Expectation{Sources: sink.ExpectDataset(d), Start: st.StartTime, Span: d.Span, Loops: 1})
 	t := rep.Total
 	row.P50, row.P99, row.P999, row.Max = t.LateP50ms, t.LateP99ms, t.LateP999ms, t.LateMaxms
@@ -320,6 +387,27 @@ func replay(ctx context.Context, o Options, tmp, name string, sources, perSource
 		row.PerCore = float64(total) / row.CPU
 	}
 	return row, nil
+}
+
+// huge runs o.Huge sources in one worker on keyed partitions, one record per source over 10 s
+// (o.Huge/10 records/s). Each source is a TCP connection at both ends, so the worker and this
+// process (the sink) each need o.Huge descriptors plus a reserve; where the open-files limit is
+// lower, the row runs the most sources it allows and says so.
+func huge(ctx context.Context, o Options, tmp string) (Row, error) {
+	n := o.Huge
+	limit, _ := limits.NoFile()
+	note := ""
+	if need := uint64(n) + 1024; limit > 0 && need > limit {
+		n = int(limit) - 1024
+		note = fmt.Sprintf("; %d sources asked, %d need %d open files per process, the limit here is %d: ran %d", o.Huge, o.Huge, need, limit, n)
+	}
+	partitions := 256
+	row, err := replaySpec(ctx, o, tmp, spec{name: fmt.Sprintf("%d sources in one worker, keyed on %d partitions", n, partitions),
+		sources: n, perSource: 1, span: 10 * time.Second, part: controller.Keyed, partitions: partitions})
+	if err == nil {
+		row.Extra = fmt.Sprintf("1 record per source%s", note)
+	}
+	return row, err
 }
 
 // handover measures the time from a second worker's start to a stable group with both members

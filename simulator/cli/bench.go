@@ -11,7 +11,7 @@ import (
 )
 
 func benchCmd() *cobra.Command {
-	o := bench.Options{Duration: 5 * time.Second, Sources: 100, Many: 10000}
+	o := bench.Options{Duration: 5 * time.Second, Sources: 100, Many: 10000, Huge: 100000}
 	var rates []int
 	c := &cobra.Command{
 		Use:   "bench",
@@ -31,7 +31,8 @@ func benchCmd() *cobra.Command {
 	f.DurationVar(&o.Duration, "duration", o.Duration, "replay length of each rate scenario")
 	f.IntVar(&o.Sources, "sources", o.Sources, "sources in the rate scenarios")
 	f.IntVar(&o.Many, "many", o.Many, "sources in the many-sources scenario")
-	f.StringSliceVar(&o.Scenarios, "scenarios", nil, "subset to run: rates, naive, ceiling, many, handover (default all)")
+	f.IntVar(&o.Huge, "huge", o.Huge, "sources in the huge scenario (one worker, keyed partitions)")
+	f.StringSliceVar(&o.Scenarios, "scenarios", nil, "subset to run: floor, rates, paths, naive, ceiling, many, huge, handover (default all)")
 	return c
 }
 
