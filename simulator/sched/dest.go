@@ -58,7 +58,8 @@ type Dest struct {
 	writeMu sync.Mutex // held while writing; see Barrier
 	conn    net.Conn
 	rc      syscall.RawConn
-	fd      int // conn's socket, -1 without one; valid while writeMu is held and conn is set
+	fd      int    // conn's socket, -1 without one; valid while writeMu is held and conn is set
+	watchID uint64 // conn's entry in the shared watcher (watch_linux.go), 0: none
 	// rest is the unwritten tail of a frame a direct write left half-written; it goes first.
 	rest        []byte
 	restItem    *Item
@@ -132,6 +133,7 @@ func (d *Dest) loop() {
 	defer func() {
 		d.writeMu.Lock()
 		c := d.conn
+		d.unwatchConn()
 		d.conn, d.rc, d.fd = nil, nil, -1 // the watcher sees a closed dest, not a dropped connection
 		d.writeMu.Unlock()
 		if c != nil {
@@ -319,7 +321,7 @@ func (d *Dest) setConn(c net.Conn) {
 		}
 	}
 	d.trk.reset()
-	go d.watch(c)
+	d.watchConn(c)
 	if d.hooks != nil && d.hooks.Reconnect != nil {
 		d.hooks.Reconnect()
 	}
@@ -363,6 +365,7 @@ func (d *Dest) dropConn() {
 		d.needAgain.Store(true)
 	}
 	d.trk.reset()
+	d.unwatchConn()
 	d.conn.Close()
 	d.conn, d.rc, d.fd = nil, nil, -1
 }
