@@ -49,7 +49,10 @@ type Dest struct {
 	kickCh  chan struct{}
 	closeCh chan struct{}
 	closed  bool
-	doneCh  chan struct{}
+	doneCh  chan struct{} // closed when Close has finished
+	running bool          // a sender goroutine runs (under mu)
+	wg      sync.WaitGroup
+	dialed  bool // the first connect was tried (sender goroutine only)
 
 	// deliver, if set, replaces the TCP connection (e.g. publishing files for SFTP pulls).
 	deliver func([]*Item) error
@@ -76,11 +79,11 @@ type Dest struct {
 	hdrs      []byte
 }
 
-// NewDest starts the sender goroutine of one destination.
+// NewDest starts the sender goroutine of one destination (it connects, then ends until needed).
 func NewDest(name, addr, framing string, log *slog.Logger, hooks *Hooks) *Dest {
 	d := &Dest{Name: name, Addr: addr, Framing: framing, log: log, hooks: hooks, fd: -1,
 		kickCh: make(chan struct{}, 1), closeCh: make(chan struct{}), doneCh: make(chan struct{})}
-	go d.loop()
+	d.start()
 	return d
 }
 
@@ -89,8 +92,19 @@ func NewDest(name, addr, framing string, log *slog.Logger, hooks *Hooks) *Dest {
 func NewFuncDest(name string, deliver func([]*Item) error, onClose func(), log *slog.Logger, hooks *Hooks) *Dest {
 	d := &Dest{Name: name, deliver: deliver, onClose: onClose, log: log, hooks: hooks, fd: -1,
 		kickCh: make(chan struct{}, 1), closeCh: make(chan struct{}), doneCh: make(chan struct{})}
-	go d.loop()
+	d.start()
 	return d
+}
+
+// start runs the sender goroutine unless it runs or the dest is closed.
+func (d *Dest) start() {
+	d.mu.Lock()
+	if !d.running && !d.closed {
+		d.running = true
+		d.wg.Add(1)
+		go d.loop()
+	}
+	d.mu.Unlock()
 }
 
 // enqueue adds an item; it reports whether the dest needs a kick.
@@ -103,11 +117,14 @@ func (d *Dest) enqueue(it *Item) bool {
 	return first
 }
 
+// kick wakes the sender goroutine, starting it if it ended (it ends whenever it has nothing to
+// do, so a source whose records all go out on the direct path holds no goroutine).
 func (d *Dest) kick() {
 	select {
 	case d.kickCh <- struct{}{}:
 	default:
 	}
+	d.start()
 }
 
 // Barrier waits for a write in progress to finish. After an owner is cancelled and Barrier
@@ -120,32 +137,37 @@ func (d *Dest) Barrier() {
 // Close stops the sender and closes the connection; queued items are dropped.
 func (d *Dest) Close() {
 	d.mu.Lock()
-	if !d.closed {
+	first := !d.closed
+	if first {
 		d.closed = true
 		close(d.closeCh)
 	}
 	d.mu.Unlock()
-	<-d.doneCh
+	if !first {
+		<-d.doneCh
+		return
+	}
+	d.wg.Wait() // no sender goroutine starts once closed is set
+	d.writeMu.Lock()
+	c := d.conn
+	d.unwatchConn()
+	d.conn, d.rc, d.fd = nil, nil, -1 // the watcher sees a closed dest, not a dropped connection
+	d.writeMu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	if d.onClose != nil {
+		d.onClose()
+	}
+	close(d.doneCh)
 }
 
 func (d *Dest) loop() {
-	defer close(d.doneCh)
-	defer func() {
-		d.writeMu.Lock()
-		c := d.conn
-		d.unwatchConn()
-		d.conn, d.rc, d.fd = nil, nil, -1 // the watcher sees a closed dest, not a dropped connection
-		d.writeMu.Unlock()
-		if c != nil {
-			c.Close()
-		}
-		if d.onClose != nil {
-			d.onClose()
-		}
-	}()
+	defer d.wg.Done()
 	backoff := 50 * time.Millisecond
 	var batch []*Item
-	if d.deliver == nil {
+	if d.deliver == nil && !d.dialed {
+		d.dialed = true
 		// Connect now, ahead of the first due record (records are fetched up to the lookahead
 		// early), so the first send does not pay for the dial. Failures are retried on send.
 		d.writeMu.Lock()
@@ -159,6 +181,18 @@ func (d *Dest) loop() {
 		case <-d.closeCh:
 			return
 		case <-d.kickCh:
+		default:
+			// Nothing to do: end, unless a kick came in meanwhile (kick sends, then starts a
+			// goroutine if none runs; running is cleared under mu after the channel was seen
+			// empty, so a kick is never left without a goroutine).
+			d.mu.Lock()
+			if len(d.kickCh) == 0 {
+				d.running = false
+				d.mu.Unlock()
+				return
+			}
+			d.mu.Unlock()
+			continue
 		}
 		for {
 			d.mu.Lock()
