@@ -337,7 +337,7 @@ func (d *Dest) framesWithin(b []*Item, n int64) int {
 func dropCancelled(in []*Item) []*Item {
 	b := in[:0]
 	for _, it := range in {
-		if it.Owner == nil || !it.Owner.Cancelled() {
+		if it.Owner == nil || !it.Owner.Cancelled(it) {
 			b = append(b, it)
 		}
 	}

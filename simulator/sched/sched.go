@@ -17,7 +17,9 @@ import (
 
 // Owner is told when an item it owns was written, and whether it is cancelled.
 type Owner interface {
-	Cancelled() bool
+	// Cancelled reports whether it must no longer be written (its partition stopped, or moved
+	// to another worker from its due time on).
+	Cancelled(it *Item) bool
 	Done(it *Item)
 }
 
@@ -172,7 +174,7 @@ func (s *Scheduler) Run(stop <-chan struct{}) {
 		s.mu.Lock()
 		for len(s.h) > 0 && (s.NoWait || s.h[0].due <= now) {
 			it := s.pop()
-			if it.Owner != nil && it.Owner.Cancelled() {
+			if it.Owner != nil && it.Owner.Cancelled(it) {
 				continue
 			}
 			if it.Dest.enqueue(it) {

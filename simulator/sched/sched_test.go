@@ -17,7 +17,7 @@ type owner struct {
 	want      int
 }
 
-func (o *owner) Cancelled() bool { o.mu.Lock(); defer o.mu.Unlock(); return o.cancelled }
+func (o *owner) Cancelled(*Item) bool { o.mu.Lock(); defer o.mu.Unlock(); return o.cancelled }
 func (o *owner) Done(it *Item) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

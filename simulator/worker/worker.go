@@ -42,6 +42,11 @@ type Config struct {
 	NoUring bool
 	// Quantum is the shortest time between two dispatches of the scheduler (sched.Scheduler.Quantum).
 	Quantum time.Duration
+	// HandoverLead is how long a worker keeps writing a revoked partition's records (those due
+	// within it) while the new owner fetches and connects; the new owner writes from the cutover
+	// on (CommitMeta.Cutover). Negative: stop at revoke (the new owner resumes from what was
+	// written). 0: the default, 1s.
+	HandoverLead time.Duration
 	// InstanceID, if set, is the group member's client id (logs only).
 	InstanceID string
 	// HeartbeatInterval bounds how fast a rebalance is noticed (default 200ms).
@@ -108,6 +113,9 @@ func New(cfg Config) *Worker {
 	}
 	if cfg.Lookahead <= 0 {
 		cfg.Lookahead = 5 * time.Second
+	}
+	if cfg.HandoverLead == 0 {
+		cfg.HandoverLead = time.Second
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 200 * time.Millisecond
@@ -295,11 +303,13 @@ type session struct {
 	tcpByPart map[int32]int
 	// end ends the session (set before the client exists).
 	end context.CancelFunc
+	// handing holds the revoked partitions still writing what falls due before their cutover.
+	handing map[*partState]struct{}
 }
 
 func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest) error {
 	s := &session{w: w, st: st, m: m, topic: w.cfg.Names.RecordsTopic(w.cfg.Type), parts: map[int32]*partState{},
-		srcs: map[string]state.SourceEntry{}, tcpByPart: map[int32]int{}}
+		srcs: map[string]state.SourceEntry{}, tcpByPart: map[int32]int{}, handing: map[*partState]struct{}{}}
 	for _, e := range m.Sources {
 		s.srcs[e.Instance] = e
 		if e.Config.Protocol == dataset.ProtoTCP {
@@ -351,7 +361,7 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 			case <-sctx.Done():
 				return
 			case <-t.C:
-				s.commit(sctx, s.snapshot(nil), false)
+				s.commit(sctx, s.snapshot(nil), false, false)
 			}
 		}
 	}()
@@ -361,7 +371,7 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 	<-commitDone
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ccancel()
-	s.commit(cctx, s.snapshot(nil), true)
+	s.commit(cctx, s.snapshot(nil), true, false)
 	cl.CloseAllowingRebalance() // revoked() runs for every partition (nothing left to send), then leave
 	s.closeDests(nil)
 	w.cfg.Log.Info("left group", "run", st.RunID)
