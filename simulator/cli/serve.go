@@ -203,7 +203,7 @@ func workerCmd() *cobra.Command {
 	f.DurationVar(&hb, "heartbeat-interval", 200*time.Millisecond, "group heartbeat; bounds how fast a rebalance starts (env SIMULATOR_HEARTBEAT_INTERVAL)")
 	f.DurationVar(&sess, "session-timeout", 6*time.Second, "a crashed worker's partitions move after this (env SIMULATOR_SESSION_TIMEOUT)")
 	f.BoolVar(&useUring, "io-uring", true, "submit the sends falling due together in one io_uring_enter where io_uring works; false: one write(2) per connection (env SIMULATOR_IO_URING)")
-	f.DurationVar(&quantum, "dispatch-quantum", 0, "shortest time between two dispatches: records due within it go out together, up to this much later (env SIMULATOR_DISPATCH_QUANTUM)")
+	f.DurationVar(&quantum, "dispatch-quantum", 500*time.Microsecond, "shortest time between two dispatches: records due within it go out together, up to this much later (env SIMULATOR_DISPATCH_QUANTUM)")
 	f.DurationVar(&lead, "handover-lead", time.Second, "on a revoke keep writing the records due within this while the new owner gets ready; it writes from there on (0: stop at revoke) (env SIMULATOR_HANDOVER_LEAD)")
 	f.BoolVar(&noWait, "no-wait", false, "benchmark only: send records as soon as fetched, ignoring due times")
 	f.MarkHidden("no-wait")
