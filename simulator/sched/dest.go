@@ -52,7 +52,6 @@ type Dest struct {
 	doneCh  chan struct{} // closed when Close has finished
 	running bool          // a sender goroutine runs (under mu)
 	wg      sync.WaitGroup
-	dialed  bool // the first connect was tried (sender goroutine only)
 
 	// deliver, if set, replaces the TCP connection (e.g. publishing files for SFTP pulls).
 	deliver func([]*Item) error
@@ -79,12 +78,71 @@ type Dest struct {
 	hdrs      []byte
 }
 
-// NewDest starts the sender goroutine of one destination (it connects, then ends until needed).
+// NewDest returns the destination of one source and has it connected by the dial pool, ahead of
+// the first due record (records are fetched up to the lookahead early), so the first send does not
+// pay for the dial. Failures are retried on send.
 func NewDest(name, addr, framing string, log *slog.Logger, hooks *Hooks) *Dest {
 	d := &Dest{Name: name, Addr: addr, Framing: framing, log: log, hooks: hooks, fd: -1,
 		kickCh: make(chan struct{}, 1), closeCh: make(chan struct{}), doneCh: make(chan struct{})}
-	d.start()
+	dials.add(d)
 	return d
+}
+
+// dialPool connects new destinations with at most dialers goroutines: an assignment of 100,000
+// sources would otherwise start 100,000 goroutines at once, each growing a stack for connect.
+type dialPool struct {
+	mu      sync.Mutex
+	queue   []*Dest
+	running int
+}
+
+const dialers = 32
+
+var dials dialPool
+
+func (p *dialPool) add(d *Dest) {
+	p.mu.Lock()
+	p.queue = append(p.queue, d)
+	start := p.running < dialers
+	if start {
+		p.running++
+	}
+	p.mu.Unlock()
+	if start {
+		go p.run()
+	}
+}
+
+func (p *dialPool) run() {
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.running--
+			p.mu.Unlock()
+			return
+		}
+		d := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		d.dialFirst()
+	}
+}
+
+// dialFirst connects d unless it is closed or connected already (its sender goroutine dials too
+// when a record is due before the pool got to it).
+func (d *Dest) dialFirst() {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed || d.conn != nil {
+		return // Close, which sets closed before taking writeMu, closes what is here
+	}
+	if c, err := net.DialTimeout("tcp", d.Addr, 2*time.Second); err == nil {
+		d.setConn(c)
+	}
 }
 
 // NewFuncDest starts a destination that hands each batch to deliver instead of a TCP connection;
@@ -92,7 +150,6 @@ func NewDest(name, addr, framing string, log *slog.Logger, hooks *Hooks) *Dest {
 func NewFuncDest(name string, deliver func([]*Item) error, onClose func(), log *slog.Logger, hooks *Hooks) *Dest {
 	d := &Dest{Name: name, deliver: deliver, onClose: onClose, log: log, hooks: hooks, fd: -1,
 		kickCh: make(chan struct{}, 1), closeCh: make(chan struct{}), doneCh: make(chan struct{})}
-	d.start()
 	return d
 }
 
@@ -166,16 +223,6 @@ func (d *Dest) loop() {
 	defer d.wg.Done()
 	backoff := 50 * time.Millisecond
 	var batch []*Item
-	if d.deliver == nil && !d.dialed {
-		d.dialed = true
-		// Connect now, ahead of the first due record (records are fetched up to the lookahead
-		// early), so the first send does not pay for the dial. Failures are retried on send.
-		d.writeMu.Lock()
-		if c, err := net.DialTimeout("tcp", d.Addr, 2*time.Second); err == nil {
-			d.setConn(c)
-		}
-		d.writeMu.Unlock()
-	}
 	for {
 		select {
 		case <-d.closeCh:
