@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,10 +37,11 @@ type Options struct {
 	Sources  int           // sources in the rate scenarios
 	Many     int           // sources in the many-sources scenario
 	Huge     int           // sources in the huge scenario (one worker, keyed partitions)
+	Pinned   []int         // records/s of the pinned scenario (worker alone on core 1)
 	Out      io.Writer
 	Log      *slog.Logger
 	Quick    bool // smaller sizes (smoke test)
-	// Scenarios to run: floor, rates, paths, naive, ceiling, many, huge, handover (empty: all).
+	// Scenarios to run: floor, rates, paths, naive, ceiling, many, huge, pinned, handover (empty: all).
 	Scenarios []string
 }
 
@@ -160,6 +162,21 @@ func Run(ctx context.Context, o Options) error {
 	} else if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, keyed on 32 partitions", many), many, 10, 10*time.Second, controller.Keyed, false)); err != nil {
 		return err
 	}
+	if o.want("pinned") {
+		best := 0
+		for _, rate := range o.Pinned {
+			n := rate * int(o.Duration/time.Second)
+			row, err := replaySpec(ctx, o, tmp, spec{name: fmt.Sprintf("pinned: worker alone on core 1, broker and sink on core 0, %dk/s, %d sources", rate/1000, o.Sources),
+				sources: o.Sources, perSource: n / o.Sources, span: o.Duration, part: controller.PerSource, pin: true})
+			if err := add(row, err); err != nil {
+				return err
+			}
+			if row.P99 <= 2 && row.Lost == 0 && rate > best {
+				best = rate
+			}
+		}
+		fmt.Fprintf(o.Out, "  pinned: highest rate held at p99 <= 2 ms: %d records/s\n", best)
+	}
 	if o.want("huge") {
 		if err := add(huge(ctx, o, tmp)); err != nil {
 			return err
@@ -258,17 +275,25 @@ type child struct {
 var profiles int
 
 func startWorker(o Options, env *run.Env, noWait bool, extra ...string) (*child, error) {
+	if noWait {
+		extra = append([]string{"--no-wait"}, extra...)
+	}
+	return startWorkerOn(o, env, "", extra...)
+}
+
+// startWorkerOn starts a worker child, under taskset -c cpus when cpus is set.
+func startWorkerOn(o Options, env *run.Env, cpus string, extra ...string) (*child, error) {
 	args := []string{"worker", "--kafka-brokers", env.Brokers[0], "--type", "type1", "--controller-url", env.URL,
 		"--listen", "127.0.0.1:0", "--log-level", "warn", "--log-format", "text"}
-	if noWait {
-		args = append(args, "--no-wait")
-	}
 	if p := os.Getenv("SIMULATOR_BENCH_CPU_PROFILE"); p != "" {
 		profiles++
 		args = append(args, "--cpu-profile", strings.ReplaceAll(p, "{n}", strconv.Itoa(profiles)))
 	}
 	args = append(args, extra...)
 	cmd := exec.Command(o.Exe, args...)
+	if cpus != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", cpus, o.Exe}, args...)...)
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -302,6 +327,7 @@ type spec struct {
 	partitions int // keyed partitions (default 32)
 	noWait     bool
 	args       []string // extra worker flags
+	pin        bool     // worker alone on CPU 1; broker, controller and sink on CPU 0 (taskset)
 }
 
 // maxRSS is the child's peak resident set in MiB (after stop).
@@ -320,6 +346,13 @@ func replay(ctx context.Context, o Options, tmp, name string, sources, perSource
 }
 
 func replaySpec(ctx context.Context, o Options, tmp string, sp spec) (Row, error) {
+	if sp.pin {
+		// This process's threads (controller, sink) and, by inheritance, the broker on core 0.
+		if err := exec.Command("taskset", "-a", "-p", "-c", "0", strconv.Itoa(os.Getpid())).Run(); err != nil {
+			return Row{Name: sp.name}, fmt.Errorf("taskset: %w", err)
+		}
+		defer exec.Command("taskset", "-a", "-p", "-c", "0-"+strconv.Itoa(runtime.NumCPU()-1), strconv.Itoa(os.Getpid())).Run()
+	}
 	name, sources, perSource, span, part, noWait := sp.name, sp.sources, sp.perSource, sp.span, sp.part, sp.noWait
 	if sp.partitions == 0 {
 		sp.partitions = 32
@@ -339,7 +372,12 @@ func replaySpec(ctx context.Context, o Options, tmp string, sp spec) (Row, error
 		return row, err
 	}
 	row.Load, _ = time.ParseDuration(lr.Took)
-	w, err := startWorker(o, env, noWait, sp.args...)
+	var w *child
+	if sp.pin {
+		w, err = startWorkerOn(o, env, "1", sp.args...)
+	} else {
+		w, err = startWorker(o, env, noWait, sp.args...)
+	}
 	if err != nil {
 		return row, err
 	}

@@ -32,7 +32,8 @@ func benchCmd() *cobra.Command {
 	f.IntVar(&o.Sources, "sources", o.Sources, "sources in the rate scenarios")
 	f.IntVar(&o.Many, "many", o.Many, "sources in the many-sources scenario")
 	f.IntVar(&o.Huge, "huge", o.Huge, "sources in the huge scenario (one worker, keyed partitions)")
-	f.StringSliceVar(&o.Scenarios, "scenarios", nil, "subset to run: floor, rates, paths, naive, ceiling, many, huge, handover (default all)")
+	f.IntSliceVar(&o.Pinned, "pinned-rates", []int{100000, 150000, 200000, 250000}, "records/s of the pinned scenario (worker alone on core 1, the rest on core 0)")
+	f.StringSliceVar(&o.Scenarios, "scenarios", nil, "subset to run: floor, rates, paths, naive, ceiling, many, huge, pinned, handover (default all)")
 	return c
 }
 
