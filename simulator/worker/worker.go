@@ -63,7 +63,8 @@ type Config struct {
 }
 
 // FDReserve is the file descriptors a worker keeps for everything but its sources: Kafka
-// connections, the HTTP and SFTP servers and their clients, the controller client, logs.
+// connections, the HTTP and SFTP servers and their clients, the controller client, logs, the
+// scheduler's io_uring and the connection watcher's epoll set.
 const FDReserve = 64
 
 // FDsPerTCPSource is the file descriptors one assigned TCP source holds (its SUT connection).
