@@ -269,6 +269,24 @@ func newEnv(o Options) (*run.Env, error) {
 type child struct {
 	cmd  *exec.Cmd
 	done chan struct{}
+	hwm  float64 // peak RSS in MiB, read just before stop
+}
+
+// peakRSS is a process's peak resident set (VmHWM) in MiB. Not rusage's maxrss: a child's maxrss
+// starts at its parent's RSS when it was forked (Linux keeps the pre-exec high-water mark), and
+// this process holds every received record.
+func peakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
 }
 
 // profiles numbers the worker CPU profiles of a run ({n} in SIMULATOR_BENCH_CPU_PROFILE).
@@ -304,6 +322,7 @@ func startWorkerOn(o Options, env *run.Env, cpus string, extra ...string) (*chil
 }
 
 func (c *child) stop() float64 {
+	c.hwm = peakRSS(c.cmd.Process.Pid)
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
@@ -330,16 +349,8 @@ type spec struct {
 	pin        bool     // worker alone on CPU 1; broker, controller and sink on CPU 0 (taskset)
 }
 
-// maxRSS is the child's peak resident set in MiB (after stop).
-func (c *child) maxRSS() float64 {
-	if c.cmd.ProcessState == nil {
-		return 0
-	}
-	if ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		return float64(ru.Maxrss) / 1024
-	}
-	return 0
-}
+// maxRSS is the child's peak resident set in MiB (read at stop).
+func (c *child) maxRSS() float64 { return c.hwm }
 
 func replay(ctx context.Context, o Options, tmp, name string, sources, perSource int, span time.Duration, part string, noWait bool) (Row, error) {
 	return replaySpec(ctx, o, tmp, spec{name: name, sources: sources, perSource: perSource, span: span, part: part, noWait: noWait})
