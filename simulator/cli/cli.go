@@ -52,7 +52,7 @@ Locally, "run" does all of it in one process with an embedded broker and sink.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(datasetCmd(), generateCmd(), brokerCmd(), controllerCmd(), workerCmd(), sinkCmd(), runCmd(), benchCmd(), benchNaiveCmd())
+	root.AddCommand(datasetCmd(), generateCmd(), brokerCmd(), controllerCmd(), workerCmd(), sinkCmd(), runCmd(), benchCmd(), benchNaiveCmd(), benchFloorCmd())
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

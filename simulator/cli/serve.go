@@ -112,11 +112,20 @@ func controllerCmd() *cobra.Command {
 	return c
 }
 
+// handoverLead maps the flag (0: off) to worker.Config.HandoverLead (0: the default, negative: off).
+func handoverLead(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
 func workerCmd() *cobra.Command {
 	var lf logFlags
 	var brokers, listen, sftpListen, prefix, typ, ctlURL string
 	var commit, look, hb, sess time.Duration
-	var noWait bool
+	var noWait, useUring bool
+	var quantum, lead time.Duration
 	var hostKeyFile, cpuProfile string
 	c := &cobra.Command{
 		Use:   "worker",
@@ -153,7 +162,7 @@ func workerCmd() *cobra.Command {
 			m := worker.NewMetrics()
 			w := worker.New(worker.Config{FDLimit: fdLimit, Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
 				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait, HeartbeatInterval: hb, SessionTimeout: sess,
-				SFTPListen: sftpListen, SFTPHostKey: hostKey})
+				SFTPListen: sftpListen, SFTPHostKey: hostKey, NoUring: !useUring, Quantum: quantum, HandoverLead: handoverLead(lead)})
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
@@ -177,7 +186,7 @@ func workerCmd() *cobra.Command {
 				pprof.StartCPUProfile(pf)
 				defer pprof.StopCPUProfile()
 			}
-			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs, "open_files_limit", fdLimit)
+			log.Info("worker started", "type", typ, "listen", listen, "brokers", bs, "open_files_limit", fdLimit, "send_path", w.SendPath())
 			return w.Run(cmd.Context())
 		},
 	}
@@ -193,6 +202,9 @@ func workerCmd() *cobra.Command {
 	f.DurationVar(&look, "lookahead", 5*time.Second, "fetch at most this far ahead of due time (env SIMULATOR_LOOKAHEAD)")
 	f.DurationVar(&hb, "heartbeat-interval", 200*time.Millisecond, "group heartbeat; bounds how fast a rebalance starts (env SIMULATOR_HEARTBEAT_INTERVAL)")
 	f.DurationVar(&sess, "session-timeout", 6*time.Second, "a crashed worker's partitions move after this (env SIMULATOR_SESSION_TIMEOUT)")
+	f.BoolVar(&useUring, "io-uring", true, "submit the sends falling due together in one io_uring_enter where io_uring works; false: one write(2) per connection (env SIMULATOR_IO_URING)")
+	f.DurationVar(&quantum, "dispatch-quantum", 500*time.Microsecond, "shortest time between two dispatches: records due within it go out together, up to this much later (env SIMULATOR_DISPATCH_QUANTUM)")
+	f.DurationVar(&lead, "handover-lead", time.Second, "on a revoke keep writing the records due within this while the new owner gets ready; it writes from there on (0: stop at revoke) (env SIMULATOR_HANDOVER_LEAD)")
 	f.BoolVar(&noWait, "no-wait", false, "benchmark only: send records as soon as fetched, ignoring due times")
 	f.MarkHidden("no-wait")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile here (benchmarks)")

@@ -49,7 +49,9 @@ type Dest struct {
 	kickCh  chan struct{}
 	closeCh chan struct{}
 	closed  bool
-	doneCh  chan struct{}
+	doneCh  chan struct{} // closed when Close has finished
+	running bool          // a sender goroutine runs (under mu)
+	wg      sync.WaitGroup
 
 	// deliver, if set, replaces the TCP connection (e.g. publishing files for SFTP pulls).
 	deliver func([]*Item) error
@@ -58,12 +60,14 @@ type Dest struct {
 	writeMu sync.Mutex // held while writing; see Barrier
 	conn    net.Conn
 	rc      syscall.RawConn
+	fd      int    // conn's socket, -1 without one; valid while writeMu is held and conn is set
+	watchID uint64 // conn's entry in the shared watcher (watch_linux.go), 0: none
 	// rest is the unwritten tail of a frame a direct write left half-written; it goes first.
 	rest        []byte
 	restItem    *Item
 	restPending atomic.Bool
 	direct      []*Item
-	iov         [][]byte
+	out         []byte // the framed d.direct of a direct send
 	// The records of the current connection the SUT may not have: see track.go.
 	trk tracker
 	// again holds the records of a failed connection that the SUT may not have read; they are
@@ -74,21 +78,90 @@ type Dest struct {
 	hdrs      []byte
 }
 
-// NewDest starts the sender goroutine of one destination.
+// NewDest returns the destination of one source and has it connected by the dial pool, ahead of
+// the first due record (records are fetched up to the lookahead early), so the first send does not
+// pay for the dial. Failures are retried on send.
 func NewDest(name, addr, framing string, log *slog.Logger, hooks *Hooks) *Dest {
-	d := &Dest{Name: name, Addr: addr, Framing: framing, log: log, hooks: hooks,
+	d := &Dest{Name: name, Addr: addr, Framing: framing, log: log, hooks: hooks, fd: -1,
 		kickCh: make(chan struct{}, 1), closeCh: make(chan struct{}), doneCh: make(chan struct{})}
-	go d.loop()
+	dials.add(d)
 	return d
+}
+
+// dialPool connects new destinations with at most dialers goroutines: an assignment of 100,000
+// sources would otherwise start 100,000 goroutines at once, each growing a stack for connect.
+type dialPool struct {
+	mu      sync.Mutex
+	queue   []*Dest
+	running int
+}
+
+const dialers = 32
+
+var dials dialPool
+
+func (p *dialPool) add(d *Dest) {
+	p.mu.Lock()
+	p.queue = append(p.queue, d)
+	start := p.running < dialers
+	if start {
+		p.running++
+	}
+	p.mu.Unlock()
+	if start {
+		go p.run()
+	}
+}
+
+func (p *dialPool) run() {
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.running--
+			p.mu.Unlock()
+			return
+		}
+		d := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		d.dialFirst()
+	}
+}
+
+// dialFirst connects d unless it is closed or connected already (its sender goroutine dials too
+// when a record is due before the pool got to it).
+func (d *Dest) dialFirst() {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed || d.conn != nil {
+		return // Close, which sets closed before taking writeMu, closes what is here
+	}
+	if c, err := net.DialTimeout("tcp", d.Addr, 2*time.Second); err == nil {
+		d.setConn(c)
+	}
 }
 
 // NewFuncDest starts a destination that hands each batch to deliver instead of a TCP connection;
 // onClose (optional) runs when the dest is closed.
 func NewFuncDest(name string, deliver func([]*Item) error, onClose func(), log *slog.Logger, hooks *Hooks) *Dest {
-	d := &Dest{Name: name, deliver: deliver, onClose: onClose, log: log, hooks: hooks,
+	d := &Dest{Name: name, deliver: deliver, onClose: onClose, log: log, hooks: hooks, fd: -1,
 		kickCh: make(chan struct{}, 1), closeCh: make(chan struct{}), doneCh: make(chan struct{})}
-	go d.loop()
 	return d
+}
+
+// start runs the sender goroutine unless it runs or the dest is closed.
+func (d *Dest) start() {
+	d.mu.Lock()
+	if !d.running && !d.closed {
+		d.running = true
+		d.wg.Add(1)
+		go d.loop()
+	}
+	d.mu.Unlock()
 }
 
 // enqueue adds an item; it reports whether the dest needs a kick.
@@ -101,11 +174,14 @@ func (d *Dest) enqueue(it *Item) bool {
 	return first
 }
 
+// kick wakes the sender goroutine, starting it if it ended (it ends whenever it has nothing to
+// do, so a source whose records all go out on the direct path holds no goroutine).
 func (d *Dest) kick() {
 	select {
 	case d.kickCh <- struct{}{}:
 	default:
 	}
+	d.start()
 }
 
 // Barrier waits for a write in progress to finish. After an owner is cancelled and Barrier
@@ -118,44 +194,52 @@ func (d *Dest) Barrier() {
 // Close stops the sender and closes the connection; queued items are dropped.
 func (d *Dest) Close() {
 	d.mu.Lock()
-	if !d.closed {
+	first := !d.closed
+	if first {
 		d.closed = true
 		close(d.closeCh)
 	}
 	d.mu.Unlock()
-	<-d.doneCh
+	if !first {
+		<-d.doneCh
+		return
+	}
+	d.wg.Wait() // no sender goroutine starts once closed is set
+	d.writeMu.Lock()
+	c := d.conn
+	d.unwatchConn()
+	d.conn, d.rc, d.fd = nil, nil, -1 // the watcher sees a closed dest, not a dropped connection
+	d.writeMu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	if d.onClose != nil {
+		d.onClose()
+	}
+	close(d.doneCh)
 }
 
 func (d *Dest) loop() {
-	defer close(d.doneCh)
-	defer func() {
-		d.writeMu.Lock()
-		c := d.conn
-		d.conn, d.rc = nil, nil // the watcher sees a closed dest, not a dropped connection
-		d.writeMu.Unlock()
-		if c != nil {
-			c.Close()
-		}
-		if d.onClose != nil {
-			d.onClose()
-		}
-	}()
+	defer d.wg.Done()
 	backoff := 50 * time.Millisecond
 	var batch []*Item
-	if d.deliver == nil {
-		// Connect now, ahead of the first due record (records are fetched up to the lookahead
-		// early), so the first send does not pay for the dial. Failures are retried on send.
-		d.writeMu.Lock()
-		if c, err := net.DialTimeout("tcp", d.Addr, 2*time.Second); err == nil {
-			d.setConn(c)
-		}
-		d.writeMu.Unlock()
-	}
 	for {
 		select {
 		case <-d.closeCh:
 			return
 		case <-d.kickCh:
+		default:
+			// Nothing to do: end, unless a kick came in meanwhile (kick sends, then starts a
+			// goroutine if none runs; running is cleared under mu after the channel was seen
+			// empty, so a kick is never left without a goroutine).
+			d.mu.Lock()
+			if len(d.kickCh) == 0 {
+				d.running = false
+				d.mu.Unlock()
+				return
+			}
+			d.mu.Unlock()
+			continue
 		}
 		for {
 			d.mu.Lock()
@@ -300,7 +384,7 @@ func (d *Dest) framesWithin(b []*Item, n int64) int {
 func dropCancelled(in []*Item) []*Item {
 	b := in[:0]
 	for _, it := range in {
-		if it.Owner == nil || !it.Owner.Cancelled() {
+		if it.Owner == nil || !it.Owner.Cancelled(it) {
 			b = append(b, it)
 		}
 	}
@@ -309,15 +393,16 @@ func dropCancelled(in []*Item) []*Item {
 }
 
 func (d *Dest) setConn(c net.Conn) {
-	d.conn, d.rc = c, nil
+	d.conn, d.rc, d.fd = c, nil, -1
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 		if rc, err := tc.SyscallConn(); err == nil {
 			d.rc = rc
+			rc.Control(func(fd uintptr) { d.fd = int(fd) })
 		}
 	}
 	d.trk.reset()
-	go d.watch(c)
+	d.watchConn(c)
 	if d.hooks != nil && d.hooks.Reconnect != nil {
 		d.hooks.Reconnect()
 	}
@@ -361,8 +446,9 @@ func (d *Dest) dropConn() {
 		d.needAgain.Store(true)
 	}
 	d.trk.reset()
+	d.unwatchConn()
 	d.conn.Close()
-	d.conn, d.rc = nil, nil
+	d.conn, d.rc, d.fd = nil, nil, -1
 }
 
 func (d *Dest) hasRest() bool { return d.restPending.Load() }
@@ -408,26 +494,37 @@ func (d *Dest) finish(b []*Item, now int64) {
 	d.acked(b, now)
 }
 
-// flush is called by the scheduler after it queued due items: when the connection is up and
-// nothing else is pending, it writes them at once from the scheduler goroutine with one
-// non-blocking writev (no hand-off to the sender goroutine). Whatever the socket does not take
-// right away, and every other case, goes to the sender goroutine.
-func (d *Dest) flush() {
+// The direct path: after the scheduler queued due items it writes them at once from its own
+// goroutine, without a hand-off to the sender goroutine, when the connection is up and nothing
+// else is pending. prepare frames a dest's due items into one contiguous buffer (so records of
+// one connection due together go out in one send), the scheduler sends every prepared dest's
+// buffer, all of them in one io_uring_enter(2) where io_uring works and one non-blocking write(2)
+// each where it does not, and complete books the result. Whatever the socket does not take right
+// away, and every other case, goes to the sender goroutine.
+
+// directMax bounds the items one dest sends directly per dispatch; bigger batches (the unscheduled
+// ceiling) go the usual way, so the timing loop never copies much.
+const directMax = 500
+
+// prepare takes the dest's queued items for a direct send. It returns false (and has kicked the
+// sender goroutine) when the direct path does not apply; true means it holds writeMu, d.out holds
+// the framed items of d.direct, and d.fd is the socket: the caller sends d.out and calls complete.
+func (d *Dest) prepare() bool {
 	if d.deliver != nil || !d.writeMu.TryLock() {
 		d.kick()
-		return
+		return false
 	}
-	if d.conn == nil || d.rc == nil || len(d.again) > 0 || d.rest != nil {
+	if d.conn == nil || d.fd < 0 || len(d.again) > 0 || d.rest != nil {
 		d.writeMu.Unlock()
 		d.kick()
-		return
+		return false
 	}
 	d.mu.Lock()
 	if d.busy {
 		d.mu.Unlock()
 		d.writeMu.Unlock()
 		d.kick()
-		return
+		return false
 	}
 	b := append(d.direct[:0], d.q...)
 	clear(d.q)
@@ -438,27 +535,38 @@ func (d *Dest) flush() {
 	d.direct = b
 	if len(b) == 0 {
 		d.writeMu.Unlock()
-		return
+		return false
 	}
-	if len(b) > 500 { // writev takes at most 1024 buffers; big batches go the usual way
+	if len(b) > directMax {
 		d.requeue(b)
 		d.writeMu.Unlock()
 		d.kick()
 		clear(b)
-		return
+		return false
 	}
-	d.frames(b)
-	d.iov = append(d.iov[:0], d.bufs...)
-	d.conn.SetWriteDeadline(time.Time{}) // a deadline left by the sender goroutine would fail rc.Write
-	var n int
-	var werr error
-	err := d.rc.Write(func(fd uintptr) bool {
-		n, werr = unix.Writev(int(fd), d.iov)
-		return true // never wait here: the sender goroutine waits instead
-	})
-	if err == nil {
-		err = werr
+	d.out = d.out[:0]
+	for _, it := range b {
+		d.out = d.appendFrame(d.out, it)
 	}
+	return true
+}
+
+// appendFrame appends one framed record.
+func (d *Dest) appendFrame(out []byte, it *Item) []byte {
+	switch d.Framing {
+	case FramingLength:
+		out = binary.BigEndian.AppendUint32(out, uint32(len(it.Payload)))
+		return append(out, it.Payload...)
+	case FramingRaw:
+		return append(out, it.Payload...)
+	}
+	return append(append(out, it.Payload...), '\n')
+}
+
+// complete books a direct send of d.out that took n bytes (err: the send failed; EAGAIN counts as
+// 0 bytes taken) and releases writeMu.
+func (d *Dest) complete(n int, err error, now int64) {
+	b := d.direct
 	if errors.Is(err, unix.EAGAIN) {
 		n, err = 0, nil
 	}
@@ -467,36 +575,32 @@ func (d *Dest) flush() {
 		if d.hooks != nil && d.hooks.WriteErr != nil {
 			d.hooks.WriteErr(err)
 		}
+		// The records of this send that (partly) went out may have reached the SUT: they are
+		// written again after the reconnect, as possible duplicates.
+		if k := d.framesWithin(b, int64(n)); k > 0 && d.hooks != nil && d.hooks.Resent != nil {
+			d.hooks.Resent(k)
+		}
 		d.dropConn()
 		d.requeue(b)
 		d.writeMu.Unlock()
 		d.kick()
+		clear(b)
 		return
 	}
 	// Acknowledge the frames that went out whole; keep the rest for the sender goroutine.
-	done := 0
-	for done < len(b) && n >= d.frameLen(b[done]) {
-		n -= d.frameLen(b[done])
+	done, at := 0, 0
+	for done < len(b) && n-at >= d.frameLen(b[done]) {
+		at += d.frameLen(b[done])
 		done++
 	}
-	now := time.Now().UnixNano()
 	d.finish(b[:done], now)
 	d.sample(false)
 	if done < len(b) {
 		left := b[done:]
-		if n > 0 {
-			it := left[0]
-			var frame []byte
-			switch d.Framing {
-			case FramingLength:
-				frame = binary.BigEndian.AppendUint32(nil, uint32(len(it.Payload)))
-				frame = append(frame, it.Payload...)
-			case FramingRaw:
-				frame = append(frame, it.Payload...)
-			default:
-				frame = append(append(frame, it.Payload...), '\n')
-			}
-			d.rest, d.restItem = frame[n:], it
+		if n > at {
+			// The first unsent frame went out in part: its tail goes first on the next write.
+			end := at + d.frameLen(left[0])
+			d.rest, d.restItem = append([]byte(nil), d.out[n:end]...), left[0]
 			d.restPending.Store(true)
 			left = left[1:]
 		}
@@ -508,6 +612,12 @@ func (d *Dest) flush() {
 	}
 	d.writeMu.Unlock()
 	clear(b)
+}
+
+// writeOut sends d.out with one non-blocking write(2) (the path without io_uring).
+func (d *Dest) writeOut() {
+	n, err := unix.Write(d.fd, d.out)
+	d.complete(n, err, time.Now().UnixNano())
 }
 
 // requeue puts unwritten items back at the front of the queue (they are older than what is there).

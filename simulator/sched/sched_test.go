@@ -17,7 +17,7 @@ type owner struct {
 	want      int
 }
 
-func (o *owner) Cancelled() bool { o.mu.Lock(); defer o.mu.Unlock(); return o.cancelled }
+func (o *owner) Cancelled(*Item) bool { o.mu.Lock(); defer o.mu.Unlock(); return o.cancelled }
 func (o *owner) Done(it *Item) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -92,5 +92,25 @@ func TestCancelledItemsAreDropped(t *testing.T) {
 	defer mu.Unlock()
 	if written != 1 || len(gone.got) != 0 {
 		t.Fatalf("written %d, cancelled owner got %d", written, len(gone.got))
+	}
+}
+
+// TestHeapOrder checks the 4-ary heap pops by due time, equal due times in push order.
+func TestHeapOrder(t *testing.T) {
+	s := New()
+	var items []*Item
+	for i := range 5000 {
+		items = append(items, &Item{Due: rand.Int64N(300), Offset: int64(i)})
+	}
+	s.Push(items...)
+	var last *Item
+	for s.Len() > 0 {
+		s.mu.Lock()
+		it := s.pop()
+		s.mu.Unlock()
+		if last != nil && (it.Due < last.Due || (it.Due == last.Due && it.Offset < last.Offset)) {
+			t.Fatalf("popped due %d offset %d after due %d offset %d", it.Due, it.Offset, last.Due, last.Offset)
+		}
+		last = it
 	}
 }

@@ -105,7 +105,13 @@ func (t *tracker) unconfirmed() []*Item {
 // sample asks the kernel how far the SUT acknowledged the stream (caller holds writeMu); unless
 // force, at most every sampleEvery.
 func (d *Dest) sample(force bool) {
-	if d.rc == nil || len(d.trk.recs) == 0 {
+	if d.fd < 0 || len(d.trk.recs) == 0 {
+		return
+	}
+	if !force && d.trk.known && d.trk.maxWnd > 0 && d.trk.wrote <= windowFactor*d.trk.maxWnd+d.trk.recs[0].end {
+		// Even if the SUT had acknowledged every byte written, nothing kept would be confirmed
+		// yet (see confirmed): asking the kernel cannot prune anything. A source sending little
+		// (one record a second) would otherwise ask on every write.
 		return
 	}
 	now := time.Now().UnixNano()
@@ -116,7 +122,7 @@ func (d *Dest) sample(force bool) {
 		return
 	}
 	d.trk.last = now
-	if acked, wnd, ok := kernelAcked(d.rc, d.trk.wrote); ok {
+	if acked, wnd, ok := kernelAcked(d.fd, d.trk.wrote); ok {
 		d.trk.update(acked, wnd)
 	} else {
 		d.trk.prune()

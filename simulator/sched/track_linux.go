@@ -1,10 +1,6 @@
 package sched
 
-import (
-	"syscall"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // kernelAcked reports how many bytes of the stream the peer acknowledged and the receive window it
 // last advertised. TCP_INFO answers both in one call (tcpi_bytes_acked since Linux 4.1,
@@ -17,18 +13,14 @@ import (
 // is negligible next to the write itself, so TCP_INFO is asked first and SIOCOUTQ only as a
 // fallback. (tcpi_unacked counts segments, not bytes; tcpi_notsent_bytes leaves out sent but
 // unacknowledged bytes: neither gives the acknowledged position.)
-func kernelAcked(rc syscall.RawConn, wrote uint64) (acked, wnd uint64, ok bool) {
-	var info *unix.TCPInfo
-	var ierr, qerr error
+//
+// fd is the connection's socket (the caller holds the Dest's writeMu, so it stays open).
+func kernelAcked(fd int, wrote uint64) (acked, wnd uint64, ok bool) {
+	var qerr error
 	outq := -1
-	err := rc.Control(func(fd uintptr) {
-		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		if ierr != nil || info.Bytes_acked == 0 {
-			outq, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
-		}
-	})
-	if err != nil {
-		return 0, 0, false
+	info, ierr := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if ierr != nil || info.Bytes_acked == 0 {
+		outq, qerr = unix.IoctlGetInt(fd, unix.SIOCOUTQ)
 	}
 	if ierr == nil {
 		acked, wnd = info.Bytes_acked, uint64(info.Snd_wnd)

@@ -110,6 +110,10 @@ type CommitMeta struct {
 	// the run) that were not sent because their destination could not be built. A source under
 	// FailedOther stands for sources left out to keep the metadata short.
 	Failed map[string]int64 `json:"failed,omitempty"`
+	// Cutover (unix ns), when set, hands the partition over by due time: the worker that
+	// committed it still writes every record due before it, the next owner every record due at or
+	// after it (and counts the earlier ones as written), so none is written twice.
+	Cutover int64 `json:"cutover,omitempty"`
 }
 
 // FailedOther is the Failed key that sums the sources left out of long commit metadata.
@@ -132,6 +136,9 @@ func (c CommitMeta) FailedTotal() int64 {
 // sources do not fit, the largest ones are listed and the rest are summed under FailedOther.
 func (c CommitMeta) Encode() string {
 	head := `{"run":` + strconv.Quote(c.Run) + `,"loop":` + strconv.Itoa(c.Loop)
+	if c.Cutover != 0 {
+		head += `,"cutover":` + strconv.FormatInt(c.Cutover, 10)
+	}
 	if len(c.Failed) == 0 {
 		return head + `}`
 	}

@@ -28,3 +28,17 @@ func TestCommitMetaKeepsFailedCountsShort(t *testing.T) {
 		t.Fatalf("decoded total %d (want %d), other %d, largest %d", got.FailedTotal(), total, got.Failed[FailedOther], got.Failed["source-with-a-long-name-01999"])
 	}
 }
+
+// TestCommitMetaCarriesCutover round-trips a handover's cutover, with and without failed counts.
+func TestCommitMetaCarriesCutover(t *testing.T) {
+	for _, m := range []CommitMeta{
+		{Run: "r1", Loop: 2, Cutover: 1764643200123456789},
+		{Run: "r1", Loop: 0, Cutover: 5, Failed: map[string]int64{"a": 3}},
+		{Run: "r1"},
+	} {
+		got, ok := DecodeCommitMeta(m.Encode())
+		if !ok || got.Run != m.Run || got.Loop != m.Loop || got.Cutover != m.Cutover || len(got.Failed) != len(m.Failed) {
+			t.Fatalf("%+v encoded as %s decoded as %+v (%v)", m, m.Encode(), got, ok)
+		}
+	}
+}

@@ -16,12 +16,24 @@ type partState struct {
 	rng       state.PartitionRange
 	loops     int // 0: unbounded
 	cancelled atomic.Bool
+	// cutover, when set, is the due time from which another worker writes this partition's
+	// records (a handover): this worker writes only what falls due before it.
+	cutover atomic.Int64
+	// skipBefore is the cutover of the handover that gave this worker the partition: records due
+	// before it are the previous owner's to write.
+	skipBefore int64
+	// fetchedDue is the due time of the last fetched record (poll goroutine writes).
+	fetchedDue atomic.Int64
 
 	// fetch side (poll goroutine only)
 	fetchLoop int
 	lastDue   int64
 	paused    bool
 	exhausted bool
+
+	// unwritten is len(inflight)-head, readable without mu: the poll loop's flow control asks
+	// every partition on every poll (10,000 lock round trips per poll with per-source partitions).
+	unwritten atomic.Int64
 
 	mu        sync.Mutex
 	inflight  []*sched.Item // dispatched-or-pending items in offset order, from index head
@@ -40,13 +52,40 @@ type partState struct {
 	failed  map[string]int64
 }
 
-func (p *partState) Cancelled() bool { return p.cancelled.Load() }
+// Cancelled reports whether it must not be written: the partition stopped, or it was handed over
+// to another worker, which writes every record due at or after the cutover.
+func (p *partState) Cancelled(it *sched.Item) bool {
+	if p.cancelled.Load() {
+		return true
+	}
+	c := p.cutover.Load()
+	return c > 0 && it.Due >= c
+}
+
+// stopped reports whether the partition stopped altogether.
+func (p *partState) stopped() bool { return p.cancelled.Load() }
+
+// undoneBefore reports whether an item due before t is still to be written.
+func (p *partState) undoneBefore(t int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, it := range p.inflight[p.head:] {
+		if it.Due >= t {
+			return false // in offset order, which is due order within a loop and across loops
+		}
+		if !it.IsDone() {
+			return true
+		}
+	}
+	return false
+}
 
 // track registers an item in offset order (poll goroutine, before Push).
 func (p *partState) track(it *sched.Item) {
 	p.mu.Lock()
 	p.inflight = append(p.inflight, it)
 	p.mu.Unlock()
+	p.unwritten.Add(1)
 }
 
 // fail records that a tracked item of a source cannot be sent: it counts as done for the commit
@@ -80,6 +119,7 @@ func (p *partState) Done(it *sched.Item) {
 			p.pos, p.posLoop = p.rng.Start, last.Loop+1
 		}
 		p.head++
+		p.unwritten.Add(-1)
 	}
 	// Compact now and then, not per record: the queue holds up to a lookahead of records.
 	if p.head == len(p.inflight) {
@@ -93,11 +133,7 @@ func (p *partState) Done(it *sched.Item) {
 }
 
 // pending is the number of fetched records not yet written.
-func (p *partState) pending() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.inflight) - p.head
-}
+func (p *partState) pending() int { return int(p.unwritten.Load()) }
 
 // position returns the commit position, the failed records below it per source (a copy), and
 // whether the position moved since the last commit.

@@ -42,9 +42,10 @@ func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offs
 			rng := ranges[p]
 			at, loop := rng.Start, 0
 			var failed map[string]int64
+			var cutover int64
 			if o, ok := committed.Lookup(topic, p); ok && o.Err == nil {
 				if meta, ok := state.DecodeCommitMeta(o.Metadata); ok && meta.Run == s.st.RunID && o.At >= rng.Start && o.At <= rng.End {
-					at, loop, failed = o.At, meta.Loop, meta.Failed
+					at, loop, failed, cutover = o.At, meta.Loop, meta.Failed, meta.Cutover
 				}
 			}
 			loops := s.st.LoopCount()
@@ -52,7 +53,7 @@ func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offs
 			// pause from an earlier assignment of the same partition.
 			st := &partState{topic: topic, part: p, rng: rng, loops: loops, fetchLoop: loop, paused: true,
 				pos: at, posLoop: loop, committed: at, commLoop: loop, dests: map[string]*sched.Dest{},
-				broken: map[string]error{}, failed: failed}
+				broken: map[string]error{}, failed: failed, skipBefore: cutover}
 			if rng.End == rng.Start || (loops > 0 && loop >= loops) {
 				st.exhausted = true
 				at = rng.End
@@ -109,18 +110,72 @@ func (s *session) overLimit() bool {
 	return over
 }
 
-// revoked stops the partitions' sends, waits for writes in progress, and commits what was sent.
+// revoked hands the partitions over. With a handover lead, each gets a cutover (now + lead, no
+// later than its last fetched record): this worker keeps writing what falls due before it, the
+// commit carries it, and the new owner writes from it on; the new owner meanwhile fetches and
+// connects, so records due after the cutover are on time. Without one (or when that commit
+// fails) it stops the sends, waits for writes in progress, and commits what was sent.
 func (s *session) revoked(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
 	parts := s.take(lost)
 	if len(parts) == 0 {
 		return
 	}
-	s.stopParts(parts)
+	s.w.cfg.Metrics.rebalances.Inc()
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s.commit(cctx, s.snapshot(parts), true)
+	if lead := s.w.cfg.HandoverLead; lead > 0 {
+		// Only live partitions hand over: a stopped one (the session ending) writes nothing more.
+		var live, stopped []*partState
+		now := time.Now().UnixNano()
+		for _, p := range parts {
+			if p.stopped() {
+				stopped = append(stopped, p)
+				continue
+			}
+			p.cutover.Store(max(now, min(now+int64(lead), p.fetchedDue.Load()+1)))
+			live = append(live, p)
+		}
+		if len(live) > 0 && s.commit(cctx, live, true, true) {
+			s.mu.Lock()
+			for _, p := range live {
+				s.handing[p] = struct{}{}
+			}
+			s.mu.Unlock()
+			go s.finishHandover(live)
+			parts = stopped
+		} else {
+			// Without the cutover committed the new owner writes everything from the committed
+			// position: stop now (the usual at-least-once handover).
+			for _, p := range live {
+				p.cutover.Store(0)
+			}
+		}
+		if len(parts) == 0 {
+			return
+		}
+	}
+	s.stopParts(parts)
+	s.commit(cctx, s.snapshot(parts), true, false)
 	s.closeDests(parts)
-	s.w.cfg.Metrics.rebalances.Inc()
+}
+
+// finishHandover waits until every record due before each partition's cutover was written (or
+// the partition stopped, or the cutover is long past), then stops the partitions and closes
+// their connections.
+func (s *session) finishHandover(parts []*partState) {
+	for _, p := range parts {
+		c := p.cutover.Load()
+		for !p.stopped() && p.undoneBefore(c) && time.Now().UnixNano() < c+int64(10*time.Second) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	s.stopParts(parts)
+	s.closeDests(parts)
+	s.mu.Lock()
+	for _, p := range parts {
+		delete(s.handing, p)
+	}
+	s.mu.Unlock()
 }
 
 // lost drops the partitions without committing (another member may own them already).
@@ -170,6 +225,9 @@ func (s *session) closeDests(parts []*partState) {
 		for _, p := range s.parts {
 			parts = append(parts, p)
 		}
+		for p := range s.handing {
+			parts = append(parts, p)
+		}
 		s.mu.Unlock()
 	}
 	for _, p := range parts {
@@ -183,11 +241,14 @@ func (s *session) closeDests(parts []*partState) {
 	}
 }
 
-// cancelAll stops every send of the session (stop, shutdown).
+// cancelAll stops every send of the session (stop, shutdown), handovers in progress included.
 func (s *session) cancelAll() {
 	s.mu.Lock()
 	var parts []*partState
 	for _, p := range s.parts {
+		parts = append(parts, p)
+	}
+	for p := range s.handing {
 		parts = append(parts, p)
 	}
 	s.mu.Unlock()
@@ -207,9 +268,10 @@ func (s *session) snapshot(parts []*partState) []*partState {
 	return out
 }
 
-// commit commits every moved position with its run and loop as metadata. The metadata is set
-// through the pre-commit hook: a plain commit would overwrite it with an empty string.
-func (s *session) commit(ctx context.Context, parts []*partState, sync bool) {
+// commit commits every moved position with its run and loop (and a handover's cutover) as
+// metadata; force commits unmoved positions too. The metadata is set through the pre-commit
+// hook: a plain commit would overwrite it with an empty string. It reports success.
+func (s *session) commit(ctx context.Context, parts []*partState, sync, force bool) bool {
 	offsets := map[int32]kgo.EpochOffset{}
 	metas := map[int32]string{}
 	type mark struct {
@@ -220,15 +282,19 @@ func (s *session) commit(ctx context.Context, parts []*partState, sync bool) {
 	var marks []mark
 	for _, p := range parts {
 		off, loop, failed, moved := p.position()
-		if !moved {
+		if !moved && !force {
 			continue
 		}
+		cut := p.cutover.Load()
+		if cut == 0 {
+			cut = p.skipBefore // until a later owner starts past it, it still tells what to skip
+		}
 		offsets[p.part] = kgo.EpochOffset{Epoch: -1, Offset: off}
-		metas[p.part] = state.CommitMeta{Run: s.st.RunID, Loop: loop, Failed: failed}.Encode()
+		metas[p.part] = state.CommitMeta{Run: s.st.RunID, Loop: loop, Failed: failed, Cutover: cut}.Encode()
 		marks = append(marks, mark{p, off, loop})
 	}
 	if len(offsets) == 0 {
-		return
+		return true
 	}
 	pre := kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
 		for i := range req.Topics {
@@ -260,12 +326,13 @@ func (s *session) commit(ctx context.Context, parts []*partState, sync bool) {
 		if ctx.Err() == nil {
 			s.w.cfg.Log.Warn("commit failed", "err", failed, "final", sync)
 		}
-		return
+		return false
 	}
 	for _, m := range marks {
 		m.p.markCommitted(m.off, m.loop)
 	}
 	s.w.cfg.Metrics.commits.Inc()
+	return true
 }
 
 // maxPending bounds the fetched-but-unwritten records per partition.
@@ -293,7 +360,7 @@ func (s *session) poll(ctx context.Context) {
 		s.mu.Lock()
 		fs.EachRecord(func(r *kgo.Record) {
 			ps := s.parts[r.Partition]
-			if ps == nil || ps.Cancelled() || ps.exhausted || r.Offset < ps.rng.Start || r.Offset >= ps.rng.End {
+			if ps == nil || ps.stopped() || ps.exhausted || r.Offset < ps.rng.Start || r.Offset >= ps.rng.End {
 				return
 			}
 			var off int64
@@ -309,7 +376,12 @@ func (s *session) poll(ctx context.Context) {
 				Offset: r.Offset, Loop: ps.fetchLoop}
 			ps.track(it)
 			ps.lastDue = it.Due
-			if it.Dest = s.dest(ps, string(r.Key)); it.Dest != nil {
+			ps.fetchedDue.Store(it.Due)
+			if it.Due < ps.skipBefore {
+				// The previous owner writes it (handover cutover): written, as far as this
+				// worker's position goes.
+				ps.Done(it)
+			} else if it.Dest = s.dest(ps, string(r.Key)); it.Dest != nil {
 				items = append(items, it)
 			} else {
 				// Not sendable: counted as failed for its source (status, metrics), never

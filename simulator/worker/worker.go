@@ -40,6 +40,15 @@ type Config struct {
 	Metrics        *Metrics
 	// NoWait disables scheduling (benchmark ceiling): records are sent as soon as fetched.
 	NoWait bool
+	// NoUring sends with write(2) even where io_uring works (see sched.Scheduler.SendPath).
+	NoUring bool
+	// Quantum is the shortest time between two dispatches of the scheduler (sched.Scheduler.Quantum).
+	Quantum time.Duration
+	// HandoverLead is how long a worker keeps writing a revoked partition's records (those due
+	// within it) while the new owner fetches and connects; the new owner writes from the cutover
+	// on (CommitMeta.Cutover). Negative: stop at revoke (the new owner resumes from what was
+	// written). 0: the default, 1s.
+	HandoverLead time.Duration
 	// InstanceID, if set, is the group member's client id (logs only).
 	InstanceID string
 	// HeartbeatInterval bounds how fast a rebalance is noticed (default 200ms).
@@ -59,7 +68,8 @@ type Config struct {
 }
 
 // FDReserve is the file descriptors a worker keeps for everything but its sources: Kafka
-// connections, the HTTP and SFTP servers and their clients, the controller client, logs.
+// connections, the HTTP and SFTP servers and their clients, the controller client, logs, the
+// scheduler's io_uring and the connection watcher's epoll set.
 const FDReserve = 64
 
 // FDsPerTCPSource is the file descriptors one assigned TCP source holds (its SUT connection).
@@ -120,6 +130,9 @@ func New(cfg Config) *Worker {
 	if cfg.Lookahead <= 0 {
 		cfg.Lookahead = 5 * time.Second
 	}
+	if cfg.HandoverLead == 0 {
+		cfg.HandoverLead = time.Second
+	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 200 * time.Millisecond
 	}
@@ -143,8 +156,15 @@ func New(cfg Config) *Worker {
 	w := &Worker{cfg: cfg, reader: state.NewReader(cfg.Brokers, cfg.Names, cfg.Log), sch: sched.New()}
 	w.id = workerID(cfg.InstanceID)
 	w.sch.NoWait = cfg.NoWait
+	w.sch.Quantum = cfg.Quantum
+	if cfg.NoUring {
+		w.sch.NoUring()
+	}
 	return w
 }
+
+// SendPath says how the worker writes due records (io_uring or write(2), and why).
+func (w *Worker) SendPath() string { return w.sch.SendPath() }
 
 // Ready reports whether the worker read the state topic and did not refuse its assignment.
 func (w *Worker) Ready() bool { ok, _ := w.Readiness(); return ok }
@@ -297,11 +317,13 @@ type session struct {
 	tcpByPart map[int32]int
 	// end ends the session (set before the client exists).
 	end context.CancelFunc
+	// handing holds the revoked partitions still writing what falls due before their cutover.
+	handing map[*partState]struct{}
 }
 
 func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest) error {
 	s := &session{w: w, st: st, m: m, topic: w.cfg.Names.RecordsTopic(w.cfg.Type), parts: map[int32]*partState{},
-		srcs: map[string]state.SourceEntry{}, tcpByPart: map[int32]int{}}
+		srcs: map[string]state.SourceEntry{}, tcpByPart: map[int32]int{}, handing: map[*partState]struct{}{}}
 	for _, e := range m.Sources {
 		s.srcs[e.Instance] = e
 		if e.Config.Protocol == dataset.ProtoTCP {
@@ -360,7 +382,7 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 			case <-sctx.Done():
 				return
 			case <-t.C:
-				s.commit(sctx, s.snapshot(nil), false)
+				s.commit(sctx, s.snapshot(nil), false, false)
 			}
 		}
 	}()
@@ -370,7 +392,7 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 	<-commitDone
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ccancel()
-	s.commit(cctx, s.snapshot(nil), true)
+	s.commit(cctx, s.snapshot(nil), true, false)
 	cl.CloseAllowingRebalance() // revoked() runs for every partition (nothing left to send), then leave
 	s.closeDests(nil)
 	w.cfg.Log.Info("left group", "run", st.RunID)
