@@ -277,16 +277,23 @@ sudo sh -c 'umask 077; cat > %[1]s/%[2]s'`, ConfigDir, file)
 }
 
 // resetScript undoes init or join on a node; it never fails, so destroy
-// never hangs on a node that is already gone or half set up.
+// never hangs on a node that is already gone or half set up. It empties
+// /etc/cni/net.d but keeps the directory: containerd watches it, and a
+// directory deleted and made again is not seen, so a node joined again would
+// stay NotReady ("cni plugin not initialized") until containerd restarts
+// (found by the rehearsal, docs/REHEARSAL.md).
 const resetScript = `sudo kubeadm reset -f --cri-socket ` + CRISocket + ` || true
-sudo rm -rf ` + ConfigDir + ` /etc/cni/net.d /var/lib/cni /run/flannel || true
+sudo rm -rf ` + ConfigDir + ` /var/lib/cni /run/flannel || true
+sudo find /etc/cni/net.d -mindepth 1 -delete 2>/dev/null || true
 sudo ip link delete cni0 2>/dev/null || true
 sudo ip link delete flannel.1 2>/dev/null || true`
 
 // approveScript approves the node's pending kubelet serving certificate
 // request (serverTLSBootstrap) and waits until one is approved, polling with
 // a deadline. Only requests by system:node:<node> for the kubelet-serving
-// signer are approved.
+// signer are approved, and only those made since the Node object was
+// created: a worker removed and joined again leaves its old, approved
+// request behind, which must not count for the new kubelet.
 func approveScript(node string) string { return approveScriptWith(kubectl, node) }
 
 // approveScriptWith is approveScript with another kubectl command (tests).
@@ -295,15 +302,16 @@ func approveScriptWith(kubectl, node string) string {
 k=%q
 user=%s
 for i in $(seq 1 90); do
+  since=$($k get node %s -o jsonpath='{.metadata.creationTimestamp}' 2>/dev/null || true)
   $k get csr --field-selector spec.signerName=kubernetes.io/kubelet-serving --no-headers \
-    -o custom-columns=NAME:.metadata.name,USER:.spec.username,COND:.status.conditions[*].type 2>/dev/null >/tmp/simlab-csr.$$ || true
-  awk -v u="$user" '$2 == u && $3 == "<none>" {print $1}' /tmp/simlab-csr.$$ | xargs -r $k certificate approve >/dev/null
-  if awk -v u="$user" '$2 == u && $3 ~ /Approved/ {f=1} END {exit !f}' /tmp/simlab-csr.$$; then rm -f /tmp/simlab-csr.$$; exit 0; fi
+    -o custom-columns=NAME:.metadata.name,USER:.spec.username,COND:.status.conditions[*].type,CREATED:.metadata.creationTimestamp 2>/dev/null >/tmp/simlab-csr.$$ || true
+  awk -v u="$user" -v s="$since" '$2 == u && $3 == "<none>" && $4 >= s {print $1}' /tmp/simlab-csr.$$ | xargs -r $k certificate approve >/dev/null
+  if awk -v u="$user" -v s="$since" '$2 == u && $3 ~ /Approved/ && $4 >= s {f=1} END {exit !f}' /tmp/simlab-csr.$$; then rm -f /tmp/simlab-csr.$$; exit 0; fi
   sleep 2
 done
 rm -f /tmp/simlab-csr.$$
-echo "no kubelet serving certificate request from $user within 180s (is its kubelet running?)" >&2
-exit 1`, kubectl, shq("system:node:"+node))
+echo "no kubelet serving certificate request from $user since its Node was created, within 180s (is its kubelet running?)" >&2
+exit 1`, kubectl, shq("system:node:"+node), shq(node))
 }
 
 // admittedScript is an admit's update: the node was admitted when the

@@ -146,8 +146,10 @@ func debianFiles(base string, pkgs []string, altPrefix string) ([]imageFile, err
 		}
 	}
 	if altPrefix != "" {
+		// update-alternatives' links: /usr/sbin/iptables -> /etc/alternatives/iptables -> iptables-nft.
 		alts, _ := filepath.Glob(filepath.Join(base, "etc/alternatives", altPrefix+"*"))
-		for _, a := range alts {
+		links, _ := filepath.Glob(filepath.Join(base, "usr/sbin", altPrefix+"*"))
+		for _, a := range append(alts, links...) {
 			if err := add(strings.TrimPrefix(a, base)); err != nil {
 				return nil, err
 			}
@@ -201,9 +203,8 @@ func (u *upstream) registries(refs []string) map[string]string {
 // kubeadmImages builds every image kubeadm's own list names from the
 // binaries built here: the control plane, kube-proxy (with Debian's
 // iptables), etcd (the tools module's etcd, whatever tag kubeadm asks for),
-// pause (compiled from the Kubernetes module's pause.c) and CoreDNS (a
-// stand-in: the pause program under CoreDNS's name, until CoreDNS is built
-// here; it answers no DNS).
+// pause (compiled from the Kubernetes module's pause.c) and CoreDNS (built
+// here at the release kubeadm names).
 func kubeadmImages(e *env, refs []string) (map[string]v1.Image, []string, error) {
 	out := map[string]v1.Image{}
 	var standins []string
@@ -229,12 +230,12 @@ func kubeadmImages(e *env, refs []string) (map[string]v1.Image, []string, error)
 				img, err = buildImage(files, nil)
 			}
 		case "etcd":
+			standins = append(standins, ref+" carries the tools module's "+filepath.Base(e.etcdBin()))
 			img, err = buildImage(with(imageFile{path: "/usr/local/bin/etcd", from: e.etcdBin()}), nil)
 		case "pause":
 			img, err = buildImage([]imageFile{{path: "/pause", from: e.pause}}, []string{"/pause"})
 		case "coredns/coredns":
-			standins = append(standins, ref+" (the pause program: answers no DNS)")
-			img, err = buildImage([]imageFile{{path: "/coredns", from: e.pause}}, []string{"/coredns"})
+			img, err = buildImage([]imageFile{{path: "/coredns", from: e.coredns}}, []string{"/coredns"})
 		default:
 			return nil, nil, fmt.Errorf("kubeadm lists %s: the rehearsal builds no such image", ref)
 		}

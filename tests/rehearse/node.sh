@@ -21,6 +21,8 @@ name=${2:?node name}
 dir=$WORK/nodes/$name
 root=$dir/root
 runc_root=$WORK/runc
+# The run's own cgroup parent: runs never share a node's cgroup.
+cgroup_parent=simlab-rehearsal-$(basename "$WORK")
 log() { echo "== node $name: $*" >&2; }
 
 # What FCOS gives a node and this Debian root does not, or what this sandbox
@@ -100,7 +102,7 @@ config_json() {
   "linux": {
     "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},
       {"type": "network"}],
-    "cgroupsPath": "/simlab-rehearsal/$name",
+    "cgroupsPath": "/$cgroup_parent/$name",
     "resources": {"devices": [{"allow": true, "access": "rwm"}]}
   }
 }
@@ -158,7 +160,7 @@ down)
   fi
   grep " $dir/containerd" /proc/self/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   [ -f "$dir/veth" ] && ip link del "$(cat "$dir/veth")" 2>/dev/null || true
-  rmdir "/sys/fs/cgroup/"*"/simlab-rehearsal/$name" 2>/dev/null || true
+  rmdir "/sys/fs/cgroup/"*"/$cgroup_parent/$name" 2>/dev/null || true
   rm -rf "$dir"
   ;;
 *) echo "usage: node.sh up NAME IP MAC | down NAME" >&2; exit 2 ;;

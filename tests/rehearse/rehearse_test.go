@@ -44,7 +44,7 @@ import (
 // env is what run.sh prepared.
 type env struct {
 	work, base, bin, simlab, ignition, pause, bridge, gateway string
-	flanneld, flannelCNI, busybox                             string
+	flanneld, flannelCNI, busybox, coredns                    string
 	prefix                                                    int
 	kube, etcd                                                string // versions
 }
@@ -61,7 +61,7 @@ func loadEnv(t *testing.T) *env {
 	e := &env{work: get("REHEARSE_WORK"), base: get("REHEARSE_BASE"), bin: get("REHEARSE_BIN"),
 		simlab: get("REHEARSE_SIMLAB"), ignition: get("REHEARSE_IGNITION"), pause: get("REHEARSE_PAUSE"),
 		bridge: get("REHEARSE_BRIDGE"), gateway: get("REHEARSE_GATEWAY"),
-		flanneld: get("REHEARSE_FLANNELD"), flannelCNI: get("REHEARSE_FLANNEL_CNI"), busybox: get("REHEARSE_BUSYBOX")}
+		flanneld: get("REHEARSE_FLANNELD"), flannelCNI: get("REHEARSE_FLANNEL_CNI"), busybox: get("REHEARSE_BUSYBOX"), coredns: get("REHEARSE_COREDNS")}
 	var err error
 	if e.prefix, err = strconv.Atoi(get("REHEARSE_PREFIX")); err != nil {
 		t.Fatalf("REHEARSE_PREFIX: %v", err)
@@ -261,6 +261,14 @@ func TestRehearsal(t *testing.T) {
 	ctrl := run.ssh(machines[0].ip)
 	k := "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf "
 
+	// A rehearsal difference (docs/REHEARSAL.md): nf_conntrack_max is
+	// writable only from the machine's first network namespace, which a node
+	// container is not in; kube-proxy leaves it alone with maxPerCore 0
+	// (as kind's nodes do). A lab's kube-proxy keeps kubeadm's default.
+	mustSSH(t, ctrl, k+`-n kube-system get cm kube-proxy -o yaml | sed 's/maxPerCore: null/maxPerCore: 0/' | `+
+		k+`apply -f - >/dev/null && `+k+`-n kube-system rollout restart ds/kube-proxy >/dev/null && `+
+		k+`-n kube-system rollout status ds/kube-proxy --timeout=120s`)
+
 	// The cluster layer's own objects (Flannel), applied server-side as the
 	// Kubernetes provider does (here by kubectl on the controller: the
 	// provider is not run against these nodes); then every node Ready.
@@ -304,6 +312,49 @@ func TestRehearsal(t *testing.T) {
 			t.Errorf("the artifact server never served image %s; its log:\n%s", img, serverLog.String())
 		}
 	}
+
+	// The pod network and Services for real: CoreDNS (built here) answers,
+	// through kube-proxy's Service rules and Flannel's vxlan, a pod on the
+	// worker (busybox from the CNI plugin image, which the nodes have). The
+	// pod asks until the worker's kube-proxy has the Service's endpoints.
+	t0 = time.Now()
+	mustSSH(t, ctrl, k+"-n kube-system rollout status deploy/coredns --timeout=180s")
+	dns := fmt.Sprintf(`%[1]s run dns-check --image=%[2]s --restart=Never --overrides='{"spec":{"nodeName":"%[3]s"}}' --command -- /bin/busybox sh -c 'for i in $(seq 60); do busybox nslookup kubernetes.default.svc.cluster.local && exit 0; sleep 1; done; exit 1' >/dev/null
+%[1]s wait --for=jsonpath='{.status.phase}'=Succeeded pod/dns-check --timeout=120s >/dev/null || { %[1]s describe pod dns-check; %[1]s logs dns-check; exit 1; }
+%[1]s logs dns-check; %[1]s delete pod dns-check --wait=false >/dev/null`, strings.TrimSpace(k), l.Versions.FlannelCNIImage(), machines[1].name)
+	if out := mustSSH(t, ctrl, dns); !strings.Contains(out, "10.96.0.1") {
+		t.Errorf("a pod on %s did not resolve kubernetes.default through CoreDNS:\n%s", machines[1].name, out)
+	}
+	tm.mark("CoreDNS answered a pod on the worker", t0)
+
+	// Day 2: the worker leaves (its admit's delete drains and deletes the
+	// Node, its join's delete resets it), then comes back (join, approval).
+	w := machines[1]
+	t0 = time.Now()
+	run.deleteWhere(func(c pulumimock.Command) bool { return strings.HasPrefix(c.Name, w.name+"-") })
+	if out := mustSSH(t, ctrl, k+"get nodes --no-headers -o custom-columns=NAME:.metadata.name"); strings.Contains(out, w.name) {
+		t.Errorf("%s is still a Node after its delete scripts:\n%s", w.name, out)
+	}
+	if out := mustSSH(t, run.ssh(w.ip), "sudo ls /etc/kubernetes/kubelet.conf 2>/dev/null; true"); strings.TrimSpace(out) != "" {
+		t.Errorf("%s was not reset: %s", w.name, out)
+	}
+	tm.mark("worker removed (drain, delete, reset)", t0)
+	// A lab adds a machine back minutes later, when the pod garbage collector
+	// has removed the old Node's pods (its DaemonSet pods stay through the
+	// drain). Joined again while they are still bound to its name, the node
+	// would keep the old Flannel pod, whose init containers wrote the CNI
+	// config the reset removed, and stay NotReady.
+	t0 = time.Now()
+	mustSSH(t, ctrl, fmt.Sprintf(`for i in $(seq 1 120); do
+  [ -z "$(%[1]s get pods -A --field-selector spec.nodeName=%[2]s -o name)" ] && exit 0
+  sleep 1
+done
+echo "the pods of Node %[2]s were not collected within 120 s" >&2; exit 1`, strings.TrimSpace(k), w.name))
+	tm.mark("old Node's pods collected", t0)
+	t0 = time.Now()
+	run.createAll(tm)
+	mustSSH(t, ctrl, k+"wait --for=condition=Ready node/"+w.name+" --timeout=180s")
+	tm.mark("worker joined again and Ready", t0)
 
 	// Destroy: the delete scripts in reverse order; nodes left clean.
 	t0 = time.Now()
@@ -479,6 +530,12 @@ func (r *runner) createAll(tm *timings) {
 		if err != nil {
 			r.t.Fatalf("create %s: %v\n%s", next.Name, err, out)
 		}
+		if tail := strings.TrimSpace(out); tail != "" && !strings.Contains(next.Name, "kubeconfig") {
+			if len(tail) > 600 {
+				tail = "..." + tail[len(tail)-600:]
+			}
+			r.t.Logf("%s printed: %s", next.Name, tail)
+		}
 		r.stdout[next.Name] = out
 		r.done = append(r.done, *next)
 		tm.mark("create "+next.Name, t0)
@@ -500,9 +557,20 @@ func (r *runner) ours(c pulumimock.Command) bool {
 }
 
 // deleteAll runs the delete scripts in reverse creation order.
-func (r *runner) deleteAll() {
+func (r *runner) deleteAll() { r.deleteWhere(func(pulumimock.Command) bool { return true }) }
+
+// deleteWhere deletes the created commands match selects, in reverse
+// creation order, as the engine does for resources leaving the program; a
+// later createAll creates them again.
+func (r *runner) deleteWhere(match func(pulumimock.Command) bool) {
+	var kept []pulumimock.Command
 	for i := len(r.done) - 1; i >= 0; i-- {
 		c := r.done[i]
+		if !match(c) {
+			kept = append([]pulumimock.Command{c}, kept...)
+			continue
+		}
+		delete(r.stdout, c.Name)
 		if c.Delete == "" {
 			continue
 		}
@@ -510,7 +578,7 @@ func (r *runner) deleteAll() {
 			r.t.Errorf("delete %s: %v\n%s", c.Name, err, out)
 		}
 	}
-	r.done = nil
+	r.done = kept
 }
 
 func (r *runner) ssh(host string) *ssh.Client {

@@ -81,6 +81,12 @@ if [ ! -x "$bin/flannel-cni-$flannel_cni_version" ]; then
   go_install "$bin/.flannel-cni-$$" "$flannel_cni_version" github.com/containernetworking/plugins/plugins/meta/flannel
   mv -f "$bin/.flannel-cni-$$/flannel" "$bin/flannel-cni-$flannel_cni_version" && rmdir "$bin/.flannel-cni-$$"
 fi
+coredns_version=$("$bin/kubeadm-$kube_version" config images list --kubernetes-version "$kube_version" | sed -n 's#.*/coredns:##p')
+if [ ! -x "$bin/coredns-$coredns_version" ]; then
+  log "building CoreDNS $coredns_version (~3 CPU-minutes)"
+  go_install "$bin/.coredns-$$" "$coredns_version" github.com/coredns/coredns
+  mv -f "$bin/.coredns-$$/coredns" "$bin/coredns-$coredns_version" && rmdir "$bin/.coredns-$$"
+fi
 # The pause image's program, compiled from the Kubernetes module's own source
 # (build/pause/linux/pause.c), static; its version is kubeadm's pause tag.
 pause_version=$("$bin/kubeadm-$kube_version" config images list --kubernetes-version "$kube_version" | sed -n 's#.*/pause:##p')
@@ -109,7 +115,7 @@ cleanup() {
   # The test stops its nodes; this catches whatever a crash left.
   for d in "$work"/nodes/*/; do [ -d "$d" ] && WORK=$work nsenter --net="/var/run/netns/$ns" bash "$root/tests/rehearse/node.sh" down "$(basename "$d")" || true; done
   ip netns del "$ns" 2>/dev/null || true
-  rmdir /sys/fs/cgroup/*/simlab-rehearsal 2>/dev/null || true
+  rmdir /sys/fs/cgroup/*/"simlab-rehearsal-$(basename "$work")" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -124,7 +130,7 @@ cd "$root/tests/rehearse"
 REHEARSE_WORK=$work REHEARSE_BASE=$base REHEARSE_BIN=$bin REHEARSE_SIMLAB=$cache/rehearse/simlab \
   REHEARSE_IGNITION=$bin/ignition-$ign_version REHEARSE_PAUSE=$bin/pause-$pause_version \
   REHEARSE_FLANNELD=$bin/flanneld-$flannel_version REHEARSE_FLANNEL_CNI=$bin/flannel-cni-$flannel_cni_version \
-  REHEARSE_BUSYBOX=/bin/busybox REHEARSE_BRIDGE=rhbr0 REHEARSE_GATEWAY=10.214.0.1 REHEARSE_PREFIX=24 \
+  REHEARSE_BUSYBOX=/bin/busybox REHEARSE_COREDNS=$bin/coredns-$coredns_version REHEARSE_BRIDGE=rhbr0 REHEARSE_GATEWAY=10.214.0.1 REHEARSE_PREFIX=24 \
   nsenter --net="/var/run/netns/$ns" "$cache/rehearse/rehearse.test" -test.v -test.timeout 30m "$@"
 
 # It stops exactly what it started: the test stopped its nodes; no node
@@ -133,7 +139,7 @@ containers=$(runc --root "$work/runc" list -q 2>/dev/null || true)
 mounts=$(grep " $work" /proc/self/mounts || true)
 cleanup
 trap - EXIT
-cgroups=$(ls -d /sys/fs/cgroup/*/simlab-rehearsal 2>/dev/null || true)
+cgroups=$(ls -d /sys/fs/cgroup/*/"simlab-rehearsal-$(basename "$work")" 2>/dev/null || true)
 if [ -n "$containers$mounts$cgroups" ]; then
   echo "rehearse: left behind: containers [$containers] mounts [$mounts] cgroups [$cgroups]" >&2
   exit 1
