@@ -45,6 +45,10 @@ func RecordsTopic(sourceType string) string { return TopicPrefix + ".records." +
 // StateTopic is the simulator's compacted state topic.
 func StateTopic() string { return TopicPrefix + ".state" }
 
+// ReportsTopic is the topic of the workers' delivery summaries, which the
+// controller aggregates per run (docs/ARCHITECTURE.md, "Delivery truth").
+func ReportsTopic() string { return TopicPrefix + contract.ReportsTopicSuffix }
+
 type kafkaOut struct {
 	bootstrap string
 }
@@ -127,6 +131,14 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 		"config": map[string]any{
 			"cleanup.policy":    "compact",
 			"max.message.bytes": StateMaxMessageBytes,
+		},
+	}}, {TopicPrefix + "-reports", map[string]any{
+		"topicName":  ReportsTopic(),
+		"partitions": contract.ReportsTopicPartitions,
+		"replicas":   b.size.TopicReplicas,
+		"config": map[string]any{
+			"retention.ms":      contract.ReportsTopicRetentionMs,
+			"max.message.bytes": contract.ReportsTopicMaxMessageBytes,
 		},
 	}}}
 	for _, src := range a.Sources {

@@ -19,6 +19,7 @@ import (
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
+	simstate "github.com/simlab/simlab/simulator/state"
 	"github.com/simlab/simlab/tests/pulumimock"
 	"github.com/simlab/simlab/tests/standin"
 )
@@ -177,8 +178,8 @@ func TestMockDestroyOrder(t *testing.T) {
 			for _, topic := range rec.OfType(tTopic) {
 				must(topic.Key(), k(tKafka, storage.KafkaClusterName))
 			}
-			if n := len(rec.OfType(tTopic)); n != len(a.Sources)+1 {
-				t.Errorf("%d KafkaTopics, want one per source type and the state topic", n)
+			if n := len(rec.OfType(tTopic)); n != len(a.Sources)+2 {
+				t.Errorf("%d KafkaTopics, want one per source type, the state topic and the reports topic", n)
 			}
 			chains := [][]string{
 				{k(tKafka, storage.KafkaClusterName), k(tNodePool, storage.KafkaNodePoolName), rel("strimzi"), crds("strimzi"), ns(storage.KafkaNamespace)},
@@ -229,6 +230,16 @@ func TestMockTopicsFollowSources(t *testing.T) {
 	}
 	if cfg["cleanup.policy"] != "compact" || get(t, state, "spec.partitions") != float64(1) || get(t, state, "spec.topicName") != storage.StateTopic() || storage.StateTopic() != "sim.state" {
 		t.Errorf("state topic: %v", state.Inputs.Mappable()["spec"])
+	}
+	// The workers' delivery summaries: the name the simulator itself uses,
+	// with contract's size and retention.
+	reports := named(t, res.rec, tTopic, storage.TopicPrefix+"-reports")
+	rcfg := get(t, reports, "spec.config").(map[string]any)
+	if get(t, reports, "spec.topicName") != (simstate.Names{Prefix: storage.TopicPrefix}).ReportsTopic() ||
+		get(t, reports, "spec.partitions") != float64(contract.ReportsTopicPartitions) ||
+		rcfg["max.message.bytes"] != float64(contract.ReportsTopicMaxMessageBytes) ||
+		rcfg["retention.ms"] != float64(contract.ReportsTopicRetentionMs) {
+		t.Errorf("reports topic: %v", reports.Inputs.Mappable()["spec"])
 	}
 	for _, src := range a.Sources {
 		tp := named(t, res.rec, tTopic, storage.TopicPrefix+"-records-"+src.Type)
