@@ -169,17 +169,9 @@ func writeMirror(t *testing.T, h *hv, root, dir string, v config.Versions) *arti
 		t.Fatal(err)
 	}
 	put := func(name string, data []byte) {
-		a := m.Artifacts[name]
-		file := filepath.Join(dir, filepath.FromSlash(a.Path))
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		if err := standin.Put(dir, m, name, data, ""); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(file, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		s := sha512.Sum512(data)
-		a.SHA512, a.Size = hex.EncodeToString(s[:]), int64(len(data))
-		m.Artifacts[name] = a
 	}
 	for _, name := range artifacts.NodeArtifacts {
 		put(name, []byte("#!/bin/sh\n# stand-in "+name+" for the libvirt test\n"))

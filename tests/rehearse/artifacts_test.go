@@ -6,14 +6,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"crypto/sha512"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"sort"
 	"testing"
 
 	"github.com/simlab/simlab/infra/artifacts"
+	"github.com/simlab/simlab/tests/standin"
 )
 
 // putNodeArtifacts writes the files every node's Ignition downloads, built
@@ -23,17 +22,9 @@ import (
 func putNodeArtifacts(t *testing.T, e *env, dir string, m *artifacts.Manifest) {
 	t.Helper()
 	put := func(name string, data []byte) {
-		a := m.Artifacts[name]
-		file := filepath.Join(dir, filepath.FromSlash(a.Path))
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		if err := standin.Put(dir, m, name, data, "built by tests/rehearse/run.sh"); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(file, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		s := sha512.Sum512(data)
-		a.SHA512, a.Size, a.Source = hex.EncodeToString(s[:]), int64(len(data)), "built by tests/rehearse/run.sh"
-		m.Artifacts[name] = a
 	}
 	read := func(file string) []byte {
 		data, err := os.ReadFile(file)

@@ -162,6 +162,11 @@ func debianFiles(base string, pkgs []string, altPrefix string) ([]imageFile, err
 	return out, nil
 }
 
+// iptablesPackages are the Debian packages iptables (nft) runs from, libc
+// included: kube-proxy's and flanneld's images carry them.
+var iptablesPackages = []string{"libc6", "iptables", "libip4tc2", "libip6tc2", "libxtables12",
+	"libnftnl11", "libmnl0", "libnetfilter-conntrack3", "libnfnetlink0"}
+
 // upstream is an in-process registry holding the images built here under
 // their upstream names (registry.k8s.io/...), which `simlab artifacts
 // mirror`'s image step copies by digest into the mirror, as it would from
@@ -223,8 +228,7 @@ func kubeadmImages(e *env, refs []string) (map[string]v1.Image, []string, error)
 			img, err = buildImage(with(imageFile{path: "/usr/local/bin/" + repo, from: e.kubeBin(repo)}), nil)
 		case "kube-proxy":
 			var files []imageFile
-			files, err = debianFiles(e.base, []string{"libc6", "iptables", "libip4tc2", "libip6tc2", "libxtables12",
-				"libnftnl11", "libmnl0", "libnetfilter-conntrack3", "libnfnetlink0", "conntrack"}, "ip")
+			files, err = debianFiles(e.base, append(iptablesPackages, "conntrack"), "ip")
 			if err == nil {
 				files = append(files, imageFile{path: "/usr/local/bin/kube-proxy", from: e.kubeBin("kube-proxy")})
 				img, err = buildImage(files, nil)
@@ -256,8 +260,7 @@ func kubeadmImages(e *env, refs []string) (map[string]v1.Image, []string, error)
 // Alpine-based images do with theirs.
 func flannelImages(e *env, flannelRef, cniRef string) (map[string]v1.Image, error) {
 	cp := []imageFile{{path: "/bin/busybox", from: e.busybox}, {path: "/bin/cp", link: "busybox"}, {path: "/bin/sh", link: "busybox"}}
-	files, err := debianFiles(e.base, []string{"libc6", "iptables", "libip4tc2", "libip6tc2", "libxtables12",
-		"libnftnl11", "libmnl0", "libnetfilter-conntrack3", "libnfnetlink0"}, "ip")
+	files, err := debianFiles(e.base, iptablesPackages, "ip")
 	if err != nil {
 		return nil, err
 	}

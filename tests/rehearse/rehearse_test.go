@@ -46,7 +46,7 @@ type env struct {
 	work, base, bin, simlab, ignition, pause, bridge, gateway string
 	flanneld, flannelCNI, busybox, coredns                    string
 	prefix                                                    int
-	kube, etcd                                                string // versions
+	kube                                                      string // the Kubernetes version
 }
 
 func loadEnv(t *testing.T) *env {
@@ -296,7 +296,7 @@ func TestRehearsal(t *testing.T) {
 	pods := mustSSH(t, ctrl, k+"get pods -n kube-system --no-headers -o custom-columns=NAME:.metadata.name,PHASE:.status.phase")
 	t.Logf("kube-system pods:\n%s", pods)
 	for _, p := range []string{"kube-apiserver-", "kube-controller-manager-", "kube-scheduler-", "etcd-"} {
-		if !strings.Contains(pods, p+machines[0].name+"   Running") && !regexpRunning(pods, p+machines[0].name) {
+		if !podRunning(pods, p+machines[0].name) {
 			t.Errorf("static pod %s%s is not Running", p, machines[0].name)
 		}
 	}
@@ -387,7 +387,8 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func regexpRunning(pods, name string) bool {
+// podRunning says whether the NAME PHASE listing shows pod name Running.
+func podRunning(pods, name string) bool {
 	for _, line := range strings.Split(pods, "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == name && f[1] == "Running" {

@@ -211,3 +211,28 @@ spec:
 	}
 	return buf.Bytes(), nil
 }
+
+// Put writes data as artifact name's file in the mirror dir (at the path m
+// gives it) and records its sha512 and size in m; a non-empty source
+// replaces the artifact's Source. Tests that put real or small files in
+// place of the manifest's use it; m.Write saves the manifest.
+func Put(dir string, m *artifacts.Manifest, name string, data []byte, source string) error {
+	a, ok := m.Artifacts[name]
+	if !ok {
+		return fmt.Errorf("standin: the manifest has no artifact %s", name)
+	}
+	file := filepath.Join(dir, filepath.FromSlash(a.Path))
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		return err
+	}
+	s := sha512.Sum512(data)
+	a.SHA512, a.Size = hex.EncodeToString(s[:]), int64(len(data))
+	if source != "" {
+		a.Source = source
+	}
+	m.Artifacts[name] = a
+	return nil
+}
