@@ -227,6 +227,37 @@ func TestScaleOneToThreeToOne(t *testing.T) {
 	checkReport(t, finish(t, ctx, e, d, st), total, 0)
 }
 
+// A worker that stops (an HPA scale-in) while it still hands partitions over to a member that
+// just joined writes what falls due before their cutovers first: the new owner starts there.
+func TestScaleInDuringAHandoverLosesNothing(t *testing.T) {
+	dir, d := gen(t, small(1, 8, 80, 8*time.Second))
+	e := newEnv(t, EnvOptions{})
+	ctx := ctxFor(t, 90*time.Second)
+	if _, err := e.Controller.Load(ctx, dir, controller.LoadRequest{AddressOverride: e.Sink.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	first := e.AddWorker("type1", nil)
+	if err := e.WaitGroupMembers(ctx, "type1", 0); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Controller.Start(ctx, controller.StartRequest{Delay: "300ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(d.RecordCount())
+	waitReceived(t, ctx, e, total/8)
+	e.AddWorker("type1", nil)
+	for e.Worker(first).HandoversInProgress() == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the first worker never handed a partition over")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	e.StopWorker(first)
+	checkReport(t, finish(t, ctx, e, d, st), total, 0)
+}
+
 func TestSUTRestartMidRun(t *testing.T) {
 	dir, d := gen(t, small(1, 5, 60, 3*time.Second))
 	e := newEnv(t, EnvOptions{})

@@ -175,7 +175,24 @@ func (s *session) finishHandover(parts []*partState) {
 	for _, p := range parts {
 		delete(s.handing, p)
 	}
+	s.handed.Broadcast()
 	s.mu.Unlock()
+}
+
+// waitHandovers waits until no handover is in progress.
+func (s *session) waitHandovers() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.handing) > 0 {
+		s.handed.Wait()
+	}
+}
+
+// handoversInProgress counts the revoked partitions still writing before their cutover.
+func (s *session) handoversInProgress() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.handing)
 }
 
 // lost drops the partitions without committing (another member may own them already).

@@ -163,6 +163,15 @@ func New(cfg Config) *Worker {
 	return w
 }
 
+// HandoversInProgress counts the partitions this worker gave up in a rebalance and still writes
+// (those due before their cutover), 0 outside a run.
+func (w *Worker) HandoversInProgress() int {
+	if s := w.cur.Load(); s != nil {
+		return s.handoversInProgress()
+	}
+	return 0
+}
+
 // SendPath says how the worker writes due records (io_uring or write(2), and why).
 func (w *Worker) SendPath() string { return w.sch.SendPath() }
 
@@ -319,11 +328,14 @@ type session struct {
 	end context.CancelFunc
 	// handing holds the revoked partitions still writing what falls due before their cutover.
 	handing map[*partState]struct{}
+	// handed is signalled (on mu) when handovers end.
+	handed *sync.Cond
 }
 
 func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest) error {
 	s := &session{w: w, st: st, m: m, topic: w.cfg.Names.RecordsTopic(w.cfg.Type), parts: map[int32]*partState{},
 		srcs: map[string]state.SourceEntry{}, tcpByPart: map[int32]int{}, handing: map[*partState]struct{}{}}
+	s.handed = sync.NewCond(&s.mu)
 	for _, e := range m.Sources {
 		s.srcs[e.Instance] = e
 		if e.Config.Protocol == dataset.ProtoTCP {
@@ -387,6 +399,12 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 		}
 	}()
 	s.poll(sctx)
+	if ctx.Err() != nil {
+		// Shutting down mid-run (a scale-in, a rolling update): each handover in progress left
+		// its new owner the records from its cutover on, so this worker writes those due before
+		// it first (bounded by the handover lead), or they would be lost.
+		s.waitHandovers()
+	}
 	// Stop sending at once, then commit what was sent and leave the group.
 	s.cancelAll()
 	<-commitDone
