@@ -15,9 +15,25 @@ import (
 // Broker is a running kfake cluster on loopback.
 type Broker struct{ c *kfake.Cluster }
 
-// Start starts a single-node kfake cluster. listen is "127.0.0.1:PORT" (PORT 0 picks one); kfake
-// always binds 127.0.0.1.
+// Start starts a single-node kfake cluster on loopback. listen is "127.0.0.1:PORT" (PORT 0
+// picks one).
 func Start(listen string) (*Broker, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if listen != "" && err != nil {
+		return nil, fmt.Errorf("broker listen %q: %w", listen, err)
+	}
+	if listen != "" && host != "127.0.0.1" && host != "localhost" && host != "" {
+		return nil, fmt.Errorf("broker listen %q: without an advertised address the broker binds 127.0.0.1 only", listen)
+	}
+	return StartAdvertised(listen, "")
+}
+
+// StartAdvertised starts a single-node kfake cluster listening on listen (any host:port, e.g.
+// ":9092" in a pod) that tells clients, in its metadata, to connect to advertise (host:port, e.g.
+// a Service's DNS name); "" advertises the listen address. Only the rehearsal's stand-in for
+// Kafka (tests/rehearse) listens beyond loopback: kfake keeps everything in memory, has no
+// authentication and is not Kafka.
+func StartAdvertised(listen, advertise string) (*Broker, error) {
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second),
 		// kfake measures a produce that names its topic by id (produce v13+, what franz-go sends)
 		// against the broker's message.max.bytes, not the topic's max.message.bytes (which it
@@ -25,28 +41,49 @@ func Start(listen string) (*Broker, error) {
 		// topic limit of the contract (the state topic's), so each topic's own limit, which the
 		// controller reads and sizes its batches by, is what binds.
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(contract.StateTopicMaxMessageBytes)})}
-	if listen != "" {
-		host, port, err := net.SplitHostPort(listen)
-		if err != nil {
-			return nil, fmt.Errorf("broker listen %q: %w", listen, err)
-		}
-		if host != "127.0.0.1" && host != "localhost" && host != "" {
-			return nil, fmt.Errorf("broker listen %q: the embedded broker binds 127.0.0.1 only", listen)
-		}
-		p, err := strconv.Atoi(port)
-		if err != nil {
-			return nil, fmt.Errorf("broker listen %q: bad port", listen)
-		}
-		if p != 0 {
-			opts = append(opts, kfake.Ports(p))
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	if _, port, err := net.SplitHostPort(listen); err != nil {
+		return nil, fmt.Errorf("broker listen %q: %w", listen, err)
+	} else if _, err := strconv.Atoi(port); err != nil {
+		return nil, fmt.Errorf("broker listen %q: bad port", listen)
+	}
+	if advertise != "" {
+		if _, port, err := net.SplitHostPort(advertise); err != nil {
+			return nil, fmt.Errorf("broker advertise %q: want host:port: %w", advertise, err)
+		} else if _, err := strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("broker advertise %q: bad port", advertise)
 		}
 	}
+	// kfake binds 127.0.0.1:<port> and advertises its listener's address: bind listen instead,
+	// and name advertise as the listener's address.
+	opts = append(opts, kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+		ln, err := net.Listen(network, listen)
+		if err != nil || advertise == "" {
+			return ln, err
+		}
+		return advertised{Listener: ln, addr: advertise}, nil
+	}))
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("starting kfake: %w", err)
+		return nil, fmt.Errorf("starting kfake on %s: %w", listen, err)
 	}
 	return &Broker{c: c}, nil
 }
+
+// advertised is a listener whose Addr is the address clients are told to use.
+type advertised struct {
+	net.Listener
+	addr string
+}
+
+func (a advertised) Addr() net.Addr { return advertisedAddr(a.addr) }
+
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
 
 // Addrs are the broker's listen addresses.
 func (b *Broker) Addrs() []string { return b.c.ListenAddrs() }

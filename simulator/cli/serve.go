@@ -28,23 +28,35 @@ import (
 )
 
 func brokerCmd() *cobra.Command {
-	var listen string
+	var listen, advertise string
 	c := &cobra.Command{
 		Use:   "broker",
-		Short: "run the embedded Kafka-protocol broker (kfake) on 127.0.0.1 until interrupted",
-		Args:  cobra.NoArgs,
+		Short: "run the embedded Kafka-protocol broker (kfake, in memory) until interrupted",
+		Long: `broker runs kfake, franz-go's in-memory Kafka-protocol broker, for local multi-process runs
+(on 127.0.0.1) and as the rehearsal's stand-in for Kafka in a pod (--listen :9092 with
+--advertise naming its Service). It is not Kafka: no persistence, no authentication, one node.`,
+		Example: `  simulator broker                                   # 127.0.0.1:9092
+  simulator broker --listen :9092 --advertise kafka.simulator.svc:9092`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := broker.Start(listen)
+			var b *broker.Broker
+			var err error
+			if advertise == "" {
+				b, err = broker.Start(listen)
+			} else {
+				b, err = broker.StartAdvertised(listen, advertise)
+			}
 			if err != nil {
 				return err
 			}
 			defer b.Close()
-			fmt.Fprintln(cmd.OutOrStdout(), "broker listening on", b.Addrs()[0])
+			fmt.Fprintln(cmd.OutOrStdout(), "broker listening on", listen, "advertised as", b.Addrs()[0])
 			<-cmd.Context().Done()
 			return nil
 		},
 	}
-	c.Flags().StringVar(&listen, "listen", "127.0.0.1:9092", "address (127.0.0.1 only; port 0 picks one)")
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:9092", "address to listen on (beyond 127.0.0.1 only with --advertise; port 0 picks one)")
+	c.Flags().StringVar(&advertise, "advertise", "", "host:port clients are told to connect to (a Service's name in a cluster)")
 	return c
 }
 
