@@ -206,6 +206,10 @@ type Kafka struct {
 	Replicas int `json:"replicas"`
 	// StorageGiB is the volume size per Kafka node.
 	StorageGiB int `json:"storageGiB"`
+	// Bootstrap is your own Kafka (host:port, comma-separated for several), used
+	// when Enabled is false: the simulator connects there and its controller
+	// creates the topics at load (no Strimzi, no KafkaTopic).
+	Bootstrap string `json:"bootstrap,omitempty"`
 }
 
 // NFS configures the dataset share.
@@ -217,6 +221,11 @@ type NFS struct {
 	Path string `json:"path,omitempty"`
 	// SizeGiB is the size of the dataset volume.
 	SizeGiB int `json:"sizeGiB"`
+	// ExistingClaim is your own dataset volume, used when Enabled is false: a
+	// ReadWriteMany PersistentVolumeClaim already in simlab:simulator.namespace
+	// holding the datasets. The namespace and the claim are yours: the program
+	// creates neither, and destroy leaves both.
+	ExistingClaim string `json:"existingClaim,omitempty"`
 }
 
 // Simulator configures the network simulator's deployment.

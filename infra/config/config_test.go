@@ -354,3 +354,35 @@ func TestDay2AcknowledgementKeys(t *testing.T) {
 		t.Errorf("a misspelt acknowledgement must be named: %v", p)
 	}
 }
+
+// Your own Kafka and dataset claim replace the layer's, and only when it is off.
+func TestOwnKafkaAndDatasetClaim(t *testing.T) {
+	own := validLibvirt + `  simlab:storage:
+    kafka: {enabled: false, bootstrap: "kafka.example:9092,kafka-2.example:9092"}
+    nfs: {enabled: false, existingClaim: my-datasets}
+`
+	if lines := problems(t, own); lines != nil {
+		t.Fatalf("your own Kafka and claim refused: %q", lines)
+	}
+	for doc, want := range map[string]string{
+		validLibvirt + "  simlab:storage:\n    kafka: {enabled: false}\n":                           "simlab:simulator.enabled: needs simlab:storage.kafka.enabled or your own Kafka in simlab:storage.kafka.bootstrap",
+		validLibvirt + "  simlab:storage:\n    nfs: {enabled: false}\n":                             "simlab:simulator.enabled: needs simlab:storage.nfs.enabled or your own dataset claim in simlab:storage.nfs.existingClaim",
+		validLibvirt + "  simlab:storage:\n    kafka: {enabled: true, bootstrap: \"k:9092\"}\n":     "simlab:storage.kafka.bootstrap: is your own Kafka, only with simlab:storage.kafka.enabled false",
+		validLibvirt + "  simlab:storage:\n    kafka: {enabled: false, bootstrap: \"k:9092,k2\"}\n": `simlab:storage.kafka.bootstrap: must be host:port[,host:port...], got "k:9092,k2"`,
+		validLibvirt + "  simlab:storage:\n    nfs: {enabled: true, existingClaim: mine}\n":         "simlab:storage.nfs.existingClaim: is your own dataset claim, only with simlab:storage.nfs.enabled false",
+		validLibvirt + "  simlab:storage:\n    nfs: {enabled: false, existingClaim: My_Claim}\n":    `simlab:storage.nfs.existingClaim: must be a PersistentVolumeClaim name (lowercase DNS subdomain), got "My_Claim"`,
+	} {
+		if lines := problems(t, doc); !containsPrefix(lines, want) {
+			t.Errorf("want a problem %q, got %q", want, lines)
+		}
+	}
+}
+
+func containsPrefix(lines []string, want string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, want) {
+			return true
+		}
+	}
+	return false
+}

@@ -11,6 +11,7 @@ import (
 
 var (
 	dnsLabel      = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dnsSubdomain  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
 	semverish     = regexp.MustCompile(`^v\d+\.\d+\.\d+$`)
 	sshPublicKey  = regexp.MustCompile(`^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+( .*)?$`)
 	supportedRole = map[string]bool{RoleController: true, RoleWorker: true}
@@ -289,6 +290,23 @@ func (c *Config) validateStorage(bad func(string, string, ...any), managed bool)
 	if s.Ceph.Enabled && managed && c.Workers.Count == 0 {
 		bad("storage.ceph.enabled", "needs at least one worker for Ceph OSDs (simlab:workers.count is 0)")
 	}
+	if s.Kafka.Enabled && s.Kafka.Bootstrap != "" {
+		bad("storage.kafka.bootstrap", "is your own Kafka, only with simlab:storage.kafka.enabled false (Strimzi's Kafka has its own bootstrap), got %q", s.Kafka.Bootstrap)
+	}
+	if s.Kafka.Bootstrap != "" {
+		for _, hp := range strings.Split(s.Kafka.Bootstrap, ",") {
+			if host, port, err := net.SplitHostPort(hp); err != nil || host == "" || port == "" {
+				bad("storage.kafka.bootstrap", "must be host:port[,host:port...], got %q", s.Kafka.Bootstrap)
+				break
+			}
+		}
+	}
+	if s.NFS.Enabled && s.NFS.ExistingClaim != "" {
+		bad("storage.nfs.existingClaim", "is your own dataset claim, only with simlab:storage.nfs.enabled false (the layer's share has its own claim), got %q", s.NFS.ExistingClaim)
+	}
+	if s.NFS.ExistingClaim != "" && !dnsSubdomain.MatchString(s.NFS.ExistingClaim) {
+		bad("storage.nfs.existingClaim", "must be a PersistentVolumeClaim name (lowercase DNS subdomain), got %q", s.NFS.ExistingClaim)
+	}
 	if s.Kafka.Enabled {
 		if s.Kafka.Replicas < 1 {
 			bad("storage.kafka.replicas", "must be >= 1, got %d", s.Kafka.Replicas)
@@ -315,11 +333,11 @@ func (c *Config) validateSimulator(bad func(string, string, ...any)) {
 	if !s.Enabled {
 		return
 	}
-	if !c.Storage.Kafka.Enabled {
-		bad("simulator.enabled", "needs simlab:storage.kafka.enabled: the simulator keeps its records in Kafka")
+	if !c.Storage.Kafka.Enabled && c.Storage.Kafka.Bootstrap == "" {
+		bad("simulator.enabled", "needs simlab:storage.kafka.enabled or your own Kafka in simlab:storage.kafka.bootstrap: the simulator keeps its records in Kafka")
 	}
-	if !c.Storage.NFS.Enabled {
-		bad("simulator.enabled", "needs simlab:storage.nfs.enabled: datasets are read from the NFS share")
+	if !c.Storage.NFS.Enabled && c.Storage.NFS.ExistingClaim == "" {
+		bad("simulator.enabled", "needs simlab:storage.nfs.enabled or your own dataset claim in simlab:storage.nfs.existingClaim: datasets are read from a shared volume")
 	}
 	if !dnsLabel.MatchString(s.Namespace) {
 		bad("simulator.namespace", "must be a lowercase DNS label, got %q", s.Namespace)

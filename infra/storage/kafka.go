@@ -59,7 +59,8 @@ type kafkaOut struct {
 func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error) {
 	a := b.args
 	if !a.Storage.Kafka.Enabled {
-		return kafkaOut{}, nil
+		// Your own Kafka (or none): the simulator's controller creates its topics at load.
+		return kafkaOut{bootstrap: a.Storage.Kafka.Bootstrap}, nil
 	}
 	v := a.Versions
 	ns, err := b.namespace(KafkaNamespace, "kafka", given...)

@@ -37,7 +37,8 @@ var nfsMountOptions = pulumi.StringArray{pulumi.String("nfsvers=4.1")}
 func (b *builder) nfs(given []pulumi.Resource, ceph cephOut) (string, error) {
 	a := b.args
 	if !a.Storage.NFS.Enabled {
-		return "", nil
+		// Your own dataset claim (or none), in a namespace that is yours too.
+		return a.Storage.NFS.ExistingClaim, nil
 	}
 	v := a.Versions
 	ns, err := b.namespace(NFSNamespace, "nfs", given...)

@@ -441,6 +441,23 @@ func TestMockDisabledServicesRegisterNothing(t *testing.T) {
 	}
 }
 
+// Your own Kafka and dataset claim: the layer registers nothing for them and
+// hands their names on to the workloads layer.
+func TestMockOwnKafkaAndClaimPassThrough(t *testing.T) {
+	a := baseArgs(2)
+	a.Storage.Ceph.Enabled, a.Storage.Kafka.Enabled, a.Storage.NFS.Enabled = false, false, false
+	a.Storage.Kafka.Bootstrap, a.Storage.NFS.ExistingClaim = "kafka-0.example:9092,kafka-1.example:9092", "my-datasets"
+	res := run(t, a)
+	for _, r := range res.rec.Resources() {
+		if r.Custom {
+			t.Errorf("your own Kafka and claim, yet %s registered", r.Key())
+		}
+	}
+	if res.bootstrap != a.Storage.Kafka.Bootstrap || res.claim != "my-datasets" {
+		t.Errorf("outputs bootstrap %q claim %q, want the stack's %q and %q", res.bootstrap, res.claim, a.Storage.Kafka.Bootstrap, "my-datasets")
+	}
+}
+
 func TestMockBadArgsNameTheKey(t *testing.T) {
 	cases := map[string]func(a *storage.Args){
 		"simlab:storage.kafka.replicas": func(a *storage.Args) { a.Storage.Kafka.Replicas = 0 },
