@@ -115,16 +115,8 @@ config:
   simlab:artifacts:
     url: http://%s:%s
     dir: %s
-  simlab:storage:
-    ceph:
-      enabled: false
-    kafka:
-      enabled: false
-    nfs:
-      enabled: false
-  simlab:simulator:
-    enabled: false
-`, clusterName, e.gateway, e.prefix, e.gateway, ms.String(), pub, filepath.Join(e.work, "id_ed25519"), e.gateway, serverPort, mirror)
+%s`, clusterName, e.gateway, e.prefix, e.gateway, ms.String(), pub, filepath.Join(e.work, "id_ed25519"), e.gateway, serverPort, mirror,
+		simulatorStackConfig())
 }
 
 // writeKey makes the stack's SSH key pair.
@@ -218,10 +210,7 @@ func TestRehearsal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// standin.Mirror's simulator layout is a placeholder without blobs.
-	if err := os.RemoveAll(filepath.Join(mirror, artifacts.ImagesDir, "simulator")); err != nil {
-		t.Fatal(err)
-	}
+	simImage := buildSimulatorImage(ctx, t, root, mirror, l)
 	m.Images = mirrored
 	putNodeArtifacts(t, e, mirror, m)
 	if err := m.Write(mirror); err != nil {
@@ -326,6 +315,9 @@ func TestRehearsal(t *testing.T) {
 		t.Errorf("a pod on %s did not resolve kubernetes.default through CoreDNS:\n%s", machines[1].name, out)
 	}
 	tm.mark("CoreDNS answered a pod on the worker", t0)
+
+	// The simulator in real pods: chart, stand-ins, a campaign to the sink.
+	rehearseWorkloads(t, e, root, run, ctrl, simImage, tm)
 
 	// Day 2: the worker leaves (its admit's delete drains and deletes the
 	// Node, its join's delete resets it), then comes back (join, approval).

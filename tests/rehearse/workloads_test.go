@@ -1,0 +1,425 @@
+//go:build rehearse
+
+package rehearse
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/simlab/simlab/infra/artifacts"
+	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/image"
+	"github.com/simlab/simlab/infra/workloads"
+	"github.com/simlab/simlab/simulator/dataset"
+	"github.com/simlab/simlab/simulator/sink"
+)
+
+// The rehearsal's workloads (docs/REHEARSAL.md). The simulator runs from the
+// repository's chart with the values the program gives it, its image built
+// here; Kafka and the dataset share are stand-ins, since Strimzi's, Rook's and
+// an NFS server's images cannot be had here: the stack uses its own-Kafka and
+// own-claim keys (docs/STORAGE.md), so the storage layer registers nothing.
+const (
+	simNamespace = "simulator"
+	// kafkaService is the stand-in Kafka: `simulator broker` (kfake, in
+	// memory) in a pod, advertising its Service.
+	kafkaService = "kafka"
+	kafkaPort    = 9092
+	// sinkService is the system under test: `simulator sink` in a pod.
+	sinkService = "sink"
+	sinkPort    = 7000
+	// datasetClaim is the stand-in dataset share: a hostPath volume on the
+	// worker, bound to the claim the stack names.
+	datasetClaim = "rehearsal-datasets"
+	datasetsDir  = "/var/lib/rehearsal/datasets"
+	reportDir    = "/var/lib/rehearsal/sink"
+	datasetName  = "rehearsal"
+	// The dataset: one type of four TCP sources, 60 records each over 8 s.
+	simType      = "type1"
+	simInstances = 4
+	simRecords   = 60
+	simSpan      = 8 * time.Second
+)
+
+// simulatorStackConfig is the stack's simulator part: the sink as the SUT,
+// the stand-ins as its own Kafka and dataset claim.
+func simulatorStackConfig() string {
+	return fmt.Sprintf(`  simlab:storage:
+    ceph:
+      enabled: false
+    kafka:
+      enabled: false
+      bootstrap: %[1]s.%[2]s.svc:%[3]d
+    nfs:
+      enabled: false
+      existingClaim: %[4]s
+  simlab:simulator:
+    enabled: true
+    namespace: %[2]s
+    sut:
+      address: %[5]s.%[2]s.svc:%[6]d
+    dataset:
+      path: /%[7]s
+    minWorkers: 1
+    maxWorkers: 2
+    sources:
+      - {type: %[8]s, instances: %[9]d, protocol: tcp}
+`, kafkaService, simNamespace, kafkaPort, datasetClaim, sinkService, sinkPort, datasetName, simType, simInstances)
+}
+
+// buildSimulatorImage writes the simulator image into the mirror, as
+// `simlab image build` does, and returns its reference with digest.
+func buildSimulatorImage(ctx context.Context, t *testing.T, root, mirror string, l *config.Loaded) string {
+	t.Helper()
+	ref := l.Simulator.Image + ":" + l.Versions.Simulator
+	out := filepath.Join(mirror, artifacts.ImagesDir, "simulator")
+	if err := os.RemoveAll(out); err != nil { // standin.Mirror's placeholder has no blobs
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	if _, err := image.Build(ctx, image.Options{ModuleDir: root, Out: out, Ref: ref, Platforms: []string{"linux/amd64"}, Log: &log}); err != nil {
+		t.Fatalf("building the simulator image: %v\n%s", err, log.String())
+	}
+	reg, err := artifacts.NewRegistry(mirror)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := reg.Digest(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref + "@" + d
+}
+
+// standInObjects are the rehearsal's own objects: the namespace and the
+// dataset claim (a user's, with the own-claim key), the stand-in Kafka and
+// the sink. node is the worker that holds the dataset and the sink's report.
+func standInObjects(img, node string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: %[2]s}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteMany]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: %[1]s, name: %[2]s}
+  hostPath: {path: %[3]s, type: Directory}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [%[4]s]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: ""
+  volumeName: %[2]s
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[5]s, namespace: %[1]s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: %[5]s}}
+  template:
+    metadata: {labels: {app: %[5]s}}
+    spec:
+      containers:
+        - name: broker
+          image: %[6]s
+          args: [broker, --listen, ":%[7]d", --advertise, "%[5]s.%[1]s.svc:%[7]d"]
+          ports: [{containerPort: %[7]d}]
+          readinessProbe: {tcpSocket: {port: %[7]d}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: %[5]s, namespace: %[1]s}
+spec:
+  selector: {app: %[5]s}
+  ports: [{port: %[7]d, targetPort: %[7]d}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: %[8]s, namespace: %[1]s, labels: {app: %[8]s}}
+spec:
+  nodeName: %[4]s
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 60
+  containers:
+    - name: sink
+      image: %[6]s
+      args: [sink, --listen, ":%[9]d", --dataset, /data/%[10]s, --report, /report/report.json,
+        --controller-url, "http://%[11]s-controller.%[1]s.svc:8080"]
+      ports: [{containerPort: %[9]d}]
+      readinessProbe: {tcpSocket: {port: %[9]d}, periodSeconds: 1}
+      volumeMounts:
+        - {name: data, mountPath: /data, readOnly: true}
+        - {name: report, mountPath: /report}
+  volumes:
+    - {name: data, hostPath: {path: %[3]s, type: Directory}}
+    - {name: report, hostPath: {path: %[12]s, type: Directory}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: %[8]s, namespace: %[1]s}
+spec:
+  selector: {app: %[8]s}
+  ports: [{port: %[9]d, targetPort: %[9]d}]
+`, simNamespace, datasetClaim, datasetsDir, node, kafkaService, img, kafkaPort, sinkService, sinkPort,
+		datasetName, workloads.ReleaseName, reportDir)
+}
+
+// chartValues are the values the program gives the simulator chart, as the
+// mock engine recorded them.
+func (r *runner) chartValues() (map[string]any, string) {
+	r.t.Helper()
+	for _, res := range r.last.Resources() {
+		if res.Type == "kubernetes:helm.sh/v4:Chart" {
+			in := res.Inputs.Mappable()
+			if in["chart"] != workloads.ChartPath {
+				r.t.Fatalf("the program's chart %s is %v, want %s", res.Name, in["chart"], workloads.ChartPath)
+			}
+			v, _ := in["values"].(map[string]any)
+			ns, _ := in["namespace"].(string)
+			if v == nil || ns == "" {
+				r.t.Fatalf("the program's chart %s: values %v namespace %q", res.Name, in["values"], ns)
+			}
+			return v, ns
+		}
+	}
+	r.t.Fatal("the program declares no simulator chart (is simlab:simulator.enabled true?)")
+	return nil, ""
+}
+
+// renderChart renders the repository's chart with values, as the Kubernetes
+// provider's Chart resource does (it runs Helm's template engine too).
+func renderChart(t *testing.T, e *env, root, ns string, values map[string]any) []byte {
+	t.Helper()
+	helms, _ := filepath.Glob(filepath.Join(e.bin, "helm-v*"))
+	if len(helms) != 1 {
+		t.Fatalf("want one helm binary in %s (make tools), got %v", e.bin, helms)
+	}
+	vf := filepath.Join(e.work, "simulator-values.json")
+	b, err := json.Marshal(values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vf, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(helms[0], "template", workloads.ReleaseName, filepath.Join(root, workloads.ChartPath),
+		"--namespace", ns, "--values", vf, "--kube-version", e.kube)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, errb.String())
+	}
+	return out
+}
+
+// tarDir packs dir's files as a tar stream rooted at name.
+func tarDir(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		h, err := tar.FileInfoHeader(info, "")
+		if err != nil {
+			return err
+		}
+		h.Name = filepath.ToSlash(filepath.Join(name, rel))
+		h.Mode = 0o755
+		if !d.IsDir() {
+			h.Mode = 0o644
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// forward listens on loopback and carries each connection over c (SSH
+// direct-tcpip) to addr: the controller's Service, as the node sees it.
+func forward(t *testing.T, c *ssh.Client, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			local, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer local.Close()
+				remote, err := c.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer remote.Close()
+				done := make(chan struct{})
+				go func() { io.Copy(remote, local); close(done) }()
+				io.Copy(local, remote)
+				<-done
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// rehearseWorkloads installs the simulator and its stand-ins, replays a
+// campaign to the sink pod and uninstalls everything again.
+func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh.Client, img string, tm *timings) {
+	k := "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf "
+	w := machines[1]
+	worker := run.ssh(w.ip)
+
+	// The dataset, on the worker's disk behind the claim.
+	t0 := time.Now()
+	local := filepath.Join(e.work, "datasets", datasetName)
+	o := dataset.DefaultGenOptions()
+	o.Types, o.SourcesPer, o.RecordsPer, o.Span = 1, simInstances, simRecords, simSpan
+	if err := dataset.Generate(local, o); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := dataset.Load(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := sshIn(worker, fmt.Sprintf("sudo mkdir -p %[1]s %[2]s && sudo chmod 0777 %[2]s && sudo tar -x -C %[1]s", datasetsDir, reportDir),
+		tarDir(t, local, datasetName)); err != nil {
+		t.Fatalf("copying the dataset to %s: %v\n%s", w.name, err, out)
+	}
+
+	// The stand-ins, then the chart with the program's values.
+	if out, err := sshIn(ctrl, k+"apply -f -", []byte(standInObjects(img, w.name))); err != nil {
+		t.Fatalf("applying the stand-ins: %v\n%s", err, out)
+	}
+	values, ns := run.chartValues()
+	if ns != simNamespace {
+		t.Fatalf("the program installs the chart into %q, the stack says %q", ns, simNamespace)
+	}
+	rendered := renderChart(t, e, root, ns, values)
+	if !bytes.Contains(rendered, []byte(img)) {
+		t.Errorf("the rendered chart does not run %s (the mirror's image by digest)", img)
+	}
+	if out, err := sshIn(ctrl, k+"apply --server-side --field-manager simlab-rehearsal -f -", rendered); err != nil {
+		t.Fatalf("applying the simulator chart: %v\n%s", err, out)
+	}
+	wait := fmt.Sprintf(`set -e
+%[1]s -n %[2]s rollout status deploy/%[3]s --timeout=180s
+%[1]s -n %[2]s wait --for=condition=Ready pod/%[4]s --timeout=180s
+%[1]s -n %[2]s rollout status deploy/%[5]s-controller --timeout=180s
+%[1]s -n %[2]s rollout status deploy/%[5]s-worker-%[6]s --timeout=180s
+%[1]s -n %[2]s get pods -o wide`, strings.TrimSpace(k), simNamespace, kafkaService, sinkService, workloads.ReleaseName, simType)
+	if out, err := sshIn(ctrl, wait, nil); err != nil {
+		diag, _ := sshIn(ctrl, fmt.Sprintf("%[1]s -n %[2]s get pods -o wide; %[1]s -n %[2]s describe pods | tail -80; for p in $(%[1]s -n %[2]s get pods -o name); do echo \"== $p\"; %[1]s -n %[2]s logs --tail=30 $p; done",
+			strings.TrimSpace(k), simNamespace), nil)
+		t.Fatalf("the simulator's pods did not come up: %v\n%s\n%s", err, out, diag)
+	} else {
+		t.Logf("simulator pods:\n%s", out)
+	}
+	tm.mark("simulator chart and stand-ins running", t0)
+
+	// A campaign from this machine, through a tunnel to the controller's
+	// Service: load, start, watch, stop, report (simlab campaign run).
+	t0 = time.Now()
+	ip := strings.TrimSpace(mustSSH(t, ctrl, k+fmt.Sprintf("-n %s get svc %s-controller -o jsonpath='{.spec.clusterIP}'", simNamespace, workloads.ReleaseName)))
+	url := "http://" + forward(t, ctrl, net.JoinHostPort(ip, "8080"))
+	thresholds := filepath.Join(e.work, "thresholds.txt")
+	if err := os.WriteFile(thresholds, []byte("lost == 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	camp := exec.Command(e.simlab, "campaign", "run", "--controller-url", url, "--stack", "rehearsal",
+		"--dataset", local, "--sut-address", fmt.Sprintf("%s.%s.svc:%d", sinkService, simNamespace, sinkPort),
+		"--start-in", "5s", "--thresholds", thresholds, "--out", filepath.Join(e.work, "campaigns"), "--settle", "20s")
+	out, err := camp.CombinedOutput()
+	if err != nil {
+		diag, _ := sshIn(ctrl, fmt.Sprintf("for p in $(%[1]s -n %[2]s get pods -o name); do echo \"== $p\"; %[1]s -n %[2]s logs --tail=40 $p; done", strings.TrimSpace(k), simNamespace), nil)
+		t.Fatalf("simlab campaign run: %v\n%s\n%s", err, out, diag)
+	}
+	t.Logf("simlab campaign run:\n%s", out)
+	tm.mark("campaign replayed to the sink pod", t0)
+
+	// The sink's own count, written when it stops.
+	if out, err := sshIn(ctrl, k+fmt.Sprintf("-n %s delete pod %s --timeout=90s", simNamespace, sinkService), nil); err != nil {
+		t.Fatalf("stopping the sink: %v\n%s", err, out)
+	}
+	repJSON := mustSSH(t, worker, "sudo cat "+reportDir+"/report.json")
+	var rep sink.Report
+	if err := json.Unmarshal([]byte(repJSON), &rep); err != nil {
+		t.Fatalf("the sink's report: %v\n%s", err, repJSON)
+	}
+	want := int64(ds.RecordCount())
+	if tot := rep.Total; tot == nil {
+		t.Fatalf("the sink's report has no total:\n%s", repJSON)
+	} else if tot.Expected != want || tot.Received != want || tot.Lost != 0 || tot.Early != 0 || rep.Unknown != 0 || rep.Unparsed != 0 {
+		t.Errorf("the sink pod: expected %d received %d lost %d early %d unknown %d unparsed %d; the dataset has %d records",
+			tot.Expected, tot.Received, tot.Lost, tot.Early, rep.Unknown, rep.Unparsed, want)
+	}
+	if len(rep.Unavailable) > 0 {
+		t.Errorf("the sink pod could not judge %v", rep.Unavailable)
+	}
+	t.Logf("sink pod: %d records, lateness p50 %.2f ms p99 %.2f ms max %.2f ms", rep.Total.Received, rep.Total.LateP50ms, rep.Total.LateP99ms, rep.Total.LateMaxms)
+
+	// Uninstall (what destroy does first: the workloads), then the stand-ins.
+	t0 = time.Now()
+	if out, err := sshIn(ctrl, k+"delete --wait --timeout=120s -f -", rendered); err != nil {
+		t.Fatalf("deleting the simulator chart's objects: %v\n%s", err, out)
+	}
+	if out, err := sshIn(ctrl, k+"delete --wait --timeout=120s --ignore-not-found -f -", []byte(standInObjects(img, w.name))); err != nil {
+		t.Fatalf("deleting the stand-ins: %v\n%s", err, out)
+	}
+	tm.mark("simulator uninstalled", t0)
+}
