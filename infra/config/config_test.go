@@ -372,17 +372,8 @@ func TestOwnKafkaAndDatasetClaim(t *testing.T) {
 		validLibvirt + "  simlab:storage:\n    nfs: {enabled: true, existingClaim: mine}\n":         "simlab:storage.nfs.existingClaim: is your own dataset claim, only with simlab:storage.nfs.enabled false",
 		validLibvirt + "  simlab:storage:\n    nfs: {enabled: false, existingClaim: My_Claim}\n":    `simlab:storage.nfs.existingClaim: must be a PersistentVolumeClaim name (lowercase DNS subdomain), got "My_Claim"`,
 	} {
-		if lines := problems(t, doc); !containsPrefix(lines, want) {
+		if lines := problems(t, doc); !contains(lines, want) {
 			t.Errorf("want a problem %q, got %q", want, lines)
 		}
 	}
-}
-
-func containsPrefix(lines []string, want string) bool {
-	for _, l := range lines {
-		if strings.Contains(l, want) {
-			return true
-		}
-	}
-	return false
 }
