@@ -17,22 +17,13 @@ type Broker struct{ c *kfake.Cluster }
 
 // Start starts a single-node kfake cluster on loopback. listen is "127.0.0.1:PORT" (PORT 0
 // picks one).
-func Start(listen string) (*Broker, error) {
-	host, _, err := net.SplitHostPort(listen)
-	if listen != "" && err != nil {
-		return nil, fmt.Errorf("broker listen %q: %w", listen, err)
-	}
-	if listen != "" && host != "127.0.0.1" && host != "localhost" && host != "" {
-		return nil, fmt.Errorf("broker listen %q: without an advertised address the broker binds 127.0.0.1 only", listen)
-	}
-	return StartAdvertised(listen, "")
-}
+func Start(listen string) (*Broker, error) { return StartAdvertised(listen, "") }
 
-// StartAdvertised starts a single-node kfake cluster listening on listen (any host:port, e.g.
-// ":9092" in a pod) that tells clients, in its metadata, to connect to advertise (host:port, e.g.
-// a Service's DNS name); "" advertises the listen address. Only the rehearsal's stand-in for
-// Kafka (tests/rehearse) listens beyond loopback: kfake keeps everything in memory, has no
-// authentication and is not Kafka.
+// StartAdvertised starts a single-node kfake cluster listening on listen that tells clients, in
+// its metadata, to connect to advertise (host:port, e.g. a Service's DNS name). With advertise,
+// listen may be any host:port (e.g. ":9092" in a pod); without it, the broker binds 127.0.0.1
+// only and advertises that. Only the rehearsal's stand-in for Kafka (tests/rehearse) listens
+// beyond loopback: kfake keeps everything in memory, has no authentication and is not Kafka.
 func StartAdvertised(listen, advertise string) (*Broker, error) {
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second),
 		// kfake measures a produce that names its topic by id (produce v13+, what franz-go sends)
@@ -44,17 +35,17 @@ func StartAdvertised(listen, advertise string) (*Broker, error) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	if _, port, err := net.SplitHostPort(listen); err != nil {
-		return nil, fmt.Errorf("broker listen %q: %w", listen, err)
-	} else if _, err := strconv.Atoi(port); err != nil {
-		return nil, fmt.Errorf("broker listen %q: bad port", listen)
+	host, port, err := hostPort("listen", listen)
+	if err != nil {
+		return nil, err
 	}
-	if advertise != "" {
-		if _, port, err := net.SplitHostPort(advertise); err != nil {
-			return nil, fmt.Errorf("broker advertise %q: want host:port: %w", advertise, err)
-		} else if _, err := strconv.Atoi(port); err != nil {
-			return nil, fmt.Errorf("broker advertise %q: bad port", advertise)
+	if advertise == "" {
+		if host != "127.0.0.1" && host != "localhost" && host != "" {
+			return nil, fmt.Errorf("broker listen %q: without an advertised address the broker binds 127.0.0.1 only", listen)
 		}
+		listen = net.JoinHostPort("127.0.0.1", port)
+	} else if _, _, err := hostPort("advertise", advertise); err != nil {
+		return nil, err
 	}
 	// kfake binds 127.0.0.1:<port> and advertises its listener's address: bind listen instead,
 	// and name advertise as the listener's address.
@@ -70,6 +61,18 @@ func StartAdvertised(listen, advertise string) (*Broker, error) {
 		return nil, fmt.Errorf("starting kfake on %s: %w", listen, err)
 	}
 	return &Broker{c: c}, nil
+}
+
+// hostPort splits addr, the broker's what address, and checks its port is a number.
+func hostPort(what, addr string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("broker %s %q: want host:port: %w", what, addr, err)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return "", "", fmt.Errorf("broker %s %q: bad port", what, addr)
+	}
+	return host, port, nil
 }
 
 // advertised is a listener whose Addr is the address clients are told to use.

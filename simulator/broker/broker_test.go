@@ -60,6 +60,20 @@ func TestAdvertisedAddressIsWhatClientsAreTold(t *testing.T) {
 	}
 }
 
+// Without an advertised address the broker stays on loopback, whatever host the listen
+// address leaves empty.
+func TestWithoutAdvertiseTheBrokerBindsLoopback(t *testing.T) {
+	b, err := Start(":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	host, _, err := net.SplitHostPort(b.Addrs()[0])
+	if err != nil || host != "127.0.0.1" {
+		t.Fatalf("Start(\":0\") listens on %v (%v), want 127.0.0.1", b.Addrs(), err)
+	}
+}
+
 func TestBadAddressesAreRefusedByName(t *testing.T) {
 	for _, c := range []struct{ listen, advertise, want string }{
 		{"0.0.0.0:9092", "", "binds 127.0.0.1 only"},

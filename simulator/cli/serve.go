@@ -39,13 +39,7 @@ func brokerCmd() *cobra.Command {
   simulator broker --listen :9092 --advertise kafka.simulator.svc:9092`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var b *broker.Broker
-			var err error
-			if advertise == "" {
-				b, err = broker.Start(listen)
-			} else {
-				b, err = broker.StartAdvertised(listen, advertise)
-			}
+			b, err := broker.StartAdvertised(listen, advertise)
 			if err != nil {
 				return err
 			}
