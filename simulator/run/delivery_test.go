@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,17 +13,12 @@ import (
 // waitDelivery polls the controller's delivery aggregate of a run until cond holds.
 func waitDelivery(t *testing.T, ctx context.Context, e *Env, run, what string, cond func(*delivery.View) bool) *delivery.View {
 	t.Helper()
-	for {
-		v := e.Controller.Delivery(run, true)
-		if v != nil && cond(v) {
-			return v
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v (last %+v)", what, ctx.Err(), v)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	var v *delivery.View
+	waitFor(t, ctx, 50*time.Millisecond, func() bool {
+		v = e.Controller.Delivery(run, true)
+		return v != nil && cond(v)
+	}, func() string { return fmt.Sprintf("waiting for %s: %v (last %+v)", what, ctx.Err(), v) })
+	return v
 }
 
 // The workers' own delivery counts, aggregated by the controller from the reports topic, equal
@@ -96,17 +92,11 @@ func TestWorkerDeliveryTotalsMatchTheSink(t *testing.T) {
 	cctx, ccancel := context.WithCancel(ctx)
 	defer ccancel()
 	go c2.Run(cctx)
-	for {
-		v2 := c2.Delivery(st.RunID, true)
-		if v2 != nil && v2.Totals.Sent == v.Totals.Sent && len(v2.Workers) == 3 && len(v2.Series) == len(v.Series) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("a new controller never rebuilt run %s: %+v", st.RunID, v2)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	var v2 *delivery.View
+	waitFor(t, ctx, 50*time.Millisecond, func() bool {
+		v2 = c2.Delivery(st.RunID, true)
+		return v2 != nil && v2.Totals.Sent == v.Totals.Sent && len(v2.Workers) == 3 && len(v2.Series) == len(v.Series)
+	}, func() string { return fmt.Sprintf("a new controller never rebuilt run %s: %+v", st.RunID, v2) })
 	// The series covers the run, and sums to the totals.
 	var sum int64
 	for _, p := range v.Series {

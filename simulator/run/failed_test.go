@@ -3,6 +3,7 @@ package run
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -90,7 +91,7 @@ func TestUnsendableRecordsAreCountedNotSkipped(t *testing.T) {
 		Done  bool                  `json:"done"`
 		Types map[string]typeStatus `json:"types"`
 	}
-	for {
+	waitFor(t, ctx, 50*time.Millisecond, func() bool {
 		resp, err := http.Get(e.URL + "/v1/status")
 		if err != nil {
 			t.Fatal(err)
@@ -100,15 +101,9 @@ func TestUnsendableRecordsAreCountedNotSkipped(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ts := st.Types["mix"]; st.Done || (ts.Failed != nil && *ts.Failed == 40 && ts.Committed == 20) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("run never finished: %+v", st)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		ts := st.Types["mix"]
+		return st.Done || (ts.Failed != nil && *ts.Failed == 40 && ts.Committed == 20)
+	}, func() string { return fmt.Sprintf("run never finished: %+v", st) })
 	ts := st.Types["mix"]
 	if ts.Failed == nil || *ts.Failed != 40 || ts.FailedSources["ne2"] != 40 || len(ts.FailedSources) != 1 {
 		t.Errorf("status: want 40 failed records, all of ne2 (2 loops × 20), got failed %v, failed_sources %v", ts.Failed, ts.FailedSources)

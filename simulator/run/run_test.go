@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -54,15 +55,23 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 }
 
 // waitReceived polls the sink until it holds at least n records.
-func waitReceived(t *testing.T, ctx context.Context, e *Env, n int64) {
+// waitFor checks done every interval until it holds; when ctx ends first it fails the test
+// with failure().
+func waitFor(t *testing.T, ctx context.Context, every time.Duration, done func() bool, failure func() string) {
 	t.Helper()
-	for e.Sink.Total() < n {
+	for !done() {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("sink has %d of %d records", e.Sink.Total(), n)
-		case <-time.After(20 * time.Millisecond):
+			t.Fatal(failure())
+		case <-time.After(every):
 		}
 	}
+}
+
+func waitReceived(t *testing.T, ctx context.Context, e *Env, n int64) {
+	t.Helper()
+	waitFor(t, ctx, 20*time.Millisecond, func() bool { return e.Sink.Total() >= n },
+		func() string { return fmt.Sprintf("sink has %d of %d records", e.Sink.Total(), n) })
 }
 
 // finish waits for every record to be received and committed, and returns the sink's report.
@@ -247,13 +256,8 @@ func TestScaleInDuringAHandoverLosesNothing(t *testing.T) {
 	total := int64(d.RecordCount())
 	waitReceived(t, ctx, e, total/8)
 	e.AddWorker("type1", nil)
-	for e.Worker(first).HandoversInProgress() == 0 {
-		select {
-		case <-ctx.Done():
-			t.Fatal("the first worker never handed a partition over")
-		case <-time.After(time.Millisecond):
-		}
-	}
+	waitFor(t, ctx, time.Millisecond, func() bool { return e.Worker(first).HandoversInProgress() > 0 },
+		func() string { return "the first worker never handed a partition over" })
 	e.StopWorker(first)
 	checkReport(t, finish(t, ctx, e, d, st), total, 0)
 }
