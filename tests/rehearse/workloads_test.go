@@ -318,6 +318,19 @@ func forward(t *testing.T, c *ssh.Client, addr string) string {
 	return ln.Addr().String()
 }
 
+// simulatorDiagnosis is what a failure in the simulator's namespace prints:
+// each pod's last log lines, with pods' placement and events when scheduling
+// is in question. k is the kubectl prefix.
+func simulatorDiagnosis(ctrl *ssh.Client, k string, scheduling bool) string {
+	kc := strings.TrimSpace(k) + " -n " + simNamespace
+	script := fmt.Sprintf(`for p in $(%[1]s get pods -o name); do echo "== $p"; %[1]s logs --tail=40 $p; done`, kc)
+	if scheduling {
+		script = fmt.Sprintf("%[1]s get pods -o wide; %[1]s describe pods | tail -80; ", kc) + script
+	}
+	out, _ := sshIn(ctrl, script, nil)
+	return out
+}
+
 // rehearseWorkloads installs the simulator and its stand-ins, replays a
 // campaign to the sink pod and uninstalls everything again.
 func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh.Client, img string, tm *timings) {
@@ -364,9 +377,7 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 %[1]s -n %[2]s rollout status deploy/%[5]s-worker-%[6]s --timeout=180s
 %[1]s -n %[2]s get pods -o wide`, strings.TrimSpace(k), simNamespace, kafkaService, sinkService, workloads.ReleaseName, simType)
 	if out, err := sshIn(ctrl, wait, nil); err != nil {
-		diag, _ := sshIn(ctrl, fmt.Sprintf("%[1]s -n %[2]s get pods -o wide; %[1]s -n %[2]s describe pods | tail -80; for p in $(%[1]s -n %[2]s get pods -o name); do echo \"== $p\"; %[1]s -n %[2]s logs --tail=30 $p; done",
-			strings.TrimSpace(k), simNamespace), nil)
-		t.Fatalf("the simulator's pods did not come up: %v\n%s\n%s", err, out, diag)
+		t.Fatalf("the simulator's pods did not come up: %v\n%s\n%s", err, out, simulatorDiagnosis(ctrl, k, true))
 	} else {
 		t.Logf("simulator pods:\n%s", out)
 	}
@@ -386,8 +397,7 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 		"--start-in", "5s", "--thresholds", thresholds, "--out", filepath.Join(e.work, "campaigns"), "--settle", "20s")
 	out, err := camp.CombinedOutput()
 	if err != nil {
-		diag, _ := sshIn(ctrl, fmt.Sprintf("for p in $(%[1]s -n %[2]s get pods -o name); do echo \"== $p\"; %[1]s -n %[2]s logs --tail=40 $p; done", strings.TrimSpace(k), simNamespace), nil)
-		t.Fatalf("simlab campaign run: %v\n%s\n%s", err, out, diag)
+		t.Fatalf("simlab campaign run: %v\n%s\n%s", err, out, simulatorDiagnosis(ctrl, k, false))
 	}
 	t.Logf("simlab campaign run:\n%s", out)
 	tm.mark("campaign replayed to the sink pod", t0)
