@@ -221,11 +221,13 @@ func day2Rows() []day2Row {
 				c.SSHPrivateKey = strings.Replace(fakePrivateKey, "TESTONLY", "TESTONLY-rotated", 1)
 			},
 			// Every remote command's connection (and the derived bootstrap
-			// token) changes: updates, no replacement.
+			// token) changes: updates, no replacement. So does the SFTP host
+			// key derived from it (the dev stack has an sftp type and no
+			// simlab:simulator.sftp.hostKey of its own).
 			update: cat([]string{"dev-fcos-image-42.20251012.3.0"},
 				remoteCommands("dev-controller-1", "dev-worker-1", "dev-worker-2"),
 				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
-				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
+				joinResources("dev-worker-1"), joinResources("dev-worker-2"), []string{"workloads-sftp-host-key"}),
 		},
 		{
 			name:   "simulator maxWorkers",

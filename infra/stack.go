@@ -10,7 +10,6 @@ package infra
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
@@ -63,9 +62,10 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	}
 	var kubeconfig pulumi.StringInput
 	var kubeContext pulumi.StringPtrInput
+	var sshKey pulumi.StringInput // nil: the stack has none (an existing cluster may not)
 
 	if c.Provider == config.ProviderExisting {
-		path, err := expandHome(c.Existing.Kubeconfig)
+		path, err := config.ExpandHome(c.Existing.Kubeconfig)
 		if err != nil {
 			return nil, fmt.Errorf("simlab:existing.kubeconfig: %w", err)
 		}
@@ -74,11 +74,18 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		if c.Existing.Context != "" {
 			kubeContext = pulumi.StringPtr(c.Existing.Context)
 		}
+		// Read only when it seeds the SFTP host key: an existing cluster needs no SSH key otherwise.
+		if c.Simulator.Enabled && c.Simulator.HasSFTP() && c.Simulator.SFTP.HostKey == "" {
+			if sshKey, err = privateKey(cfg); err != nil {
+				return nil, err
+			}
+		}
 	} else {
 		key, err := privateKey(cfg)
 		if err != nil {
 			return nil, err
 		}
+		sshKey = key
 		st.Nodes, err = nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(),
 			Controllers: c.Controllers, Workers: c.Workers,
@@ -132,7 +139,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		st.Workloads, err = workloads.New(ctx, "workloads", &workloads.Args{
 			Provider: st.Provider, Simulator: c.Simulator, Versions: c.Versions,
 			KafkaBootstrap: st.Storage.KafkaBootstrap, DatasetClaim: st.Storage.DatasetClaim,
-			ImageDigest: imageDigest,
+			ImageDigest: imageDigest, SSHPrivateKey: sshKey,
 		}, pulumi.DependsOn(st.Storage.Ready))
 		if err != nil {
 			return nil, fmt.Errorf("workloads layer: %w", err)
@@ -154,7 +161,7 @@ func privateKey(cfg *config.Loaded) (pulumi.StringInput, error) {
 	if cfg.SSHPrivateKey != "" {
 		return pulumi.ToSecret(pulumi.String(cfg.SSHPrivateKey)).(pulumi.StringOutput), nil
 	}
-	path, err := expandHome(cfg.SSH.PrivateKeyPath)
+	path, err := config.ExpandHome(cfg.SSH.PrivateKeyPath)
 	if err != nil {
 		return nil, fmt.Errorf("simlab:ssh.privateKeyPath: %w", err)
 	}
@@ -170,15 +177,4 @@ func privateKey(cfg *config.Loaded) (pulumi.StringInput, error) {
 		return nil, fmt.Errorf("simlab:ssh.privateKeyPath: %s is empty", path)
 	}
 	return pulumi.ToSecret(pulumi.String(string(data))).(pulumi.StringOutput), nil
-}
-
-func expandHome(p string) (string, error) {
-	if p == "~" || strings.HasPrefix(p, "~/") {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("expanding ~: %w", err)
-		}
-		return filepath.Join(home, strings.TrimPrefix(p, "~")), nil
-	}
-	return p, nil
 }

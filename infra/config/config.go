@@ -10,6 +10,13 @@
 //	simlab:workers.count: must be >= 0, got -1
 package config
 
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
 // Namespace is the Pulumi config namespace of the project (its name in Pulumi.yaml).
 const Namespace = "simlab"
 
@@ -246,6 +253,40 @@ type Simulator struct {
 	TargetCPUPercent int `json:"targetCPUPercent"`
 	// Sources are the simulated data-source types.
 	Sources []SourceType `json:"sources"`
+	// SFTP is what the workers of sftp sources need.
+	SFTP SFTP `json:"sftp"`
+}
+
+// SFTP configures the SFTP server of the workers of sftp sources, from which the SUT pulls
+// each source's files. The workloads layer puts both into Kubernetes Secrets the chart mounts
+// (SFTPPasswordsSecret, SFTPHostKeySecret); neither reaches the chart's values or a log.
+type SFTP struct {
+	// Passwords are the sources' login passwords by the environment variable each source's
+	// sftp.password_env names in the dataset (docs/DATASET.md). Secrets, set one by one:
+	// pulumi config set --secret --path 'simlab:simulator.sftp.passwords.ROUTER_PASSWORD'.
+	Passwords map[string]string `json:"passwords,omitempty" simlab:"secret"`
+	// HostKey is the SFTP server's private host key (OpenSSH or PEM), the same on every
+	// worker and across restarts, so the SUT's known_hosts holds. A secret:
+	// pulumi config set --secret simlab:simulator.sftp.hostKey < key. Empty: an ed25519 key
+	// derived from the stack's SSH private key (stable across `up`s, telling nothing about
+	// it); a stack with neither and an sftp source is refused.
+	HostKey string `json:"hostKey,omitempty" simlab:"secret"`
+}
+
+// The Secrets the workloads layer makes for sftp workers in simlab:simulator.namespace.
+const (
+	SFTPPasswordsSecret = SimulatorRelease + "-sftp-passwords"
+	SFTPHostKeySecret   = SimulatorRelease + "-sftp-host-key"
+)
+
+// HasSFTP reports whether a source type serves over SFTP.
+func (s Simulator) HasSFTP() bool {
+	for _, src := range s.Sources {
+		if src.Protocol == "sftp" {
+			return true
+		}
+	}
+	return false
 }
 
 // SUT is the system under test.
@@ -269,3 +310,25 @@ type SourceType struct {
 	// Protocol is tcp (push to the SUT) or sftp (the SUT pulls).
 	Protocol string `json:"protocol"`
 }
+
+// ExpandHome expands a leading ~ of a path in stack config (ssh.privateKeyPath,
+// existing.kubeconfig) to the user's home directory.
+func ExpandHome(p string) (string, error) {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("expanding ~: %w", err)
+		}
+		return filepath.Join(home, strings.TrimPrefix(p, "~")), nil
+	}
+	return p, nil
+}
+
+// The simulator chart's release and its controller's Service: the workloads layer renders the
+// chart as SimulatorRelease, whose controller.service.port default is ControllerPort, and
+// `simlab campaign --stack` reaches ControllerService in simlab:simulator.namespace there.
+const (
+	SimulatorRelease  = "simulator"
+	ControllerService = SimulatorRelease + "-controller"
+	ControllerPort    = 8080
+)

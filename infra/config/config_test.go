@@ -377,3 +377,44 @@ func TestOwnKafkaAndDatasetClaim(t *testing.T) {
 		}
 	}
 }
+
+// SFTP passwords are named by environment variable, a host key must parse, and a stack with an
+// sftp source needs a host key or an SSH key to derive one from.
+func TestSFTPSettings(t *testing.T) {
+	sftp := `    sources:
+      - {type: files, instances: 2, protocol: sftp}
+`
+	existing := `config:
+  simlab:provider: existing
+  simlab:existing: {kubeconfig: /tmp/kc}
+  simlab:simulator:
+` + sftp
+	ok := validLibvirt + sftp + `    sftp:
+      passwords:
+        ROUTER_PASSWORD: {secure: AAABAxyz}
+      hostKey: {secure: AAABAabc}
+`
+	if lines := problems(t, ok); lines != nil {
+		t.Fatalf("secret passwords and host key refused: %q", lines)
+	}
+	l, err := config.ParseStackFile("x.yaml", []byte(validLibvirt+sftp))
+	if err != nil {
+		t.Fatalf("an sftp source with the stack's SSH key (to derive the host key from): %v", err)
+	}
+	if !l.Simulator.HasSFTP() {
+		t.Error("HasSFTP is false for a stack with an sftp source")
+	}
+	for doc, want := range map[string]string{
+		validLibvirt + sftp + "    sftp:\n      passwords: {9LIVES: x}\n": "simlab:simulator.sftp.passwords.9LIVES: must be named like an environment variable",
+		validLibvirt + sftp + "    sftp:\n      hostKey: not-a-key\n":     "simlab:simulator.sftp.hostKey: must be an unencrypted private key (OpenSSH or PEM)",
+		existing: "simlab:simulator.sftp.hostKey: must be set when a source uses sftp and the stack has no SSH private key",
+		validLibvirt + sftp + "    sftp:\n      hostkey: x\n": `simlab:simulator.sftp.hostkey`,
+	} {
+		if lines := problems(t, doc); !contains(lines, want) {
+			t.Errorf("want a problem %q, got %q", want, lines)
+		}
+	}
+	if lines := problems(t, existing+"    sftp:\n      hostKey: {secure: AAABAabc}\n"); lines != nil {
+		t.Errorf("an existing cluster with its own host key refused: %q", lines)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	"golang.org/x/crypto/ssh"
 )
 
 var (
@@ -14,6 +16,7 @@ var (
 	dnsSubdomain  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
 	semverish     = regexp.MustCompile(`^v\d+\.\d+\.\d+$`)
 	sshPublicKey  = regexp.MustCompile(`^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+( .*)?$`)
+	envName       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	supportedRole = map[string]bool{RoleController: true, RoleWorker: true}
 )
 
@@ -380,6 +383,20 @@ func (c *Config) validateSimulator(bad func(string, string, ...any)) {
 		default:
 			bad(p+".protocol", "must be tcp or sftp, got %q", src.Protocol)
 		}
+	}
+	for env := range s.SFTP.Passwords {
+		if !envName.MatchString(env) {
+			bad("simulator.sftp.passwords."+env, "must be named like an environment variable (letters, digits, _; not starting with a digit), as a source's sftp.password_env names it")
+		}
+	}
+	if k := s.SFTP.HostKey; k != "" && k != secretPlaceholder {
+		if _, err := ssh.ParseRawPrivateKey([]byte(k)); err != nil {
+			bad("simulator.sftp.hostKey", "must be an unencrypted private key (OpenSSH or PEM): %v", err)
+		}
+	}
+	if s.HasSFTP() && s.SFTP.HostKey == "" && c.SSHPrivateKey == "" && c.SSH.PrivateKeyPath == "" {
+		bad("simulator.sftp.hostKey", "must be set when a source uses sftp and the stack has no SSH private key to derive it from "+
+			"(run: ssh-keygen -t ed25519 -N '' -f sftp_host_key && pulumi config set --secret simlab:simulator.sftp.hostKey < sftp_host_key)")
 	}
 	if needsSUT {
 		host, port, err := net.SplitHostPort(s.SUT.Address)

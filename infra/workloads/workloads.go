@@ -27,9 +27,9 @@ import (
 // is the same on every machine.
 const ChartPath = "./charts/simulator"
 
-// ReleaseName is the Helm release name the chart is rendered with; with it the
+// ReleaseName is the Helm release name the chart is rendered with (config owns it); with it the
 // chart names its objects simulator-controller and simulator-worker-<type>.
-const ReleaseName = "simulator"
+const ReleaseName = config.SimulatorRelease
 
 // Args are the typed inputs of the workloads layer.
 type Args struct {
@@ -45,6 +45,9 @@ type Args struct {
 	// ImageDigest (sha256:...) pins the simulator image: the digest of the
 	// image `simlab image build` wrote into the artifact mirror.
 	ImageDigest string
+	// SSHPrivateKey (a secret; nil when the stack has none) seeds the SFTP
+	// host key when simlab:simulator.sftp.hostKey is empty.
+	SSHPrivateKey pulumi.StringInput
 }
 
 // Workloads is the workloads layer.
@@ -92,18 +95,26 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		return Values(sim, args.Versions, xs[0].(string), xs[1].(string), args.ImageDigest)
 	}).(pulumi.MapOutput)
 
+	secrets, err := sftpSecrets(ctx, name, sim, args.SSHPrivateKey, child)
+	if err != nil {
+		return nil, err
+	}
+	chartOpts := append(child, pulumi.DependsOn(given.DependsOn))
+	if len(secrets) > 0 {
+		chartOpts = append(chartOpts, pulumi.DependsOn(secrets))
+	}
 	_, err = helmv4.NewChart(ctx, name+"-simulator", &helmv4.ChartArgs{
 		Chart:     pulumi.String(ChartPath),
 		Name:      pulumi.String(ReleaseName),
 		Namespace: pulumi.String(sim.Namespace),
 		Values:    values,
-	}, append(child, pulumi.DependsOn(given.DependsOn))...)
+	}, chartOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("simulator chart %s: %w", ChartPath, err)
 	}
 
 	comp.Namespace = pulumi.String(sim.Namespace).ToStringOutput()
-	comp.ControllerURL = pulumi.Sprintf("http://%s-controller.%s.svc:8080", ReleaseName, comp.Namespace)
+	comp.ControllerURL = pulumi.Sprintf("http://%s.%s.svc:%d", config.ControllerService, comp.Namespace, config.ControllerPort)
 	if err := ctx.RegisterResourceOutputs(comp, pulumi.Map{
 		"namespace": comp.Namespace, "controllerURL": comp.ControllerURL,
 	}); err != nil {
@@ -141,6 +152,7 @@ func Values(sim config.Simulator, versions config.Versions, kafkaBootstrap, data
 		"sut": map[string]any{
 			"address": sim.SUT.Address,
 		},
+		"sftp": sftpValues(sim),
 		"workers": map[string]any{
 			"minReplicas":                    sim.MinWorkers,
 			"maxReplicas":                    sim.MaxWorkers,

@@ -20,6 +20,16 @@ import (
 type Client struct {
 	URL  string
 	HTTP *http.Client
+	// Via says how URL reaches the controller, for errors (empty: URL says it).
+	Via string
+}
+
+// where names the controller in errors.
+func (c *Client) where() string {
+	if c.Via != "" {
+		return c.Via
+	}
+	return c.URL
 }
 
 // NewClient returns a client for a controller base URL.
@@ -46,19 +56,19 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, rd)
 	if err != nil {
-		return fmt.Errorf("controller %s: %w", c.URL, err)
+		return fmt.Errorf("controller %s: %w", c.where(), err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("controller %s: %w", c.URL, err)
+		return fmt.Errorf("controller %s: %w", c.where(), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
-		return fmt.Errorf("controller %s: %s %s: %w", c.URL, method, path, err)
+		return fmt.Errorf("controller %s: %s %s: %w", c.where(), method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var ae apiError
@@ -69,7 +79,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 				msg += ":\n  " + strings.Join(ae.Problems, "\n  ")
 			}
 		}
-		err := fmt.Errorf("controller %s: %s %s: %s: %s", c.URL, method, path, resp.Status, msg)
+		err := fmt.Errorf("controller %s: %s %s: %s: %s", c.where(), method, path, resp.Status, msg)
 		if resp.StatusCode == http.StatusNotFound {
 			return fmt.Errorf("%w: %w", errNotFound, err)
 		}
@@ -79,7 +89,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("controller %s: %s %s: %w", c.URL, method, path, err)
+		return fmt.Errorf("controller %s: %s %s: %w", c.where(), method, path, err)
 	}
 	return nil
 }
@@ -114,6 +124,34 @@ func (c *Client) Start(ctx context.Context, req controller.StartRequest) (*state
 func (c *Client) Stop(ctx context.Context) (*state.Stage, error) {
 	var st state.Stage
 	return &st, c.do(ctx, "POST", "/v1/stop", struct{}{}, &st)
+}
+
+// WaitReady waits, up to within, until the controller's /readyz answers 200 (it has read its
+// state topic), asking every interval; a controller that is still starting, or a Service
+// without a ready endpoint yet, is waited for. wait is told the first failure, once. The error
+// names the last failure.
+func (c *Client) WaitReady(ctx context.Context, within, interval time.Duration, wait func(error)) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	var last error
+	for {
+		err := c.do(ctx, "GET", "/readyz", nil, nil)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() == nil || last == nil {
+			// Not the deadline cutting a request short: that says nothing new.
+			if last == nil && wait != nil {
+				wait(err)
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the controller was not ready within %s: %w", within, last)
+		case <-time.After(interval):
+		}
+	}
 }
 
 // Status is GET /v1/status.

@@ -13,34 +13,68 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// Lab is a deployed lab's controller, as its stack names it.
+type Lab struct {
+	// Client reaches the controller.
+	Client *Client
+	// SUTAddress is the stack's simlab:simulator.sut.address ("" when the stack sets none):
+	// campaign run sends every TCP source there unless --sut-address says otherwise.
+	SUTAddress string
+}
+
+// A StackResolver finds a stack's controller: from the stack file Pulumi.<stack>.yaml
+// in stacksDir, the cluster's kubeconfig (kubeconfig, when not empty, is the file to use
+// instead of the stack's own) and the Service the chart gives the controller.
+type StackResolver func(ctx context.Context, stack, stacksDir, kubeconfig string) (*Lab, error)
+
 // target is how a command reaches the controller.
 type target struct {
-	url, stack string
+	url, stack, stacksDir, kubeconfig string
+	resolve                           StackResolver
 }
 
 func (t *target) add(fs *pflag.FlagSet) {
-	fs.StringVar(&t.url, "controller-url", "", "base URL of the simulator controller, e.g. http://127.0.0.1:8080 (a port-forward to it)")
-	fs.StringVar(&t.stack, "stack", "", "the lab's stack: names the report directory (campaigns/<stack>/); reaching the controller through the stack is not implemented yet, give --controller-url too")
+	fs.StringVar(&t.stack, "stack", "", "the lab's stack: the controller is found from it (its kubeconfig, through the Kubernetes API) "+
+		"and the report goes to campaigns/<stack>/; with --controller-url it only names the report directory")
+	fs.StringVar(&t.stacksDir, "stacks-dir", "stacks", "directory holding Pulumi.<STACK>.yaml files")
+	fs.StringVar(&t.kubeconfig, "kubeconfig", "", "with --stack: this kubeconfig file instead of the stack's "+
+		"(simlab:existing.kubeconfig, or the stack's kubeconfig output in Pulumi state)")
+	fs.StringVar(&t.url, "controller-url", "", "base URL of the simulator controller instead of --stack's route, e.g. http://127.0.0.1:8080 (a port-forward to it)")
 }
 
-// ErrStackNeedsURL is the answer to --stack without --controller-url.
-var ErrStackNeedsURL = errors.New("--stack needs --controller-url for now: finding the cluster from the stack's state and port-forwarding " +
-	"to the controller is not implemented yet; forward a port yourself (kubectl -n <namespace> port-forward svc/<controller service> 8080:8080, " +
-	"as the chart's NOTES print it) " +
-	"and pass --controller-url http://127.0.0.1:8080 --stack <stack>")
-
-func (t *target) check() error {
+// lab resolves the flags to the controller.
+func (t *target) lab(ctx context.Context) (*Lab, error) {
 	switch {
-	case t.url == "" && t.stack != "":
-		return &ExitError{2, ErrStackNeedsURL}
-	case t.url == "":
-		return &ExitError{2, errors.New("--controller-url is required (the simulator controller's base URL)")}
+	case t.url != "" && t.kubeconfig != "":
+		return nil, &ExitError{2, errors.New("--kubeconfig goes with --stack, not with --controller-url (which already says where the controller is)")}
+	case t.url != "":
+		return &Lab{Client: NewClient(t.url)}, nil
+	case t.stack == "":
+		return nil, &ExitError{2, errors.New("--stack or --controller-url is required (the lab's stack, or the simulator controller's base URL)")}
+	case t.resolve == nil:
+		return nil, &ExitError{2, fmt.Errorf("--stack %s: this build cannot find a stack's controller; give --controller-url", t.stack)}
 	}
-	return nil
+	l, err := t.resolve(ctx, t.stack, t.stacksDir, t.kubeconfig)
+	if err != nil {
+		return nil, &ExitError{2, fmt.Errorf("--stack %s: %w", t.stack, err)}
+	}
+	return l, nil
 }
 
-// Command returns `campaign` with its subcommands run, status, stop and report.
-func Command() *cobra.Command {
+// again is how a later command names the same controller.
+func (t *target) again() string {
+	switch {
+	case t.url != "":
+		return "--controller-url " + t.url
+	case t.kubeconfig != "":
+		return "--stack " + t.stack + " --kubeconfig " + t.kubeconfig
+	}
+	return "--stack " + t.stack
+}
+
+// Command returns `campaign` with its subcommands run, status, stop and report. resolve finds
+// the controller of a --stack (nil: only --controller-url works).
+func Command(resolve StackResolver) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "campaign",
 		Short: "run a test campaign on the lab's simulator: live progress, thresholds, a JSON and HTML report",
@@ -48,22 +82,29 @@ func Command() *cobra.Command {
 (per type: records due, sent, committed, late p99 over the last second, workers), stops it
 when every record is sent, judges the thresholds file and writes report.json and report.html
 under campaigns/<stack or "local">/<run-id>/. The numbers are the workers' own measurements,
-aggregated by the controller over every worker of the run (docs/CAMPAIGNS.md).`,
-		Example: `  simlab campaign run --controller-url http://127.0.0.1:8080 --dataset ./datasets/campaign-1 \
-      --start-in 30s --thresholds thresholds.txt
-  simlab campaign status --controller-url http://127.0.0.1:8080
-  simlab campaign stop --controller-url http://127.0.0.1:8080
-  simlab campaign report r-abc123 --controller-url http://127.0.0.1:8080 --dataset ./datasets/campaign-1`,
+aggregated by the controller over every worker of the run (docs/CAMPAIGNS.md).
+
+--stack finds the controller from the stack: the cluster's kubeconfig (simlab:existing.kubeconfig
+for an existing cluster, otherwise the stack's kubeconfig output, read with
+"pulumi stack output kubeconfig --show-secrets"; --kubeconfig overrides both), then the
+Kubernetes API server's proxy to the controller's Service; no kubectl and no local port. The
+stack's simlab:simulator.sut.address is the default --sut-address. --controller-url instead
+talks to a controller you have reached yourself (e.g. kubectl port-forward).`,
+		Example: `  simlab campaign run --stack lab --dataset ./datasets/campaign-1 --start-in 30s --thresholds thresholds.txt
+  simlab campaign status --stack lab
+  simlab campaign stop --stack lab
+  simlab campaign report r-abc123 --stack lab --dataset ./datasets/campaign-1
+  simlab campaign run --controller-url http://127.0.0.1:8080 --dataset ./datasets/campaign-1   # through your own port-forward`,
 	}
-	c.AddCommand(runCmd(), statusCmd(), stopCmd(), reportCmd())
+	c.AddCommand(runCmd(resolve), statusCmd(resolve), stopCmd(resolve), reportCmd(resolve))
 	return c
 }
 
-func runCmd() *cobra.Command {
-	var t target
+func runCmd(resolve StackResolver) *cobra.Command {
+	t := target{resolve: resolve}
 	var o Options
 	c := &cobra.Command{
-		Use:   "run --controller-url URL --dataset PATH",
+		Use:   "run (--stack S | --controller-url URL) --dataset PATH",
 		Short: "load, start and watch a campaign; stop it when done; judge thresholds; write the report",
 		Long: `Loads --dataset (a local copy; the controller loads the same dataset from its
 --dataset-root, by --dataset-path, default the directory's name, and the fingerprints must
@@ -74,8 +115,8 @@ detach (not a terminal: it stops). Exit status: 0 when every threshold holds, 1 
 violated (each is named with its measured value), 2 for any other error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := t.check(); err != nil {
-				return err
+			if t.url == "" && t.stack == "" {
+				return &ExitError{2, errors.New("--stack or --controller-url is required (the lab's stack, or the simulator controller's base URL)")}
 			}
 			if o.Dataset == "" {
 				return &ExitError{2, errors.New("--dataset is required (a local copy of the dataset directory)")}
@@ -86,14 +127,21 @@ violated (each is named with its measured value), 2 for any other error.`,
 			if o.StartIn < 0 {
 				return &ExitError{2, fmt.Errorf("--start-in %s: want a duration of 0 or more", o.StartIn)}
 			}
-			o.Controller, o.Stack, o.W = t.url, t.stack, cmd.OutOrStdout()
+			lab, err := t.lab(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if o.SUTAddress == "" {
+				o.SUTAddress = lab.SUTAddress
+			}
+			o.Client, o.Controller, o.Again, o.Stack, o.W = lab.Client, lab.Client.URL, t.again(), t.stack, cmd.OutOrStdout()
 			if f, ok := cmd.OutOrStdout().(*os.File); ok {
 				o.TTY = IsTerminal(f)
 			}
 			if IsTerminal(os.Stdin) {
 				o.Stdin = os.Stdin
 			}
-			_, err := Run(cmd.Context(), o)
+			_, err = Run(cmd.Context(), o)
 			return err
 		},
 	}
@@ -108,22 +156,24 @@ violated (each is named with its measured value), 2 for any other error.`,
 	f.StringVar(&o.Thresholds, "thresholds", "", "thresholds file (docs/CAMPAIGNS.md)")
 	f.StringVar(&o.Out, "out", "campaigns", "report root: reports go to <out>/<stack or local>/<run-id>/")
 	f.DurationVar(&o.Interval, "interval", time.Second, "live progress interval")
+	f.DurationVar(&o.Wait, "wait", time.Minute, "wait this long for the controller to be ready (right after `pulumi up`, its pod or Service may still be starting)")
 	f.DurationVar(&o.Settle, "settle", 30*time.Second, "after stop, wait at most this long for every worker's final summary")
 	return c
 }
 
-func statusCmd() *cobra.Command {
-	var t target
+func statusCmd(resolve StackResolver) *cobra.Command {
+	t := target{resolve: resolve}
 	c := &cobra.Command{
-		Use:   "status --controller-url URL",
+		Use:   "status (--stack S | --controller-url URL)",
 		Short: "print the run's stage and per-type progress once",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := t.check(); err != nil {
+			ctx := cmd.Context()
+			lab, err := t.lab(ctx)
+			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			cl := NewClient(t.url)
+			cl := lab.Client
 			st, err := cl.Status(ctx)
 			if err != nil {
 				return &ExitError{2, err}
@@ -147,17 +197,18 @@ func statusCmd() *cobra.Command {
 	return c
 }
 
-func stopCmd() *cobra.Command {
-	var t target
+func stopCmd(resolve StackResolver) *cobra.Command {
+	t := target{resolve: resolve}
 	c := &cobra.Command{
-		Use:   "stop --controller-url URL",
+		Use:   "stop (--stack S | --controller-url URL)",
 		Short: "stop the running campaign (workers stop sending within 1 s)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := t.check(); err != nil {
+			lab, err := t.lab(cmd.Context())
+			if err != nil {
 				return err
 			}
-			st, err := NewClient(t.url).Stop(cmd.Context())
+			st, err := lab.Client.Stop(cmd.Context())
 			if err != nil {
 				return &ExitError{2, err}
 			}
@@ -169,12 +220,12 @@ func stopCmd() *cobra.Command {
 	return c
 }
 
-func reportCmd() *cobra.Command {
-	var t target
+func reportCmd(resolve StackResolver) *cobra.Command {
+	t := target{resolve: resolve}
 	var dsDir, dsPath, ths, out string
 	var settle time.Duration
 	c := &cobra.Command{
-		Use:   "report RUN --controller-url URL",
+		Use:   "report RUN (--stack S | --controller-url URL)",
 		Short: "write the report of a run (again) from the controller's aggregate (kept 7 days)",
 		Long: `Writes report.json and report.html of RUN under <out>/<stack or local>/RUN/ from the
 workers' summaries the controller holds. With --dataset (a local copy) the expected
@@ -182,11 +233,12 @@ counts and due times come from the dataset, cut at the run's stop when RUN is th
 controller's current run; without it, from the controller's manifests (counts only).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := t.check(); err != nil {
+			ctx := cmd.Context()
+			lab, err := t.lab(ctx)
+			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			cl := NewClient(t.url)
+			cl := lab.Client
 			var thr []Threshold
 			if ths != "" {
 				var err error

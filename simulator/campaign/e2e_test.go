@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		os.Exit(cli.Main(os.Args[1:]))
 	case os.Getenv("CAMPAIGN_TEST_AS_MAIN") == "1":
 		root := &cobra.Command{Use: "simlab", SilenceUsage: true}
-		root.AddCommand(Command())
+		root.AddCommand(Command(nil))
 		root.SetArgs(os.Args[1:])
 		if err := root.Execute(); err != nil {
 			os.Exit(ExitCode(err))

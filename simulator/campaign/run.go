@@ -26,8 +26,14 @@ import (
 
 // Options configure a campaign run.
 type Options struct {
+	// Client reaches the controller (nil: a client for Controller).
+	Client *Client
+	// Controller is the controller's base URL, as the report records it.
 	Controller string
-	Stack      string // names the report directory; "" = "local"
+	// Again is how a later command names the same controller (default: --controller-url
+	// Controller), for the message of a detached run.
+	Again string
+	Stack string // names the report directory; "" = "local"
 	// Dataset is a local copy of the dataset (expected counts, due times, fingerprint).
 	Dataset string
 	// DatasetPath is the dataset's path under the controller's --dataset-root (default: the base
@@ -41,6 +47,8 @@ type Options struct {
 	Thresholds   string
 	Out          string // report root (default "campaigns")
 	Interval     time.Duration
+	// Wait bounds the wait, before the load, for the controller to be ready (0: no wait).
+	Wait time.Duration
 	// Settle bounds the wait, after stop, for every worker's final summary.
 	Settle time.Duration
 	W      io.Writer
@@ -113,7 +121,20 @@ func Run(ctx context.Context, o Options) (*Outcome, error) {
 		rel = filepath.Base(filepath.Clean(o.Dataset))
 	}
 	exp := ExpectDataset(ds, rel)
-	c := NewClient(o.Controller)
+	c := o.Client
+	if c == nil {
+		c = NewClient(o.Controller)
+	}
+	if o.Again == "" {
+		o.Again = "--controller-url " + o.Controller
+	}
+	if o.Wait > 0 {
+		if err := c.WaitReady(ctx, o.Wait, 500*time.Millisecond, func(err error) {
+			fmt.Fprintf(o.W, "waiting up to %s for the controller to be ready: %v\n", o.Wait, err)
+		}); err != nil {
+			return nil, &ExitError{2, err}
+		}
+	}
 	res, err := c.Load(ctx, controller.LoadRequest{Path: rel, Partitioning: o.Partitioning, AddressOverride: o.SUTAddress})
 	if err != nil {
 		return nil, &ExitError{2, fmt.Errorf("loading dataset %s: %w", rel, err)}
@@ -159,7 +180,7 @@ watch:
 				fmt.Fprint(o.W, "\nstop the run (s) or detach and leave it running (d)? [s] ")
 				ans, _ := bufio.NewReader(o.Stdin).ReadString('\n')
 				if strings.HasPrefix(strings.TrimSpace(strings.ToLower(ans)), "d") {
-					fmt.Fprintf(o.W, "detached; run %s goes on. Later: simlab campaign status / stop / report %s --controller-url %s\n", run, run, o.Controller)
+					fmt.Fprintf(o.W, "detached; run %s goes on. Later: simlab campaign status / stop / report %s %s\n", run, run, o.Again)
 					return &Outcome{Detached: true}, nil
 				}
 			}

@@ -1,12 +1,19 @@
 package campaign
 
 import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/simlab/simlab/simulator/controller"
+	"github.com/simlab/simlab/simulator/dataset"
 	"github.com/simlab/simlab/simulator/delivery"
 )
 
@@ -144,13 +151,13 @@ func TestRunFlagsAreChecked(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"run", "--dataset", "x"}, "--controller-url is required"},
+		{[]string{"run", "--dataset", "x"}, "--stack or --controller-url is required"},
 		{[]string{"run", "--controller-url", "http://127.0.0.1:1"}, "--dataset is required"},
 		{[]string{"run", "--controller-url", "http://127.0.0.1:1", "--dataset", "x", "--repeat", "0"}, "--repeat 0: want 1 or more"},
 		{[]string{"run", "--controller-url", "http://127.0.0.1:1", "--dataset", "x", "--start-in", "-1s"}, "--start-in -1s"},
 		{[]string{"run", "--controller-url", "http://127.0.0.1:1", "--dataset", "/nonexistent/ds"}, "--dataset"},
 	} {
-		c := Command()
+		c := Command(nil)
 		c.SetArgs(tc.args)
 		c.SetOut(new(strings.Builder))
 		c.SetErr(new(strings.Builder))
@@ -161,13 +168,106 @@ func TestRunFlagsAreChecked(t *testing.T) {
 	}
 }
 
-func TestStackNeedsControllerURL(t *testing.T) {
-	c := Command()
+func TestStackWithoutAResolverSaysSo(t *testing.T) {
+	c := Command(nil)
 	c.SetArgs([]string{"run", "--stack", "lab", "--dataset", t.TempDir()})
 	c.SetOut(new(strings.Builder))
 	c.SetErr(new(strings.Builder))
 	err := c.Execute()
-	if err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), "--stack needs --controller-url for now") {
+	if err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), "--stack lab: this build cannot find a stack's controller; give --controller-url") {
 		t.Fatalf("got %v (exit %d)", err, ExitCode(err))
+	}
+}
+
+// TestStackRouteUsesTheResolversControllerAndSUT runs `campaign run --stack` with a resolver
+// whose controller stand-in (an HTTP server on loopback) refuses the load: the load must reach
+// it, with the stack's SUT address unless --sut-address overrides it.
+func TestStackRouteUsesTheResolversControllerAndSUT(t *testing.T) {
+	ds := filepath.Join(t.TempDir(), "ds")
+	o := dataset.DefaultGenOptions()
+	o.Types, o.SourcesPer, o.RecordsPer = 1, 1, 2
+	if err := dataset.Generate(ds, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{nil, "sut.lab:7000"},
+		{[]string{"--sut-address", "other.lab:9"}, "other.lab:9"},
+	} {
+		var got controller.LoadRequest
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/readyz" {
+				return // 200: ready
+			}
+			if r.URL.Path == "/v1/dataset" && r.Method == "POST" {
+				json.NewDecoder(r.Body).Decode(&got)
+			}
+			http.Error(w, `{"error":"stand-in refuses"}`, http.StatusBadRequest)
+		}))
+		var asked []string
+		resolve := func(ctx context.Context, stack, stacksDir, kubeconfig string) (*Lab, error) {
+			asked = []string{stack, stacksDir, kubeconfig}
+			return &Lab{Client: NewClient(srv.URL), SUTAddress: "sut.lab:7000"}, nil
+		}
+		c := Command(resolve)
+		c.SetArgs(append([]string{"run", "--stack", "lab", "--stacks-dir", "st", "--kubeconfig", "kc", "--dataset", ds}, tc.flags...))
+		c.SetOut(new(strings.Builder))
+		c.SetErr(new(strings.Builder))
+		err := c.Execute()
+		srv.Close()
+		if err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), "stand-in refuses") {
+			t.Errorf("%v: got %v, want the controller's refusal", tc.flags, err)
+		}
+		if strings.Join(asked, " ") != "lab st kc" {
+			t.Errorf("%v: the resolver was asked for %q, want stack lab, stacks dir st, kubeconfig kc", tc.flags, asked)
+		}
+		if got.AddressOverride != tc.want || got.Path != "ds" {
+			t.Errorf("%v: the controller was asked to load %+v, want path ds with address_override %s", tc.flags, got, tc.want)
+		}
+	}
+}
+
+func TestKubeconfigNeedsStack(t *testing.T) {
+	c := Command(nil)
+	c.SetArgs([]string{"status", "--controller-url", "http://127.0.0.1:1", "--kubeconfig", "kc"})
+	c.SetOut(new(strings.Builder))
+	c.SetErr(new(strings.Builder))
+	if err := c.Execute(); err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), "--kubeconfig goes with --stack") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// WaitReady waits through a controller that is still starting (503) and through a Service
+// without endpoints yet (the API server's proxy answers 503 too), telling the first failure
+// once; a controller that never gets ready fails with the last failure.
+func TestWaitReady(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		if r.URL.Path != "/readyz" || n <= 3 {
+			http.Error(w, "state topic not read yet", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	var told []error
+	if err := NewClient(srv.URL).WaitReady(context.Background(), time.Minute, time.Millisecond, func(err error) { told = append(told, err) }); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 4 || len(told) != 1 || !strings.Contains(told[0].Error(), "state topic not read yet") {
+		t.Errorf("%d calls, told %v: want 4 calls and the first failure once", calls, told)
+	}
+	never := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no endpoints available for service", http.StatusServiceUnavailable)
+	}))
+	defer never.Close()
+	err := NewClient(never.URL).WaitReady(context.Background(), 50*time.Millisecond, time.Millisecond, nil)
+	if err == nil || !strings.Contains(err.Error(), "not ready within 50ms") || !strings.Contains(err.Error(), "no endpoints available") {
+		t.Errorf("got %v", err)
 	}
 }

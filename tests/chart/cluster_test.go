@@ -3,6 +3,8 @@ package chart_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/workloads"
 	"github.com/simlab/simlab/tests/localcluster"
 )
@@ -276,9 +279,116 @@ func TestClusterAcceptsEverythingTheProgramCreates(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	applyProgram(ctx, t, c, loadStack(t, "local"))
+}
 
-	cfg := loadStack(t, "local")
-	p := runProgram(t, "local", cfg)
+// An sftp type's settings flow from stack config to the pods: the program's Secrets (the
+// passwords by environment variable, the host key as an ssh-auth Secret) are accepted by the
+// API server, and the sftp worker's pods get the passwords as environment and the host key as
+// the file the worker reads; the tcp worker gets neither.
+func TestClusterSFTPSettingsReachTheWorkerPods(t *testing.T) {
+	c := cluster(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfg := *loadStack(t, "local")
+	sim := cfg.Simulator
+	sim.Namespace = "sim-sftp"
+	sim.Sources = append(append([]config.SourceType(nil), sim.Sources...), config.SourceType{Type: "files", Instances: 2, Protocol: "sftp"})
+	sim.SFTP = config.SFTP{Passwords: map[string]string{"FILES_PASSWORD": "hunter2"}}
+	cfg.Simulator = sim
+	cfg.SSHPrivateKey = "stand-in SSH key: it seeds the SFTP host key"
+	rel := applyProgram(ctx, t, c, &cfg)
+
+	var pw, key struct {
+		Type string            `json:"type"`
+		Data map[string]string `json:"data"`
+	}
+	if err := c.Get(ctx, "/api/v1/namespaces/"+rel.Namespace+"/secrets/"+config.SFTPPasswordsSecret, &pw); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, "/api/v1/namespaces/"+rel.Namespace+"/secrets/"+config.SFTPHostKeySecret, &key); err != nil {
+		t.Fatal(err)
+	}
+	want, err := workloads.DeriveSFTPHostKey(cfg.SSHPrivateKey, rel.Namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw.Data["FILES_PASSWORD"] != base64.StdEncoding.EncodeToString([]byte("hunter2")) || key.Type != "kubernetes.io/ssh-auth" ||
+		key.Data["ssh-privatekey"] != base64.StdEncoding.EncodeToString([]byte(want)) {
+		t.Errorf("the API server holds passwords %v and a %q host key Secret (derived key: %v)", keysOf(pw.Data), key.Type,
+			key.Data["ssh-privatekey"] == base64.StdEncoding.EncodeToString([]byte(want)))
+	}
+	podOf := func(typ string) (spec struct {
+		Containers []struct {
+			Env     []struct{ Name, Value string } `json:"env"`
+			EnvFrom []struct {
+				SecretRef struct{ Name string } `json:"secretRef"`
+			} `json:"envFrom"`
+			VolumeMounts []struct {
+				Name, MountPath string
+			} `json:"volumeMounts"`
+		} `json:"containers"`
+		Volumes []struct {
+			Name   string
+			Secret struct {
+				SecretName string `json:"secretName"`
+			} `json:"secret"`
+		} `json:"volumes"`
+	}) {
+		var pods struct {
+			Items []struct {
+				Spec json.RawMessage `json:"spec"`
+			} `json:"items"`
+		}
+		sel := "simlab.io/source-type%3D" + typ
+		if err := c.Get(ctx, "/api/v1/namespaces/"+rel.Namespace+"/pods?labelSelector="+sel, &pods); err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) == 0 {
+			t.Fatalf("no pod of type %s", typ)
+		}
+		if err := json.Unmarshal(pods.Items[0].Spec, &spec); err != nil {
+			t.Fatal(err)
+		}
+		return spec
+	}
+	files := podOf("files")
+	w := files.Containers[0]
+	hostKeyFile := ""
+	for _, e := range w.Env {
+		if e.Name == "SIMULATOR_SFTP_HOST_KEY_FILE" {
+			hostKeyFile = e.Value
+		}
+	}
+	if len(w.EnvFrom) != 1 || w.EnvFrom[0].SecretRef.Name != config.SFTPPasswordsSecret {
+		t.Errorf("the sftp worker's envFrom %+v, want the passwords Secret", w.EnvFrom)
+	}
+	if len(w.VolumeMounts) != 1 || hostKeyFile != w.VolumeMounts[0].MountPath+"/ssh-privatekey" ||
+		len(files.Volumes) != 1 || files.Volumes[0].Secret.SecretName != config.SFTPHostKeySecret {
+		t.Errorf("the sftp worker reads its host key from %q; mounts %+v, volumes %+v", hostKeyFile, w.VolumeMounts, files.Volumes)
+	}
+	tcp := podOf(cfg.Simulator.Sources[0].Type)
+	if len(tcp.Containers[0].EnvFrom) != 0 || len(tcp.Volumes) != 0 {
+		t.Errorf("the tcp worker gets sftp settings: %+v", tcp)
+	}
+}
+
+func keysOf(m map[string]string) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+// applyProgram applies everything the program registers for cfg under the mock engine (the
+// local chart rendered by helm with the program's values) to the local control plane, checks
+// the API server accepted all of it and waits for the simulator's Deployments to be Available
+// on the simulated nodes. It returns the simulator's release.
+func applyProgram(ctx context.Context, t *testing.T, c *localcluster.Cluster, cfg *config.Loaded) release {
+	t.Helper()
+	p := runProgram(t, cfg.Cluster.Name, cfg)
 	rel := p.simulatorRelease(t)
 	// Two Pulumi resources managing one object would fight over it (and the
 	// first destroy would delete it under the other).
@@ -381,6 +491,7 @@ func TestClusterAcceptsEverythingTheProgramCreates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rel
 }
 
 // served reports whether the API server serves apiVersion ("v1", "apps/v1", ...).
@@ -427,6 +538,7 @@ func TestClusterHelmInstallDryRunPrintsNotes(t *testing.T) {
 		"pm-counters (tcp): topic sim.records.pm-counters, 6 partitions, replicas 1..3",
 		`"path": "datasets/default", "address_override": "sut.simulator.svc:9000"`,
 		"PVC " + str(rel.Values, "dataset", "claimName") + " mounted read-only at /data",
+		"simlab campaign run --stack <stack> --dataset <a local copy of datasets/default>",
 	} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES lack %q:\n%s", want, notes)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"gopkg.in/yaml.v3"
 
@@ -130,6 +131,10 @@ func runProgram(t *testing.T, stack string, cfg *config.Loaded) program {
 		c := *cfg
 		c.Provider = config.ProviderExisting
 		c.Existing = &config.Existing{Kubeconfig: "/nonexistent/kubeconfig"}
+		if c.SSHPrivateKey == "" {
+			// The stack's key seeds the SFTP host key; the file is not on this machine.
+			c.SSHPrivateKey = "stand-in SSH key"
+		}
 		cfg = &c
 	}
 	c := *cfg
@@ -147,7 +152,7 @@ func runProgram(t *testing.T, stack string, cfg *config.Loaded) program {
 		if !strings.HasPrefix(r.Type, "kubernetes:") {
 			continue
 		}
-		m := r.Inputs.Mappable()
+		m := pulumimock.Reveal(resource.NewObjectProperty(r.Inputs)).ObjectValue().Mappable()
 		switch {
 		case r.Type == "kubernetes:helm.sh/v4:Chart":
 			rel := release{Name: r.Name}

@@ -98,8 +98,11 @@ func checkRendered(t *testing.T, objs []map[string]any, namespace string, want e
 		if get(c, "resources", "requests", "cpu") == nil {
 			t.Errorf("%s has no CPU request: the HPA scales on its utilisation", n)
 		}
-		if get(pod, "volumes") != nil {
-			t.Errorf("%s mounts volumes %v: only the controller reads the dataset", n, get(pod, "volumes"))
+		vols, _ := get(pod, "volumes").([]any)
+		for _, v := range vols {
+			if get(v, "persistentVolumeClaim") != nil || str(v, "name") != "sftp-host-key" {
+				t.Errorf("%s mounts volume %v: only the controller reads the dataset; a worker mounts at most the SFTP host key", n, v)
+			}
 		}
 		hasSFTP := strings.Contains(fmt.Sprint(get(c, "ports")), "sftp")
 		if hasSFTP != (s.Protocol == "sftp") {

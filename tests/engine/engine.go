@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
@@ -85,6 +86,8 @@ type Options struct {
 	Home string
 	// Passphrase encrypts the stack's secrets (PULUMI_CONFIG_PASSPHRASE).
 	Passphrase string
+	// Program is the inline program; default infra.Build, the simlab program.
+	Program pulumi.RunFunc
 }
 
 // Lab is a stack of the simlab program on a file backend.
@@ -100,7 +103,7 @@ type Lab struct {
 // Open installs the provider plugin into PULUMI_HOME (once per version),
 // prepares the project directory (Pulumi.yaml and the charts the program
 // references by relative path) and selects or creates the stack with the
-// program infra.Build as an inline program.
+// program (infra.Build unless Options.Program says otherwise) as an inline program.
 func Open(ctx context.Context, o Options) (*Lab, error) {
 	if o.Home == "" {
 		o.Home = filepath.Join(o.Root, ".cache", "pulumi-home")
@@ -140,7 +143,11 @@ func Open(ctx context.Context, o Options) (*Lab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Pulumi CLI %s: %w", o.Tools.Pulumi, err)
 	}
-	st, err := auto.UpsertStackInlineSource(ctx, o.Stack, Project, infra.Build,
+	program := o.Program
+	if program == nil {
+		program = infra.Build
+	}
+	st, err := auto.UpsertStackInlineSource(ctx, o.Stack, Project, program,
 		auto.WorkDir(project), auto.PulumiHome(o.Home), auto.Pulumi(cmd), auto.EnvVars(Env(o.Home, state, o.Passphrase)))
 	if err != nil {
 		return nil, fmt.Errorf("stack %s: %w", o.Stack, err)

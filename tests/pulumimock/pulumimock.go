@@ -247,3 +247,27 @@ func String(pm resource.PropertyMap, key string) string {
 		}
 	}
 }
+
+// Reveal returns v with every secret (and secret output) replaced by its plain value: what the
+// provider sends the API server. Tests that apply recorded inputs for real use it.
+func Reveal(v resource.PropertyValue) resource.PropertyValue {
+	switch {
+	case v.IsSecret():
+		return Reveal(v.SecretValue().Element)
+	case v.IsOutput():
+		return Reveal(v.OutputValue().Element)
+	case v.IsArray():
+		out := make([]resource.PropertyValue, 0, len(v.ArrayValue()))
+		for _, e := range v.ArrayValue() {
+			out = append(out, Reveal(e))
+		}
+		return resource.NewArrayProperty(out)
+	case v.IsObject():
+		out := resource.PropertyMap{}
+		for k, e := range v.ObjectValue() {
+			out[k] = Reveal(e)
+		}
+		return resource.NewObjectProperty(out)
+	}
+	return v
+}

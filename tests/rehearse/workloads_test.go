@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -286,38 +285,6 @@ func tarDir(t *testing.T, dir, name string) []byte {
 	return buf.Bytes()
 }
 
-// forward listens on loopback and carries each connection over c (SSH
-// direct-tcpip) to addr: the controller's Service, as the node sees it.
-func forward(t *testing.T, c *ssh.Client, addr string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			local, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer local.Close()
-				remote, err := c.Dial("tcp", addr)
-				if err != nil {
-					return
-				}
-				defer remote.Close()
-				done := make(chan struct{})
-				go func() { io.Copy(remote, local); close(done) }()
-				io.Copy(local, remote)
-				<-done
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // simulatorDiagnosis is what a failure in the simulator's namespace prints:
 // each pod's last log lines, with pods' placement and events when scheduling
 // is in question. k is the kubectl prefix.
@@ -375,29 +342,40 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 %[1]s -n %[2]s wait --for=condition=Ready pod/%[4]s --timeout=180s
 %[1]s -n %[2]s rollout status deploy/%[5]s-controller --timeout=180s
 %[1]s -n %[2]s rollout status deploy/%[5]s-worker-%[6]s --timeout=180s
-%[1]s -n %[2]s get pods -o wide`, strings.TrimSpace(k), simNamespace, kafkaService, sinkService, workloads.ReleaseName, simType)
+# A Ready pod is in its Service's endpoints a moment later; the API server's proxy needs it there.
+for i in $(seq 240); do
+  [ -n "$(%[1]s -n %[2]s get endpoints %[7]s -o jsonpath='{.subsets[*].addresses[*].ip}' 2>/dev/null)" ] && break
+  [ $i = 240 ] && { echo "service %[7]s has no ready endpoint after 120 s"; exit 1; }
+  sleep 0.5
+done
+%[1]s -n %[2]s get pods -o wide`, strings.TrimSpace(k), simNamespace, kafkaService, sinkService, workloads.ReleaseName, simType, config.ControllerService)
 	if out, err := sshIn(ctrl, wait, nil); err != nil {
-		t.Fatalf("the simulator's pods did not come up: %v\n%s\n%s", err, out, simulatorDiagnosis(ctrl, k, true))
+		t.Fatalf("%s\nthe simulator's pods did not come up: %v\n%s", simulatorDiagnosis(ctrl, k, true), err, out)
 	} else {
 		t.Logf("simulator pods:\n%s", out)
 	}
 	tm.mark("simulator chart and stand-ins running", t0)
 
-	// A campaign from this machine, through a tunnel to the controller's
-	// Service: load, start, watch, stop, report (simlab campaign run).
+	// A campaign from this machine, as a user runs it: --stack finds the namespace, the
+	// controller's Service and the SUT from the stack file, and goes through the API server's
+	// proxy with the cluster's kubeconfig (kubeadm's admin.conf, copied here: the rehearsal has no
+	// Pulumi state to read it from). Load, start, watch, stop, report.
 	t0 = time.Now()
-	ip := strings.TrimSpace(mustSSH(t, ctrl, k+fmt.Sprintf("-n %s get svc %s-controller -o jsonpath='{.spec.clusterIP}'", simNamespace, workloads.ReleaseName)))
-	url := "http://" + forward(t, ctrl, net.JoinHostPort(ip, "8080"))
+	kubeconfig := filepath.Join(e.work, "admin.conf")
+	if err := os.WriteFile(kubeconfig, []byte(mustSSH(t, ctrl, "sudo cat /etc/kubernetes/admin.conf")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	thresholds := filepath.Join(e.work, "thresholds.txt")
 	if err := os.WriteFile(thresholds, []byte("lost == 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	camp := exec.Command(e.simlab, "campaign", "run", "--controller-url", url, "--stack", "rehearsal",
-		"--dataset", local, "--sut-address", fmt.Sprintf("%s.%s.svc:%d", sinkService, simNamespace, sinkPort),
+	camp := exec.Command(e.simlab, "campaign", "run", "--stack", "rehearsal", "--stacks-dir", filepath.Join(e.work, "stacks"),
+		"--kubeconfig", kubeconfig, "--dataset", local,
 		"--start-in", "5s", "--thresholds", thresholds, "--out", filepath.Join(e.work, "campaigns"), "--settle", "20s")
 	out, err := camp.CombinedOutput()
 	if err != nil {
-		t.Fatalf("simlab campaign run: %v\n%s\n%s", err, out, simulatorDiagnosis(ctrl, k, false))
+		// The campaign's own words last: a CI log shows the tail.
+		t.Fatalf("%s\nsimlab campaign run: %v\n%s", simulatorDiagnosis(ctrl, k, false), err, out)
 	}
 	t.Logf("simlab campaign run:\n%s", out)
 	tm.mark("campaign replayed to the sink pod", t0)

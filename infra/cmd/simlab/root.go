@@ -50,6 +50,6 @@ and writing their reports (docs/CAMPAIGNS.md).`,
 	root.AddCommand(newValidateCmd())
 	root.AddCommand(newArtifactsCmd())
 	root.AddCommand(newImageCmd())
-	root.AddCommand(campaign.Command())
+	root.AddCommand(campaign.Command(resolveStack))
 	return root
 }
