@@ -70,7 +70,7 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) (func(), error)
 
 func controllerCmd() *cobra.Command {
 	var lf logFlags
-	var brokers, listen, root, prefix, part string
+	var brokers, listen, root, prefix, part, sut string
 	var keyed int
 	c := &cobra.Command{
 		Use:   "controller",
@@ -90,7 +90,7 @@ func controllerCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			ctl, err := controller.New(ctx, controller.Config{Brokers: bs, Names: state.Names{Prefix: prefix}, DatasetRoot: root,
-				Partitioning: part, KeyedPartitions: keyed, Log: log})
+				Partitioning: part, KeyedPartitions: keyed, SUTAddress: sut, Log: log})
 			if err != nil {
 				return err
 			}
@@ -114,6 +114,7 @@ func controllerCmd() *cobra.Command {
 	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
 	f.StringVar(&part, "partitioning", controller.PerSource, "per-source or keyed (env SIMULATOR_PARTITIONING)")
 	f.IntVar(&keyed, "keyed-partitions", 32, "partitions per type topic with keyed partitioning (env SIMULATOR_KEYED_PARTITIONS)")
+	f.StringVar(&sut, "sut-address", "", "host:port every TCP source of a load is sent to unless the load's address_override says otherwise; empty: each source's own address (env SIMULATOR_SUT_ADDRESS)")
 	lf.add(f)
 	return c
 }

@@ -36,7 +36,10 @@ type Config struct {
 	DatasetRoot     string
 	Partitioning    string
 	KeyedPartitions int
-	Log             *slog.Logger
+	// SUTAddress (host:port; empty: none) is the address_override of a load that names none:
+	// the lab's system under test, so every TCP source goes there without the caller saying so.
+	SUTAddress string
+	Log        *slog.Logger
 }
 
 // Controller is the only writer of the state topic.
@@ -64,6 +67,11 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	if cfg.KeyedPartitions <= 0 {
 		cfg.KeyedPartitions = 32
+	}
+	if cfg.SUTAddress != "" {
+		if err := checkHostPort(cfg.SUTAddress); err != nil {
+			return nil, fmt.Errorf("the SUT address %q: %v (want host:port, e.g. sut.example:9000)", cfg.SUTAddress, err)
+		}
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerBatchMaxBytes(contract.StateTopicMaxMessageBytes), kgo.ProducerLinger(5*time.Millisecond),

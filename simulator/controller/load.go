@@ -65,6 +65,9 @@ func (c *Controller) Load(ctx context.Context, dir string, req LoadRequest) (*Lo
 	default:
 		return nil, fmt.Errorf("partitioning %q: want %s or %s", part, PerSource, Keyed)
 	}
+	if req.AddressOverride == "" {
+		req.AddressOverride = c.cfg.SUTAddress
+	}
 	if req.AddressOverride != "" {
 		if err := checkHostPort(req.AddressOverride); err != nil {
 			return nil, fmt.Errorf("%w: address_override %q: %v (want host:port, e.g. sut.example:9000)", ErrInvalid, req.AddressOverride, err)

@@ -54,6 +54,9 @@ type EnvOptions struct {
 	Log     *slog.Logger // default: discard
 	Brokers []string     // use these instead of an embedded broker
 	OnClose func()       // called last by Close (e.g. to stop an external broker)
+	// SinkIsTheSUT gives the controller the sink as its SUT address (its --sut-address), so a
+	// load without address_override sends there.
+	SinkIsTheSUT bool
 }
 
 // NewEnv starts the broker (unless given), the sink, and the controller with its HTTP API.
@@ -76,7 +79,11 @@ func NewEnv(o EnvOptions) (*Env, error) {
 		return fail(err)
 	}
 	e.Sink = s
-	c, err := controller.New(ctx, controller.Config{Brokers: e.Brokers, Names: e.Names, DatasetRoot: "/", Log: o.Log.With("c", "controller")})
+	cc := controller.Config{Brokers: e.Brokers, Names: e.Names, DatasetRoot: "/", Log: o.Log.With("c", "controller")}
+	if o.SinkIsTheSUT {
+		cc.SUTAddress = s.Addr()
+	}
+	c, err := controller.New(ctx, cc)
 	if err != nil {
 		return fail(err)
 	}

@@ -206,6 +206,23 @@ func TestMalformedDatasetLoadsNothing(t *testing.T) {
 	}
 }
 
+// A load that names no address_override sends every TCP source to the controller's SUT address
+// (the chart's sut.address), not to the dataset's own addresses (nothing listens there).
+func TestControllerSendsToItsSUTByDefault(t *testing.T) {
+	dir, d := gen(t, small(1, 3, 20, 2*time.Second))
+	e := newEnv(t, EnvOptions{SinkIsTheSUT: true})
+	ctx := ctxFor(t, 60*time.Second)
+	if _, err := e.Controller.Load(ctx, dir, controller.LoadRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	e.AddWorker("type1", nil)
+	st, err := e.Controller.Start(ctx, controller.StartRequest{Delay: "300ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReport(t, finish(t, ctx, e, d, st), int64(d.RecordCount()), 0)
+}
+
 func TestScaleOneToThreeToOne(t *testing.T) {
 	dir, d := gen(t, small(1, 12, 60, 4*time.Second))
 	e := newEnv(t, EnvOptions{})

@@ -70,6 +70,9 @@ func checkRendered(t *testing.T, objs []map[string]any, namespace string, want e
 	} else if root := env(c, "SIMULATOR_DATASET_ROOT"); root != str(mounts[0], "mountPath") {
 		t.Errorf("SIMULATOR_DATASET_ROOT %q is not the mount path %q", root, str(mounts[0], "mountPath"))
 	}
+	if got := env(c, "SIMULATOR_SUT_ADDRESS"); got != want.sim.SUT.Address {
+		t.Errorf("the controller's SIMULATOR_SUT_ADDRESS %q, want the stack's simulator.sut.address %q", got, want.sim.SUT.Address)
+	}
 	if got := str(ctrl, "spec", "strategy", "type"); got != "Recreate" {
 		t.Errorf("controller strategy %q, want Recreate (never two writers)", got)
 	}
