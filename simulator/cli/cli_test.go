@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -267,5 +268,20 @@ func TestRunCommandReportsAndExitsZero(t *testing.T) {
 	}
 	if rep.Total.Expected != 120 || rep.Total.Received != 120 || rep.Total.Lost != 0 || rep.Total.Early != 0 || rep.Types["type2"].Expected != 60 {
 		t.Fatalf("report %s", b)
+	}
+}
+
+// The worker checks its SFTP host key file at start and logs the fingerprint the SUT's
+// known_hosts must hold; a file that holds no key fails at once, naming it.
+func TestWorkerChecksItsSFTPHostKeyAtStart(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(bad, []byte("not a key\n"), 0o600)
+	c := workerCmd()
+	c.SetArgs([]string{"--kafka-brokers", "127.0.0.1:1", "--type", "files", "--controller-url", "http://127.0.0.1:1", "--sftp-host-key-file", bad})
+	c.SetOut(io.Discard)
+	c.SetErr(io.Discard)
+	if err := c.Execute(); err == nil || !strings.Contains(err.Error(), "--sftp-host-key-file "+bad) {
+		t.Errorf("a file without a key: got %v, want an error naming it", err)
 	}
 }

@@ -161,6 +161,13 @@ func workerCmd() *cobra.Command {
 				if hostKey, err = os.ReadFile(hostKeyFile); err != nil {
 					return fmt.Errorf("--sftp-host-key-file: %w", err)
 				}
+				// Checked at start, not at the first sftp source; the fingerprint is what the SUT's
+				// known_hosts must hold, the same across restarts.
+				signer, err := ssh.ParsePrivateKey(hostKey)
+				if err != nil {
+					return fmt.Errorf("--sftp-host-key-file %s: %w", hostKeyFile, err)
+				}
+				log.Info("sftp host key", "fingerprint", ssh.FingerprintSHA256(signer.PublicKey()), "file", hostKeyFile)
 			}
 			fdLimit, ferr := limits.RaiseNoFile()
 			if ferr != nil {

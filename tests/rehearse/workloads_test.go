@@ -10,13 +10,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/simlab/simlab/infra/artifacts"
@@ -25,6 +28,7 @@ import (
 	"github.com/simlab/simlab/infra/workloads"
 	"github.com/simlab/simlab/simulator/dataset"
 	"github.com/simlab/simlab/simulator/sink"
+	"github.com/simlab/simlab/tests/pulumimock"
 )
 
 // The rehearsal's workloads (docs/REHEARSAL.md). The simulator runs from the
@@ -47,11 +51,19 @@ const (
 	datasetsDir  = "/var/lib/rehearsal/datasets"
 	reportDir    = "/var/lib/rehearsal/sink"
 	datasetName  = "rehearsal"
-	// The dataset: one type of four TCP sources, 60 records each over 8 s.
-	simType      = "type1"
-	simInstances = 4
-	simRecords   = 60
-	simSpan      = 8 * time.Second
+	// The dataset: one type of four TCP sources, 60 records each over 8 s,
+	// and one of two SFTP sources (the sink pulls their files), 30 each.
+	simType       = "type1"
+	simInstances  = 4
+	simRecords    = 60
+	simSpan       = 8 * time.Second
+	sftpType      = "files1"
+	sftpInstances = 2
+	sftpRecords   = 30
+	sftpPort      = 2222 // the chart's workers.sftpPort
+	// sftpPassword is the SFTP sources' password, in the stack's
+	// simlab:simulator.sftp.passwords (a secret in a real stack).
+	sftpPassword = "rehearsal-sftp-password"
 )
 
 // simulatorStackConfig is the stack's simulator part: the sink as the SUT,
@@ -77,7 +89,11 @@ func simulatorStackConfig() string {
     maxWorkers: 2
     sources:
       - {type: %[8]s, instances: %[9]d, protocol: tcp}
-`, kafkaService, simNamespace, kafkaPort, datasetClaim, sinkService, sinkPort, datasetName, simType, simInstances)
+      - {type: %[10]s, instances: %[11]d, protocol: sftp}
+    sftp:
+      passwords: {%[12]s: %[13]s}
+`, kafkaService, simNamespace, kafkaPort, datasetClaim, sinkService, sinkPort, datasetName, simType, simInstances,
+		sftpType, sftpInstances, dataset.SFTPPasswordEnv, sftpPassword)
 }
 
 // buildSimulatorImage writes the simulator image into the mirror, as
@@ -108,6 +124,11 @@ func buildSimulatorImage(ctx context.Context, t *testing.T, root, mirror string,
 // dataset claim (a user's, with the own-claim key), the stand-in Kafka and
 // the sink. node is the worker that holds the dataset and the sink's report.
 func standInObjects(img, node string) string {
+	// The SUT pulls each SFTP source from the type's worker Service.
+	var pulls strings.Builder
+	for i := 1; i <= sftpInstances; i++ {
+		fmt.Fprintf(&pulls, ", --sftp-pull, %s-ne%05d@%s-worker-%s.%s.svc:%d", sftpType, i, workloads.ReleaseName, sftpType, simNamespace, sftpPort)
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata: {name: %[1]s}
@@ -170,7 +191,11 @@ spec:
     - name: sink
       image: %[6]s
       args: [sink, --listen, ":%[9]d", --dataset, /data/%[10]s, --report, /report/report.json,
-        --controller-url, "http://%[11]s-controller.%[1]s.svc:8080"]
+        --controller-url, "http://%[11]s-controller.%[1]s.svc:8080",
+        --sftp-password-env, %[13]s%[14]s]
+      env:
+        - name: %[13]s
+          valueFrom: {secretKeyRef: {name: %[15]s, key: %[13]s}}
       ports: [{containerPort: %[9]d}]
       readinessProbe: {tcpSocket: {port: %[9]d}, periodSeconds: 1}
       volumeMounts:
@@ -187,7 +212,7 @@ spec:
   selector: {app: %[8]s}
   ports: [{port: %[9]d, targetPort: %[9]d}]
 `, simNamespace, datasetClaim, datasetsDir, node, kafkaService, img, kafkaPort, sinkService, sinkPort,
-		datasetName, workloads.ReleaseName, reportDir)
+		datasetName, workloads.ReleaseName, reportDir, dataset.SFTPPasswordEnv, pulls.String(), config.SFTPPasswordsSecret)
 }
 
 // chartValues are the values the program gives the simulator chart, as the
@@ -210,6 +235,53 @@ func (r *runner) chartValues() (map[string]any, string) {
 	}
 	r.t.Fatal("the program declares no simulator chart (is simlab:simulator.enabled true?)")
 	return nil, ""
+}
+
+// secretObjects are the Kubernetes Secrets the program declares (the SFTP
+// passwords and host key), as the mock engine recorded them, revealed as the
+// provider would send them: a JSON manifest per line for kubectl.
+func (r *runner) secretObjects() []byte {
+	r.t.Helper()
+	var out bytes.Buffer
+	for _, res := range r.last.Resources() {
+		if res.Type != "kubernetes:core/v1:Secret" {
+			continue
+		}
+		obj := pulumimock.Reveal(resource.NewObjectProperty(res.Inputs)).ObjectValue().Mappable()
+		obj["apiVersion"], obj["kind"] = "v1", "Secret"
+		b, err := json.Marshal(obj)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		out.Write(append(b, '\n'))
+	}
+	if out.Len() == 0 {
+		r.t.Fatal("the program declares no Secret (the stack has an sftp type: it should declare its passwords and host key)")
+	}
+	return out.Bytes()
+}
+
+// sftpHostKey is the SSH host key the SFTP worker's Service presents, read by
+// an SSH handshake through a tunnel from the controller node (the login
+// itself is refused: no user is given a password here).
+func sftpHostKey(t *testing.T, ctrl *ssh.Client, addr string) ssh.PublicKey {
+	t.Helper()
+	var key ssh.PublicKey
+	var err error
+	for i := 0; i < 120; i++ { // the Service's endpoint may still be programmed on this node
+		var conn net.Conn
+		if conn, err = ctrl.Dial("tcp", addr); err == nil {
+			_, _, _, err = ssh.NewClientConn(conn, addr, &ssh.ClientConfig{User: "nobody", Timeout: 5 * time.Second,
+				HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error { key = k; return nil }})
+			conn.Close()
+			if key != nil {
+				return key
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("no SSH host key from %s: %v", addr, err)
+	return nil
 }
 
 // renderChart renders the repository's chart with values, as the Kubernetes
@@ -298,6 +370,54 @@ func simulatorDiagnosis(ctrl *ssh.Client, k string, scheduling bool) string {
 	return out
 }
 
+// checkSFTPHostKey checks that the SFTP worker presents the host key the
+// program derived from the stack's SSH key (asked at the pod's own address),
+// and that the pod replacing it after a restart loads the same one.
+func checkSFTPHostKey(t *testing.T, e *env, ctrl *ssh.Client, k string) {
+	t.Helper()
+	sshKey, err := os.ReadFile(filepath.Join(e.work, "id_ed25519"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	derived, err := workloads.DeriveSFTPHostKey(string(sshKey), simNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey([]byte(derived))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ssh.FingerprintSHA256(signer.PublicKey())
+	deploy := fmt.Sprintf("deploy/%s-worker-%s", workloads.ReleaseName, sftpType)
+	pod := func() (name, ip string) {
+		out := mustSSH(t, ctrl, k+fmt.Sprintf("-n %s get pods -l simlab.io/source-type=%s --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}'", simNamespace, sftpType))
+		lines := strings.Fields(strings.TrimSpace(out))
+		if len(lines) != 2 {
+			t.Fatalf("want one running SFTP worker pod, got %q", out)
+		}
+		return lines[0], lines[1]
+	}
+	before, ip := pod()
+	if got := ssh.FingerprintSHA256(sftpHostKey(t, ctrl, net.JoinHostPort(ip, strconv.Itoa(sftpPort)))); got != want {
+		t.Errorf("the SFTP worker %s presents host key %s, want %s (derived from the stack's SSH key)", before, got, want)
+	}
+	if out, err := sshIn(ctrl, fmt.Sprintf("set -e\n%[1]s -n %[2]s rollout restart %[3]s\n%[1]s -n %[2]s rollout status %[3]s --timeout=180s\n%[1]s -n %[2]s wait --for=delete pod/%[4]s --timeout=120s",
+		strings.TrimSpace(k), simNamespace, deploy, before), nil); err != nil {
+		t.Fatalf("restarting the SFTP worker: %v\n%s", err, out)
+	}
+	after, _ := pod()
+	if after == before {
+		t.Fatalf("the SFTP worker pod %s was not replaced", before)
+	}
+	// The new pod opens its SFTP server with the first run that gives it sftp
+	// sources; the key it loaded at start is in its log.
+	logged := mustSSH(t, ctrl, k+fmt.Sprintf("-n %s logs %s", simNamespace, after))
+	if !strings.Contains(logged, `"msg":"sftp host key","fingerprint":"`+want+`"`) {
+		t.Errorf("after a restart the SFTP worker %s did not load host key %s:\n%s", after, want, logged)
+	}
+	t.Logf("SFTP host key %s served by %s and loaded again by %s after a restart", want, before, after)
+}
+
 // rehearseWorkloads installs the simulator and its stand-ins, replays a
 // campaign to the sink pod and uninstalls everything again.
 func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh.Client, img string, tm *timings) {
@@ -313,6 +433,16 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 	if err := dataset.Generate(local, o); err != nil {
 		t.Fatal(err)
 	}
+	// The SFTP type, generated beside it and moved in (Generate wants an empty directory).
+	so := o
+	so.Types, so.SourcesPer, so.RecordsPer, so.Protocol, so.TypePrefix = 1, sftpInstances, sftpRecords, dataset.ProtoSFTP, strings.TrimSuffix(sftpType, "1")
+	sftpDir := filepath.Join(e.work, "datasets-sftp")
+	if err := dataset.Generate(sftpDir, so); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(sftpDir, sftpType), filepath.Join(local, sftpType)); err != nil {
+		t.Fatal(err)
+	}
 	ds, err := dataset.Load(local)
 	if err != nil {
 		t.Fatal(err)
@@ -325,6 +455,9 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 	// The stand-ins, then the chart with the program's values.
 	if out, err := sshIn(ctrl, k+"apply -f -", []byte(standInObjects(img, w.name))); err != nil {
 		t.Fatalf("applying the stand-ins: %v\n%s", err, out)
+	}
+	if out, err := sshIn(ctrl, k+"apply -f -", run.secretObjects()); err != nil {
+		t.Fatalf("applying the program's Secrets: %v\n%s", err, out)
 	}
 	values, ns := run.chartValues()
 	if ns != simNamespace {
@@ -342,13 +475,14 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 %[1]s -n %[2]s wait --for=condition=Ready pod/%[4]s --timeout=180s
 %[1]s -n %[2]s rollout status deploy/%[5]s-controller --timeout=180s
 %[1]s -n %[2]s rollout status deploy/%[5]s-worker-%[6]s --timeout=180s
+%[1]s -n %[2]s rollout status deploy/%[5]s-worker-%[8]s --timeout=180s
 # A Ready pod is in its Service's endpoints a moment later; the API server's proxy needs it there.
 for i in $(seq 240); do
   [ -n "$(%[1]s -n %[2]s get endpoints %[7]s -o jsonpath='{.subsets[*].addresses[*].ip}' 2>/dev/null)" ] && break
   [ $i = 240 ] && { echo "service %[7]s has no ready endpoint after 120 s"; exit 1; }
   sleep 0.5
 done
-%[1]s -n %[2]s get pods -o wide`, strings.TrimSpace(k), simNamespace, kafkaService, sinkService, workloads.ReleaseName, simType, config.ControllerService)
+%[1]s -n %[2]s get pods -o wide`, strings.TrimSpace(k), simNamespace, kafkaService, sinkService, workloads.ReleaseName, simType, config.ControllerService, sftpType)
 	if out, err := sshIn(ctrl, wait, nil); err != nil {
 		t.Fatalf("%s\nthe simulator's pods did not come up: %v\n%s", simulatorDiagnosis(ctrl, k, true), err, out)
 	} else {
@@ -400,6 +534,10 @@ done
 		t.Errorf("the sink pod could not judge %v", rep.Unavailable)
 	}
 	t.Logf("sink pod: %d records, lateness p50 %.2f ms p99 %.2f ms max %.2f ms", rep.Total.Received, rep.Total.LateP50ms, rep.Total.LateP99ms, rep.Total.LateMaxms)
+	if f := rep.Types[sftpType]; f == nil || f.Received != sftpInstances*sftpRecords {
+		t.Errorf("the sink pod pulled %+v of the SFTP type, want all %d files (the password came from the program's Secret)", f, sftpInstances*sftpRecords)
+	}
+	checkSFTPHostKey(t, e, ctrl, k)
 
 	// Uninstall (what destroy does first: the workloads), then the stand-ins.
 	t0 = time.Now()
