@@ -204,10 +204,20 @@ func TestRehearsal(t *testing.T) {
 	for ref, img := range fl {
 		imgs[ref] = img
 	}
+	msRef := metricsServerRef(l.Versions.MetricsServer)
+	if imgs[msRef], err = metricsServerImage(e); err != nil {
+		t.Fatalf("building %s: %v", msRef, err)
+	}
 	mv := artifacts.VersionsFor(l.Versions)
 	mirrored := mirrorImages(ctx, t, mirror, mv, imgs)
 	m, err := standin.Mirror(root, mirror, l.Versions)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// metrics-server's manifest, written here (metrics_test.go), replaces
+	// standin.Mirror's placeholder: the real metrics-server runs from it.
+	if err := standin.Put(mirror, m, artifacts.ManifestMetricsServer, []byte(metricsServerManifest(msRef)),
+		"written by tests/rehearse (metrics_test.go): a stand-in for the release's components.yaml"); err != nil {
 		t.Fatal(err)
 	}
 	simImage := buildSimulatorImage(ctx, t, root, mirror, l)
@@ -276,6 +286,7 @@ func TestRehearsal(t *testing.T) {
 	mustSSH(t, ctrl, k+"-n kube-flannel rollout status ds/kube-flannel-ds --timeout=180s")
 	mustSSH(t, ctrl, k+"wait --for=condition=Ready node --all --timeout=180s")
 	tm.mark("flannel rolled out, nodes Ready", t0)
+	rehearseMetricsServer(t, run, ctrl, k, tm)
 	nodesOut := mustSSH(t, ctrl, k+"get nodes -o custom-columns=NAME:.metadata.name --no-headers")
 	for _, mc := range machines {
 		if !strings.Contains(nodesOut, mc.name) {

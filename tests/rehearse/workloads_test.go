@@ -512,6 +512,7 @@ done
 		t.Fatalf("%s\nsimlab campaign run: %v\n%s", simulatorDiagnosis(ctrl, k, false), err, out)
 	}
 	t.Logf("simlab campaign run:\n%s", out)
+	checkHPAReadsCPU(t, ctrl, k, simType, sftpType)
 	tm.mark("campaign replayed to the sink pod", t0)
 
 	// The sink's own count, written when it stops.
