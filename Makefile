@@ -143,7 +143,7 @@ bench-cluster-up: tools ## time `make cluster-up` (NODES) until all nodes are Re
 # systemd, containerd, kubelet and sshd, provisioned by the real Ignition from
 # the artifact server (tests/rehearse, docs/REHEARSAL.md). Root only.
 .PHONY: rehearse
-rehearse: tools $(NODE_OUT) ## real nodes (Ignition, systemd, containerd, kubeadm init/join, reset) on this machine; needs root
+rehearse: tools engine-tools $(NODE_OUT) ## real nodes (Ignition, systemd, containerd, kubeadm init/join, reset), the workloads by the real engine; needs root
 	GO=$(GO) CACHE_DIR=$(CACHE_DIR) bash tests/rehearse/run.sh
 # chart (charts/simulator, infra/workloads, tests/chart; images: docs/IMAGES.md)
 HELM          := $(TOOLS_BIN)/helm-$(HELM_VERSION)

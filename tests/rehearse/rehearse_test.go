@@ -116,7 +116,7 @@ config:
     url: http://%s:%s
     dir: %s
 %s`, clusterName, e.gateway, e.prefix, e.gateway, ms.String(), pub, filepath.Join(e.work, "id_ed25519"), e.gateway, serverPort, mirror,
-		simulatorStackConfig())
+		simulatorStackConfig(true))
 }
 
 // writeKey makes the stack's SSH key pair.

@@ -19,7 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optdestroy"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/simlab/simlab/infra/artifacts"
@@ -28,7 +29,7 @@ import (
 	"github.com/simlab/simlab/infra/workloads"
 	"github.com/simlab/simlab/simulator/dataset"
 	"github.com/simlab/simlab/simulator/sink"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/tests/engine"
 )
 
 // The rehearsal's workloads (docs/REHEARSAL.md). The simulator runs from the
@@ -67,8 +68,14 @@ const (
 )
 
 // simulatorStackConfig is the stack's simulator part: the sink as the SUT,
-// the stand-ins as its own Kafka and dataset claim.
-func simulatorStackConfig() string {
+// the stand-ins as its own Kafka and dataset claim; with plainPassword the
+// SFTP password in plain text (the metal stack, which only the mock engine
+// reads), else set apart as a secret.
+func simulatorStackConfig(plainPassword bool) string {
+	passwords := ""
+	if plainPassword {
+		passwords = fmt.Sprintf("    sftp:\n      passwords: {%s: %s}\n", dataset.SFTPPasswordEnv, sftpPassword)
+	}
 	return fmt.Sprintf(`  simlab:storage:
     ceph:
       enabled: false
@@ -90,10 +97,8 @@ func simulatorStackConfig() string {
     sources:
       - {type: %[8]s, instances: %[9]d, protocol: tcp}
       - {type: %[10]s, instances: %[11]d, protocol: sftp}
-    sftp:
-      passwords: {%[12]s: %[13]s}
-`, kafkaService, simNamespace, kafkaPort, datasetClaim, sinkService, sinkPort, datasetName, simType, simInstances,
-		sftpType, sftpInstances, dataset.SFTPPasswordEnv, sftpPassword)
+%[12]s`, kafkaService, simNamespace, kafkaPort, datasetClaim, sinkService, sinkPort, datasetName, simType, simInstances,
+		sftpType, sftpInstances, passwords)
 }
 
 // buildSimulatorImage writes the simulator image into the mirror, as
@@ -121,15 +126,17 @@ func buildSimulatorImage(ctx context.Context, t *testing.T, root, mirror string,
 }
 
 // standInObjects are the rehearsal's own objects: the namespace and the
-// dataset claim (a user's, with the own-claim key), the stand-in Kafka and
-// the sink. node is the worker that holds the dataset and the sink's report.
-func standInObjects(img, node string) string {
+// dataset claim (a user's, with the own-claim key) and the stand-in Kafka,
+// which the simulator needs before it is ready; and the sink, the SUT, whose
+// password comes from the program's Secret. node is the worker that holds the
+// dataset and the sink's report.
+func standInObjects(img, node string) (cluster, sut string) {
 	// The SUT pulls each SFTP source from the type's worker Service.
 	var pulls strings.Builder
 	for i := 1; i <= sftpInstances; i++ {
 		fmt.Fprintf(&pulls, ", --sftp-pull, %s-ne%05d@%s-worker-%s.%s.svc:%d", sftpType, i, workloads.ReleaseName, sftpType, simNamespace, sftpPort)
 	}
-	return fmt.Sprintf(`apiVersion: v1
+	cluster = fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata: {name: %[1]s}
 ---
@@ -179,8 +186,9 @@ metadata: {name: %[5]s, namespace: %[1]s}
 spec:
   selector: {app: %[5]s}
   ports: [{port: %[7]d, targetPort: %[7]d}]
----
-apiVersion: v1
+`, simNamespace, datasetClaim, datasetsDir, node, kafkaService, img, kafkaPort, sinkService, sinkPort,
+		datasetName, workloads.ReleaseName, reportDir, dataset.SFTPPasswordEnv, pulls.String(), config.SFTPPasswordsSecret)
+	sut = fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %[8]s, namespace: %[1]s, labels: {app: %[8]s}}
 spec:
@@ -213,52 +221,98 @@ spec:
   ports: [{port: %[9]d, targetPort: %[9]d}]
 `, simNamespace, datasetClaim, datasetsDir, node, kafkaService, img, kafkaPort, sinkService, sinkPort,
 		datasetName, workloads.ReleaseName, reportDir, dataset.SFTPPasswordEnv, pulls.String(), config.SFTPPasswordsSecret)
+	return cluster, sut
 }
 
-// chartValues are the values the program gives the simulator chart, as the
-// mock engine recorded them.
-func (r *runner) chartValues() (map[string]any, string) {
-	r.t.Helper()
-	for _, res := range r.last.Resources() {
-		if res.Type == "kubernetes:helm.sh/v4:Chart" {
-			in := res.Inputs.Mappable()
-			if in["chart"] != workloads.ChartPath {
-				r.t.Fatalf("the program's chart %s is %v, want %s", res.Name, in["chart"], workloads.ChartPath)
-			}
-			v, _ := in["values"].(map[string]any)
-			ns, _ := in["namespace"].(string)
-			if v == nil || ns == "" {
-				r.t.Fatalf("the program's chart %s: values %v namespace %q", res.Name, in["values"], ns)
-			}
-			return v, ns
-		}
+// workloadsStackName is the stack the real engine deploys the workloads with.
+const workloadsStackName = "rehearsal-workloads"
+
+// workloadsStack is the program under the real engine (tests/engine) for an
+// existing-cluster stack on the rehearsal's cluster: its kubeconfig, the
+// rehearsal's mirror (the simulator image's digest), the stack's SSH key (it
+// seeds the SFTP host key) and the same simulator part as the metal stack.
+// The nodes and cluster layers are the rehearsal runner's (pulumi-command is
+// not served); everything above them is the engine's.
+func workloadsStack(ctx context.Context, t *testing.T, e *env, root, kubeconfig string) *engine.Lab {
+	t.Helper()
+	t.Setenv("SIMLAB_BIN_DIR", e.bin)
+	tools, err := engine.FindTools(root)
+	if err != nil {
+		t.Fatal(err)
 	}
-	r.t.Fatal("the program declares no simulator chart (is simlab:simulator.enabled true?)")
-	return nil, ""
+	dir := filepath.Join(e.work, "engine")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lab, err := engine.Open(ctx, engine.Options{Root: root, Tools: tools, Dir: dir, Stack: workloadsStackName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stack := fmt.Sprintf(`config:
+  simlab:cluster:
+    name: %s
+  simlab:provider: existing
+  simlab:existing:
+    kubeconfig: %s
+  simlab:ssh:
+    privateKeyPath: %s
+  simlab:artifacts:
+    dir: %s
+%s`, clusterName, kubeconfig, filepath.Join(e.work, "id_ed25519"), filepath.Join(e.work, "mirror"), simulatorStackConfig(false))
+	if err := os.WriteFile(filepath.Join(lab.ProjectDir, "Pulumi."+workloadsStackName+".yaml"), []byte(stack), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// As a user sets it: pulumi config set --secret --path.
+	if err := lab.SetSecret(ctx, "simlab:simulator.sftp.passwords."+dataset.SFTPPasswordEnv, sftpPassword); err != nil {
+		t.Fatal(err)
+	}
+	return lab
 }
 
-// secretObjects are the Kubernetes Secrets the program declares (the SFTP
-// passwords and host key), as the mock engine recorded them, revealed as the
-// provider would send them: a JSON manifest per line for kubectl.
-func (r *runner) secretObjects() []byte {
-	r.t.Helper()
-	var out bytes.Buffer
-	for _, res := range r.last.Resources() {
-		if res.Type != "kubernetes:core/v1:Secret" {
-			continue
+// checkStateHasNoPlainSecret reads every file of the state backend: none may
+// hold a secret in plain text (the provider keeps the Secrets' data as
+// Pulumi secrets, encrypted with the stack's passphrase).
+func checkStateHasNoPlainSecret(t *testing.T, dir string, secrets ...string) {
+	t.Helper()
+	files := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
 		}
-		obj := pulumimock.Reveal(resource.NewObjectProperty(res.Inputs)).ObjectValue().Mappable()
-		obj["apiVersion"], obj["kind"] = "v1", "Secret"
-		b, err := json.Marshal(obj)
+		b, err := os.ReadFile(p)
 		if err != nil {
-			r.t.Fatal(err)
+			return err
 		}
-		out.Write(append(b, '\n'))
+		files++
+		for _, s := range secrets {
+			if bytes.Contains(b, []byte(s)) {
+				t.Errorf("the state file %s holds %q in plain text", p, s)
+			}
+		}
+		return nil
+	})
+	if err != nil || files == 0 {
+		t.Fatalf("reading the state in %s: %v (%d files)", dir, err, files)
 	}
-	if out.Len() == 0 {
-		r.t.Fatal("the program declares no Secret (the stack has an sftp type: it should declare its passwords and host key)")
+}
+
+// engineLog writes the engine's progress of one operation into the test log.
+func engineLog(t *testing.T, op string) io.Writer {
+	return logWriter{t: t, prefix: "pulumi " + op + ": "}
+}
+
+type logWriter struct {
+	t      *testing.T
+	prefix string
+}
+
+func (w logWriter) Write(p []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if strings.TrimSpace(l) != "" {
+			w.t.Log(w.prefix + l)
+		}
 	}
-	return out.Bytes()
+	return len(p), nil
 }
 
 // sftpHostKey is the SSH host key the SFTP worker's Service presents, read by
@@ -282,33 +336,6 @@ func sftpHostKey(t *testing.T, ctrl *ssh.Client, addr string) ssh.PublicKey {
 	}
 	t.Fatalf("no SSH host key from %s: %v", addr, err)
 	return nil
-}
-
-// renderChart renders the repository's chart with values, as the Kubernetes
-// provider's Chart resource does (it runs Helm's template engine too).
-func renderChart(t *testing.T, e *env, root, ns string, values map[string]any) []byte {
-	t.Helper()
-	helms, _ := filepath.Glob(filepath.Join(e.bin, "helm-v*"))
-	if len(helms) != 1 {
-		t.Fatalf("want one helm binary in %s (make tools), got %v", e.bin, helms)
-	}
-	vf := filepath.Join(e.work, "simulator-values.json")
-	b, err := json.Marshal(values)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(vf, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(helms[0], "template", workloads.ReleaseName, filepath.Join(root, workloads.ChartPath),
-		"--namespace", ns, "--values", vf, "--kube-version", e.kube)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, errb.String())
-	}
-	return out
 }
 
 // tarDir packs dir's files as a tar stream rooted at name.
@@ -421,6 +448,7 @@ func checkSFTPHostKey(t *testing.T, e *env, ctrl *ssh.Client, k string) {
 // rehearseWorkloads installs the simulator and its stand-ins, replays a
 // campaign to the sink pod and uninstalls everything again.
 func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh.Client, img string, tm *timings) {
+	ctx := context.Background()
 	k := "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf "
 	w := machines[1]
 	worker := run.ssh(w.ip)
@@ -452,23 +480,35 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 		t.Fatalf("copying the dataset to %s: %v\n%s", w.name, err, out)
 	}
 
-	// The stand-ins, then the chart with the program's values.
-	if out, err := sshIn(ctrl, k+"apply -f -", []byte(standInObjects(img, w.name))); err != nil {
+	// The stand-ins the simulator needs, then the program's workloads under the
+	// real Pulumi engine and its Kubernetes provider (an existing-cluster stack
+	// for this cluster: its Secrets and the chart), then the SUT.
+	standIns, sut := standInObjects(img, w.name)
+	if out, err := sshIn(ctrl, k+"apply -f -", []byte(standIns)); err != nil {
 		t.Fatalf("applying the stand-ins: %v\n%s", err, out)
 	}
-	if out, err := sshIn(ctrl, k+"apply -f -", run.secretObjects()); err != nil {
-		t.Fatalf("applying the program's Secrets: %v\n%s", err, out)
+	kubeconfig := filepath.Join(e.work, "admin.conf")
+	if err := os.WriteFile(kubeconfig, []byte(mustSSH(t, ctrl, "sudo cat /etc/kubernetes/admin.conf")), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	values, ns := run.chartValues()
-	if ns != simNamespace {
-		t.Fatalf("the program installs the chart into %q, the stack says %q", ns, simNamespace)
+	lab := workloadsStack(ctx, t, e, root, kubeconfig)
+	if _, err := lab.Stack.Up(ctx, optup.ProgressStreams(engineLog(t, "up"))); err != nil {
+		t.Fatalf("%s\npulumi up (the workloads on this cluster): %v", simulatorDiagnosis(ctrl, k, true), err)
 	}
-	rendered := renderChart(t, e, root, ns, values)
-	if !bytes.Contains(rendered, []byte(img)) {
-		t.Errorf("the rendered chart does not run %s (the mirror's image by digest)", img)
+	tm.mark("pulumi up: the simulator's Secrets and chart by the engine", t0)
+	t0 = time.Now()
+	if _, err := lab.Stack.Up(ctx, optup.ExpectNoChanges(), optup.ProgressStreams(engineLog(t, "up again"))); err != nil {
+		t.Errorf("a second pulumi up with nothing changed is not a no-op: %v", err)
 	}
-	if out, err := sshIn(ctrl, k+"apply --server-side --field-manager simlab-rehearsal -f -", rendered); err != nil {
-		t.Fatalf("applying the simulator chart: %v\n%s", err, out)
+	tm.mark("pulumi up again: no changes", t0)
+	checkStateHasNoPlainSecret(t, lab.StateDir, sftpPassword, "PRIVATE KEY")
+	t0 = time.Now()
+	if out, err := sshIn(ctrl, k+"apply -f -", []byte(sut)); err != nil {
+		t.Fatalf("applying the sink: %v\n%s", err, out)
+	}
+	images := mustSSH(t, ctrl, k+fmt.Sprintf("-n %s get deploy -l app.kubernetes.io/instance=%s -o jsonpath='{.items[*].spec.template.spec.containers[*].image}'", simNamespace, workloads.ReleaseName))
+	if f := strings.Fields(images); len(f) != 3 || strings.Count(images, img) != 3 {
+		t.Errorf("the simulator's Deployments run %q, want the mirror's image by digest %s in each of the 3", images, img)
 	}
 	wait := fmt.Sprintf(`set -e
 %[1]s -n %[2]s rollout status deploy/%[3]s --timeout=180s
@@ -488,23 +528,18 @@ done
 	} else {
 		t.Logf("simulator pods:\n%s", out)
 	}
-	tm.mark("simulator chart and stand-ins running", t0)
+	tm.mark("the sink and every simulator pod running", t0)
 
 	// A campaign from this machine, as a user runs it: --stack finds the namespace, the
 	// controller's Service and the SUT from the stack file, and goes through the API server's
-	// proxy with the cluster's kubeconfig (kubeadm's admin.conf, copied here: the rehearsal has no
-	// Pulumi state to read it from). Load, start, watch, stop, report.
+	// proxy with the stack's kubeconfig (simlab:existing.kubeconfig). Load, start, watch, stop,
+	// report.
 	t0 = time.Now()
-	kubeconfig := filepath.Join(e.work, "admin.conf")
-	if err := os.WriteFile(kubeconfig, []byte(mustSSH(t, ctrl, "sudo cat /etc/kubernetes/admin.conf")), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	thresholds := filepath.Join(e.work, "thresholds.txt")
 	if err := os.WriteFile(thresholds, []byte("lost == 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	camp := exec.Command(e.simlab, "campaign", "run", "--stack", "rehearsal", "--stacks-dir", filepath.Join(e.work, "stacks"),
-		"--kubeconfig", kubeconfig, "--dataset", local,
+	camp := exec.Command(e.simlab, "campaign", "run", "--stack", workloadsStackName, "--stacks-dir", lab.ProjectDir, "--dataset", local,
 		"--start-in", "5s", "--thresholds", thresholds, "--out", filepath.Join(e.work, "campaigns"), "--settle", "20s")
 	out, err := camp.CombinedOutput()
 	if err != nil {
@@ -540,13 +575,18 @@ done
 	}
 	checkSFTPHostKey(t, e, ctrl, k)
 
-	// Uninstall (what destroy does first: the workloads), then the stand-ins.
+	// pulumi destroy of the workloads stack: nothing of the program's is left;
+	// then the stand-ins.
 	t0 = time.Now()
-	if out, err := sshIn(ctrl, k+"delete --wait --timeout=120s -f -", rendered); err != nil {
-		t.Fatalf("deleting the simulator chart's objects: %v\n%s", err, out)
+	if _, err := lab.Stack.Destroy(ctx, optdestroy.ProgressStreams(engineLog(t, "destroy"))); err != nil {
+		t.Fatalf("pulumi destroy (the workloads): %v", err)
 	}
-	if out, err := sshIn(ctrl, k+"delete --wait --timeout=120s --ignore-not-found -f -", []byte(standInObjects(img, w.name))); err != nil {
+	left := mustSSH(t, ctrl, k+fmt.Sprintf("-n %s get deploy,hpa,svc,secret,cm -l app.kubernetes.io/instance=%s -o name", simNamespace, workloads.ReleaseName))
+	if strings.TrimSpace(left) != "" {
+		t.Errorf("pulumi destroy left the program's objects: %s", left)
+	}
+	if out, err := sshIn(ctrl, k+"delete --wait --timeout=120s --ignore-not-found -f -", []byte(sut+"\n---\n"+standIns)); err != nil {
 		t.Fatalf("deleting the stand-ins: %v\n%s", err, out)
 	}
-	tm.mark("simulator uninstalled", t0)
+	tm.mark("simulator destroyed by the engine", t0)
 }
