@@ -251,6 +251,9 @@ type Simulator struct {
 	MaxWorkers int `json:"maxWorkers"`
 	// TargetCPUPercent is the HPA's CPU utilisation target.
 	TargetCPUPercent int `json:"targetCPUPercent"`
+	// ScaleDownSeconds is the HPA's scale-down stabilisation window: how long the workers' CPU
+	// must stay low before workers are removed (Kubernetes' default, 300).
+	ScaleDownSeconds int `json:"scaleDownStabilizationSeconds"`
 	// Sources are the simulated data-source types.
 	Sources []SourceType `json:"sources"`
 	// SFTP is what the workers of sftp sources need.

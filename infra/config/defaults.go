@@ -29,6 +29,7 @@ func Default() Config {
 			MinWorkers:       1,
 			MaxWorkers:       4,
 			TargetCPUPercent: 60,
+			ScaleDownSeconds: 300,
 			Sources:          []SourceType{{Type: "pm-counters", Instances: 16, Protocol: "tcp"}},
 		},
 	}

@@ -360,6 +360,9 @@ func (c *Config) validateSimulator(bad func(string, string, ...any)) {
 	if s.TargetCPUPercent < 1 || s.TargetCPUPercent > 100 {
 		bad("simulator.targetCPUPercent", "must be 1-100, got %d", s.TargetCPUPercent)
 	}
+	if s.ScaleDownSeconds < 0 || s.ScaleDownSeconds > 3600 {
+		bad("simulator.scaleDownStabilizationSeconds", "must be 0-3600 (the HPA's limit), got %d", s.ScaleDownSeconds)
+	}
 	if len(s.Sources) == 0 {
 		bad("simulator.sources", "must list at least one data-source type")
 	}

@@ -157,6 +157,7 @@ func Values(sim config.Simulator, versions config.Versions, kafkaBootstrap, data
 			"minReplicas":                    sim.MinWorkers,
 			"maxReplicas":                    sim.MaxWorkers,
 			"targetCPUUtilizationPercentage": sim.TargetCPUPercent,
+			"scaleDownStabilizationSeconds":  sim.ScaleDownSeconds,
 		},
 		"sources": sources,
 	}

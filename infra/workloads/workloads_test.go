@@ -50,7 +50,7 @@ func TestValuesFollowConfig(t *testing.T) {
 		"dataset": map[string]any{"claimName": "datasets-claim", "path": "datasets/default"},
 		"sut":     map[string]any{"address": "sut.simulator.svc:9000"},
 		"sftp":    map[string]any{"passwordsSecret": "", "hostKeySecret": ""},
-		"workers": map[string]any{"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 60},
+		"workers": map[string]any{"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 60, "scaleDownStabilizationSeconds": 300},
 		"sources": []any{map[string]any{"type": "pm-counters", "instances": 6, "protocol": "tcp"}},
 	})
 	if !reflect.DeepEqual(got, want) {

@@ -131,8 +131,8 @@ func checkRendered(t *testing.T, objs []map[string]any, namespace string, want e
 		if str(m, "resource", "name") != "cpu" || num(m, "resource", "target", "averageUtilization") != want.sim.TargetCPUPercent {
 			t.Errorf("%s: HPA metric %v, want cpu at %d%%", n, m, want.sim.TargetCPUPercent)
 		}
-		if num(hpa, "spec", "behavior", "scaleDown", "stabilizationWindowSeconds") < 0 {
-			t.Errorf("%s: no scale-down stabilisation window", n)
+		if got := num(hpa, "spec", "behavior", "scaleDown", "stabilizationWindowSeconds"); got != want.sim.ScaleDownSeconds {
+			t.Errorf("%s: scale-down stabilisation window %d s, want the stack's simulator.scaleDownStabilizationSeconds %d", n, got, want.sim.ScaleDownSeconds)
 		}
 	}
 }
