@@ -418,3 +418,17 @@ func TestSFTPSettings(t *testing.T) {
 		t.Errorf("an existing cluster with its own host key refused: %q", lines)
 	}
 }
+
+func TestScaleDownWindow(t *testing.T) {
+	l, err := config.ParseStackFile("x.yaml", []byte(validLibvirt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Simulator.ScaleDownSeconds != 300 {
+		t.Errorf("default scale-down window %d s, want Kubernetes' 300", l.Simulator.ScaleDownSeconds)
+	}
+	doc := validLibvirt + "    scaleDownStabilizationSeconds: 4000\n"
+	if lines := problems(t, doc); !contains(lines, "simlab:simulator.scaleDownStabilizationSeconds: must be 0-3600") {
+		t.Errorf("got %q", lines)
+	}
+}
