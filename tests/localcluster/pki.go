@@ -6,28 +6,23 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/simlab/simlab/tests/testpki"
 )
 
 // certValidity is how long the per-run certificates are valid: long enough for
 // a cluster started with `make cluster-up` to live through a working week.
 const certValidity = 30 * 24 * time.Hour
 
-// keyPair is a certificate and its private key, PEM-encoded, plus the parsed
-// forms used to sign further certificates.
-type keyPair struct {
-	CertPEM, KeyPEM []byte
-	cert            *x509.Certificate
-	key             *ecdsa.PrivateKey
-}
+// keyPair is a certificate and its private key (testpki issues them).
+type keyPair = testpki.KeyPair
 
 // pki is the per-run set of CAs, serving and client certificates.
 type pki struct {
@@ -53,56 +48,7 @@ type certSpec struct {
 }
 
 func newCert(parent *keyPair, s certSpec) (keyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return keyPair{}, fmt.Errorf("generating key for %s: %w", s.cn, err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
-	if err != nil {
-		return keyPair{}, fmt.Errorf("serial for %s: %w", s.cn, err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: s.cn, Organization: s.orgs},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(certValidity),
-		DNSNames:     s.dns,
-		IPAddresses:  s.ips,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	switch {
-	case s.isCA:
-		tmpl.IsCA = true
-		tmpl.BasicConstraintsValid = true
-		tmpl.KeyUsage |= x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-	case s.server:
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	default:
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		return keyPair{}, fmt.Errorf("signing certificate for %s: %w", s.cn, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return keyPair{}, fmt.Errorf("parsing certificate for %s: %w", s.cn, err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return keyPair{}, fmt.Errorf("encoding key for %s: %w", s.cn, err)
-	}
-	return keyPair{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-		cert:    cert,
-		key:     key,
-	}, nil
+	return testpki.Issue(parent, testpki.Spec{CN: s.cn, Orgs: s.orgs, DNS: s.dns, IPs: s.ips, CA: s.isCA, Server: s.server, Validity: certValidity})
 }
 
 // serviceIP is the first address of the service range: the `kubernetes` Service.

@@ -1,21 +1,16 @@
 // Package campaigntest owns the test stand-in for the Kubernetes API server's service proxy that
-// `simlab campaign --stack` goes through, and the PKI behind it: a CA, a serving certificate for
-// 127.0.0.1 and a client certificate, the shape of kubeadm's admin.conf. It stands in for
+// `simlab campaign --stack` goes through, and the PKI behind it (issued by tests/testpki): a CA,
+// a serving certificate for 127.0.0.1 and a client certificate, the shape of kubeadm's
+// admin.conf. It stands in for
 // kube-apiserver only in unit tests on loopback; the rehearsal (tests/rehearse) goes through the
 // real API server to a real controller pod.
 package campaigntest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,13 +18,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/simlab/simlab/tests/testpki"
 )
 
 // PKI is a CA with a serving certificate for 127.0.0.1 and a client certificate for
 // kubernetes-admin, all PEM.
 type PKI struct {
-	ca                    *x509.Certificate
-	caKey                 *ecdsa.PrivateKey
+	ca                    testpki.KeyPair
 	server                tls.Certificate
 	CA                    []byte
 	ClientCert, ClientKey []byte
@@ -38,51 +34,22 @@ type PKI struct {
 // NewPKI makes a PKI valid for an hour.
 func NewPKI(t *testing.T) *PKI {
 	t.Helper()
-	p := &PKI{}
-	var err error
-	if p.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		t.Fatal(err)
+	issue := func(parent *testpki.KeyPair, s testpki.Spec) testpki.KeyPair {
+		s.Validity = time.Hour
+		kp, err := testpki.Issue(parent, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kp
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubernetes"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
+	ca := issue(nil, testpki.Spec{CN: "kubernetes", CA: true})
+	srv := issue(&ca, testpki.Spec{CN: "kube-apiserver", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	client := issue(&ca, testpki.Spec{CN: "kubernetes-admin", Orgs: []string{"kubeadm:cluster-admins"}})
+	server, err := tls.X509KeyPair(srv.CertPEM, srv.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ca, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	p.CA = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	srvCert, srvKey := p.issue(t, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	if p.server, err = tls.X509KeyPair(srvCert, srvKey); err != nil {
-		t.Fatal(err)
-	}
-	p.ClientCert, p.ClientKey = p.issue(t, &x509.Certificate{SerialNumber: big.NewInt(3),
-		Subject:     pkix.Name{CommonName: "kubernetes-admin", Organization: []string{"kubeadm:cluster-admins"}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	return p
-}
-
-// issue signs tmpl with the CA and returns the certificate and its key as PEM.
-func (p *PKI) issue(t *testing.T, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	return &PKI{ca: ca, server: server, CA: ca.CertPEM, ClientCert: client.CertPEM, ClientKey: client.KeyPEM}
 }
 
 // Request is what the stand-in saw of one request: its path, the client certificate's common
@@ -122,7 +89,7 @@ func StartAPIServer(t *testing.T, p *PKI, ns string) *APIServer {
 		fmt.Fprint(w, `{"stage":"empty"}`)
 	}))
 	pool := x509.NewCertPool()
-	pool.AddCert(p.ca)
+	pool.AddCert(p.ca.Cert)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{p.server}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
