@@ -115,9 +115,6 @@ detach (not a terminal: it stops). Exit status: 0 when every threshold holds, 1 
 violated (each is named with its measured value), 2 for any other error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if t.url == "" && t.stack == "" {
-				return &ExitError{2, errors.New("--stack or --controller-url is required (the lab's stack, or the simulator controller's base URL)")}
-			}
 			if o.Dataset == "" {
 				return &ExitError{2, errors.New("--dataset is required (a local copy of the dataset directory)")}
 			}

@@ -193,7 +193,7 @@ func checkHPAReadsCPU(t *testing.T, ctrl *ssh.Client, k string, types ...string)
 	t.Helper()
 	kc := strings.TrimSpace(k) + " -n " + simNamespace
 	for _, typ := range types {
-		hpa := "simulator-worker-" + typ
+		hpa := workerDeployment(typ)
 		script := fmt.Sprintf(`for i in $(seq 180); do
   u=$(%[1]s get hpa %[2]s -o jsonpath='{.status.currentMetrics[0].resource.current.averageUtilization}')
   [ -n "$u" ] && { echo "$u"; exit 0; }

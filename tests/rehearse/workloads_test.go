@@ -52,8 +52,8 @@ const (
 	datasetsDir  = "/var/lib/rehearsal/datasets"
 	reportDir    = "/var/lib/rehearsal/sink"
 	datasetName  = "rehearsal"
-	// The dataset: one type of four TCP sources, 60 records each over 8 s,
-	// and one of two SFTP sources (the sink pulls their files), 30 each.
+	// The dataset: one type of four TCP sources, 60,000 records each over
+	// 60 s, and one of two SFTP sources (the sink pulls their files), 30 each.
 	simType       = "type1"
 	simInstances  = 4
 	simRecords    = 60000
@@ -141,8 +141,11 @@ func standInObjects(img, node string) (cluster, sut string) {
 	// The SUT pulls each SFTP source from the type's worker Service.
 	var pulls strings.Builder
 	for i := 1; i <= sftpInstances; i++ {
-		fmt.Fprintf(&pulls, ", --sftp-pull, %s-ne%05d@%s-worker-%s.%s.svc:%d", sftpType, i, workloads.ReleaseName, sftpType, simNamespace, sftpPort)
+		fmt.Fprintf(&pulls, ", --sftp-pull, %s-ne%05d@%s.%s.svc:%d", sftpType, i, workerDeployment(sftpType), simNamespace, sftpPort)
 	}
+	// Both documents take the same arguments, by index.
+	args := []any{simNamespace, datasetClaim, datasetsDir, node, kafkaService, img, kafkaPort, sinkService, sinkPort,
+		datasetName, workloads.ReleaseName, reportDir, dataset.SFTPPasswordEnv, pulls.String(), config.SFTPPasswordsSecret}
 	cluster = fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata: {name: %[1]s}
@@ -193,8 +196,7 @@ metadata: {name: %[5]s, namespace: %[1]s}
 spec:
   selector: {app: %[5]s}
   ports: [{port: %[7]d, targetPort: %[7]d}]
-`, simNamespace, datasetClaim, datasetsDir, node, kafkaService, img, kafkaPort, sinkService, sinkPort,
-		datasetName, workloads.ReleaseName, reportDir, dataset.SFTPPasswordEnv, pulls.String(), config.SFTPPasswordsSecret)
+`, args...)
 	sut = fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %[8]s, namespace: %[1]s, labels: {app: %[8]s}}
@@ -226,10 +228,13 @@ metadata: {name: %[8]s, namespace: %[1]s}
 spec:
   selector: {app: %[8]s}
   ports: [{port: %[9]d, targetPort: %[9]d}]
-`, simNamespace, datasetClaim, datasetsDir, node, kafkaService, img, kafkaPort, sinkService, sinkPort,
-		datasetName, workloads.ReleaseName, reportDir, dataset.SFTPPasswordEnv, pulls.String(), config.SFTPPasswordsSecret)
+`, args...)
 	return cluster, sut
 }
+
+// workerDeployment names a type's worker Deployment, HPA and Service, as the
+// chart does.
+func workerDeployment(typ string) string { return workloads.ReleaseName + "-worker-" + typ }
 
 // workloadsStackName is the stack the real engine deploys the workloads with.
 const workloadsStackName = "rehearsal-workloads"
@@ -322,14 +327,14 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// sftpHostKey is the SSH host key the SFTP worker's Service presents, read by
-// an SSH handshake through a tunnel from the controller node (the login
-// itself is refused: no user is given a password here).
+// sftpHostKey is the SSH host key an SFTP worker presents at addr, read by an
+// SSH handshake through a tunnel from the controller node (the login itself
+// is refused: no user is given a password here).
 func sftpHostKey(t *testing.T, ctrl *ssh.Client, addr string) ssh.PublicKey {
 	t.Helper()
 	var key ssh.PublicKey
 	var err error
-	for i := 0; i < 120; i++ { // the Service's endpoint may still be programmed on this node
+	for i := 0; i < 120; i++ { // the connection may be refused for a moment
 		var conn net.Conn
 		if conn, err = ctrl.Dial("tcp", addr); err == nil {
 			_, _, _, err = ssh.NewClientConn(conn, addr, &ssh.ClientConfig{User: "nobody", Timeout: 5 * time.Second,
@@ -455,7 +460,7 @@ func checkSFTPHostKey(t *testing.T, e *env, ctrl *ssh.Client, k string) {
 		t.Fatal(err)
 	}
 	want := ssh.FingerprintSHA256(signer.PublicKey())
-	deploy := fmt.Sprintf("deploy/%s-worker-%s", workloads.ReleaseName, sftpType)
+	deploy := "deploy/" + workerDeployment(sftpType)
 	pod := func() (name, ip string) {
 		out := mustSSH(t, ctrl, k+fmt.Sprintf("-n %s get pods -l simlab.io/source-type=%s --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}'", simNamespace, sftpType))
 		lines := strings.Fields(strings.TrimSpace(out))
@@ -553,16 +558,11 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 	wait := fmt.Sprintf(`set -e
 %[1]s -n %[2]s rollout status deploy/%[3]s --timeout=180s
 %[1]s -n %[2]s wait --for=condition=Ready pod/%[4]s --timeout=180s
-%[1]s -n %[2]s rollout status deploy/%[5]s-controller --timeout=180s
-%[1]s -n %[2]s rollout status deploy/%[5]s-worker-%[6]s --timeout=180s
-%[1]s -n %[2]s rollout status deploy/%[5]s-worker-%[8]s --timeout=180s
-# A Ready pod is in its Service's endpoints a moment later; the API server's proxy needs it there.
-for i in $(seq 240); do
-  [ -n "$(%[1]s -n %[2]s get endpoints %[7]s -o jsonpath='{.subsets[*].addresses[*].ip}' 2>/dev/null)" ] && break
-  [ $i = 240 ] && { echo "service %[7]s has no ready endpoint after 120 s"; exit 1; }
-  sleep 0.5
-done
-%[1]s -n %[2]s get pods -o wide`, strings.TrimSpace(k), simNamespace, kafkaService, sinkService, workloads.ReleaseName, simType, config.ControllerService, sftpType)
+%[1]s -n %[2]s rollout status deploy/%[5]s --timeout=180s
+%[1]s -n %[2]s rollout status deploy/%[6]s --timeout=180s
+%[1]s -n %[2]s rollout status deploy/%[7]s --timeout=180s
+%[1]s -n %[2]s get pods -o wide`, strings.TrimSpace(k), simNamespace, kafkaService, sinkService, workloads.ReleaseName+"-controller",
+		workerDeployment(simType), workerDeployment(sftpType))
 	if out, err := sshIn(ctrl, wait, nil); err != nil {
 		t.Fatalf("%s\nthe simulator's pods did not come up: %v\n%s", simulatorDiagnosis(ctrl, k, true), err, out)
 	} else {
@@ -581,7 +581,7 @@ done
 	}
 	camp := exec.Command(e.simlab, "campaign", "run", "--stack", workloadsStackName, "--stacks-dir", lab.ProjectDir, "--dataset", local,
 		"--start-in", "5s", "--thresholds", thresholds, "--out", filepath.Join(e.work, "campaigns"), "--settle", "20s")
-	hpa := watchReplicas(ctrl, k, "simulator-worker-"+simType)
+	hpa := watchReplicas(ctrl, k, workerDeployment(simType))
 	out, err := camp.CombinedOutput()
 	scaledTo := hpa.stop()
 	if err != nil {
@@ -596,11 +596,11 @@ done
 		t.Errorf("during the campaign the HPA of %s scaled its workers to at most %d, want maxWorkers 2 (real CPU above %d%%)", simType, scaledTo, hpaTargetPercent)
 	}
 	back := fmt.Sprintf(`for i in $(seq 240); do
-  r=$(%[1]s -n %[2]s get deploy simulator-worker-%[3]s -o jsonpath='{.status.replicas}')
+  r=$(%[1]s -n %[2]s get deploy %[3]s -o jsonpath='{.status.replicas}')
   [ "$r" = 1 ] && exit 0
   sleep 1
 done
-%[1]s -n %[2]s describe hpa simulator-worker-%[3]s; exit 1`, strings.TrimSpace(k), simNamespace, simType)
+%[1]s -n %[2]s describe hpa %[3]s; exit 1`, strings.TrimSpace(k), simNamespace, workerDeployment(simType))
 	if out, err := sshIn(ctrl, back, nil); err != nil {
 		t.Errorf("the HPA did not scale %s back to 1 worker after the campaign: %v\n%s", simType, err, out)
 	}
