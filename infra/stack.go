@@ -75,7 +75,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			kubeContext = pulumi.StringPtr(c.Existing.Context)
 		}
 		// Read only when it seeds the SFTP host key: an existing cluster needs no SSH key otherwise.
-		if c.Simulator.Enabled && c.Simulator.HasSFTP() && c.Simulator.SFTP.HostKey == "" {
+		if c.Simulator.Enabled && c.Simulator.DerivesSFTPHostKey() {
 			if sshKey, err = privateKey(cfg); err != nil {
 				return nil, err
 			}

@@ -282,6 +282,10 @@ const (
 	SFTPHostKeySecret   = SimulatorRelease + "-sftp-host-key"
 )
 
+// DerivesSFTPHostKey reports whether the SFTP host key is derived from the stack's SSH key: a
+// source serves over SFTP and simlab:simulator.sftp.hostKey gives no key of its own.
+func (s Simulator) DerivesSFTPHostKey() bool { return s.HasSFTP() && s.SFTP.HostKey == "" }
+
 // HasSFTP reports whether a source type serves over SFTP.
 func (s Simulator) HasSFTP() bool {
 	for _, src := range s.Sources {

@@ -397,7 +397,7 @@ func (c *Config) validateSimulator(bad func(string, string, ...any)) {
 			bad("simulator.sftp.hostKey", "must be an unencrypted private key (OpenSSH or PEM): %v", err)
 		}
 	}
-	if s.HasSFTP() && s.SFTP.HostKey == "" && c.SSHPrivateKey == "" && c.SSH.PrivateKeyPath == "" {
+	if s.DerivesSFTPHostKey() && c.SSHPrivateKey == "" && c.SSH.PrivateKeyPath == "" {
 		bad("simulator.sftp.hostKey", "must be set when a source uses sftp and the stack has no SSH private key to derive it from "+
 			"(run: ssh-keygen -t ed25519 -N '' -f sftp_host_key && pulumi config set --secret simlab:simulator.sftp.hostKey < sftp_host_key)")
 	}
