@@ -57,18 +57,24 @@ func (p *libvirtProvider) shared(ctx *pulumi.Context, parent *Nodes) error {
 	img := p.basePath()
 	dir := p.args.Libvirt.ImageDir
 	url := artifacts.ArtifactURL(p.args.Artifacts.URL, p.image.Path)
-	create := fmt.Sprintf(`set -eu
-img=%s
-mkdir -p %s
+	host := p.args.Libvirt.Host
+	create := onFailure(host, "downloading base image "+path.Base(img)+" into "+dir, dir, img+".xz.part", img+".part") +
+		fmt.Sprintf(`
+img=%[1]s
+mkdir -p %[2]s
+%[6]s
 if [ ! -s "$img" ]; then
-  curl -fsSL --retry 5 -o "$img.xz.part" %s
-  echo %s' '"$img.xz.part" | sha512sum -c --quiet -
+  need %[7]d "the download of $img.xz"
+  curl -fsSL --retry 5 -o "$img.xz.part" %[3]s
+  echo %[4]s' '"$img.xz.part" | sha512sum -c --quiet -
+  need "$(xz --robot --list "$img.xz.part" | awk '$1 == "totals" {print $5}')" "$img decompressed"
   xz -dc "$img.xz.part" > "$img.part"
   rm -f "$img.xz.part"
   mv "$img.part" "$img"
 fi
 qemu-img info "$img" >/dev/null
-printf '%%s\n' "$img" > %s`, shq(img), shq(dir), shq(url), shq(p.image.SHA512+" "), shq(path.Join(dir, baseMarker)))
+printf '%%s\n' "$img" > %[5]s`, shq(img), shq(dir), shq(url), shq(p.image.SHA512+" "), shq(path.Join(dir, baseMarker)),
+			needSpace(host, dir), p.image.Size)
 	del := fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi
 %[3]s
 rmdir %[4]s 2>/dev/null || true`, shq(path.Join(dir, baseMarker)), shq(img), gcBaseImages(dir), shq(dir))
@@ -149,7 +155,7 @@ func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, i
 	}
 	ignFile, err := remote.NewCommand(ctx, n.Name+"-ignition", &remote.CommandArgs{
 		Connection: p.hypervisor(),
-		Create: pulumi.String(fmt.Sprintf(`set -eu
+		Create: pulumi.String(onFailure(l.Host, "writing node "+n.Name+"'s Ignition to "+ignPath, l.ImageDir, ignPath+".part") + fmt.Sprintf(`
 mkdir -p %[1]s
 cat > %[2]s.part
 chmod 0644 %[2]s.part
@@ -166,8 +172,13 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 	if followIgnition {
 		diskTriggers = append(diskTriggers, pulumi.String(ignitionHash(ign)))
 	}
-	create := fmt.Sprintf("set -eu\nqemu-img create -q -f qcow2 -F qcow2 -b %s %s %dG",
-		shq(p.basePath()), shq(diskPath), pool.DiskGiB)
+	made := []string{diskPath}
+	if withCeph {
+		made = append(made, cephPath)
+	}
+	// A failed create removes both disks: Pulumi has no record of them.
+	create := onFailure(l.Host, "creating node "+n.Name+"'s disks in "+l.ImageDir, l.ImageDir, made...) +
+		fmt.Sprintf("\nqemu-img create -q -f qcow2 -F qcow2 -b %s %s %dG", shq(p.basePath()), shq(diskPath), pool.DiskGiB)
 	del := "rm -f " + shq(diskPath)
 	if withCeph {
 		create += fmt.Sprintf("\nqemu-img create -q -f raw %s %dG", shq(cephPath), pool.CephDiskGiB)
@@ -206,21 +217,26 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		// A domain of that name that is not this node (another MAC: a
 		// leftover of another stack or a hand-made VM) is an error, never
 		// adopted.
-		Create: pulumi.String(fmt.Sprintf(`set -eu
+		// A virt-install that fails after defining the domain (qemu would
+		// not start) leaves no domain behind.
+		Create: pulumi.String("set -eu\n" + libvirtReachable(virsh, l, "node "+n.Name+" not created") + fmt.Sprintf(`
 if %[1]s dominfo %[2]s >/dev/null 2>&1; then
   if ! %[1]s domiflist %[2]s | grep -qi %[3]s; then
     echo "domain %[4]s already exists on hypervisor %[5]s but is not this node (its NIC is not %[6]s): remove it (virsh undefine) or rename the node" >&2
     exit 1
   fi
-else
-  %[7]s >&2
+elif ! %[7]s >&2; then
+  %[8]s
+  echo "hypervisor %[5]s: virt-install of node %[4]s failed (its error is above); no domain %[4]s left defined" >&2
+  exit 1
 fi
-%[1]s domuuid %[2]s`, virsh, shq(n.Name), shq(n.MAC), n.Name, l.Host, n.MAC, strings.Join(install, " \\\n  "))),
+%[1]s domuuid %[2]s`, virsh, shq(n.Name), shq(n.MAC), n.Name, l.Host, n.MAC, strings.Join(install, " \\\n  "), undefine(virsh, n.Name))),
 		// cpus and memory change in place: the same machine, the same UUID,
 		// so nothing keyed on it (kubeadm init or join) runs again.
-		Update: pulumi.String(resizeScript(virsh, n.Name, pool.CPUs, pool.MemoryMiB)),
-		Delete: pulumi.String(fmt.Sprintf("%[1]s destroy %[2]s 2>/dev/null || true\n%[1]s undefine %[2]s --nvram 2>/dev/null || %[1]s undefine %[2]s 2>/dev/null || true",
-			virsh, shq(n.Name))),
+		Update: pulumi.String(libvirtReachable(virsh, l, "node "+n.Name+" not resized") + resizeScript(virsh, n.Name, pool.CPUs, pool.MemoryMiB)),
+		// With libvirtd down the delete fails, so Pulumi keeps the node in
+		// its state rather than forgetting a domain that is still there.
+		Delete:   pulumi.String("set -eu\n" + libvirtReachable(virsh, l, "node "+n.Name+" not deleted: start libvirtd and run the destroy again") + undefine(virsh, n.Name)),
 		Triggers: pulumi.Array{disks.ID(), pulumi.String(l.Network)},
 	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{ignFile, disks, keep}), pulumi.DeleteBeforeReplace(true))
 	if err != nil {
@@ -233,7 +249,7 @@ fi
 	} else {
 		lease, err := remote.NewCommand(ctx, n.Name+"-address", &remote.CommandArgs{
 			Connection: p.hypervisor(),
-			Create: pulumi.String(fmt.Sprintf(`for i in $(seq 1 150); do
+			Create: pulumi.String(libvirtReachable(virsh, l, "node "+n.Name+"'s address not read") + fmt.Sprintf(`for i in $(seq 1 150); do
   ip=$(%s domifaddr %s --source lease 2>/dev/null | awk '/ipv4/ {split($4, a, "/"); print a[1]; exit}')
   if [ -n "$ip" ]; then echo "$ip"; exit 0; fi
   sleep 2
@@ -328,4 +344,62 @@ v domuuid "$n"`, virsh, shq(name), cpus, memoryMiB)
 
 func trimmed(s pulumi.StringOutput) pulumi.StringOutput {
 	return s.ApplyT(strings.TrimSpace).(pulumi.StringOutput)
+}
+
+// undefine is a script that stops and undefines domain name if it exists; it
+// never fails.
+func undefine(virsh, name string) string {
+	return fmt.Sprintf("%[1]s destroy %[2]s >/dev/null 2>&1 || true\n"+
+		"%[1]s undefine %[2]s --nvram >/dev/null 2>&1 || %[1]s undefine %[2]s >/dev/null 2>&1 || true", virsh, shq(name))
+}
+
+// libvirtReachable is a script that fails, saying so, when libvirt at the
+// stack's URI does not answer on the hypervisor (libvirtd stopped or
+// crashed): "hypervisor H: cannot reach libvirt at URI (is libvirtd
+// running there?): <virsh's error>; <consequence>". Without it a delete
+// would pass with the domain still there, and a create would end in
+// virt-install's error, which names neither the node nor the host.
+func libvirtReachable(virsh string, l *config.Libvirt, consequence string) string {
+	return fmt.Sprintf(`if ! why=$(%[1]s uri 2>&1 >/dev/null); then
+  echo "hypervisor %[2]s: cannot reach libvirt at %[3]s (is libvirtd running there?): $(printf '%%s' "$why" | tr '\n' ' ' | sed 's/ *$//'); %[4]s" >&2
+  exit 1
+fi
+`, virsh, l.Host, l.URI, consequence)
+}
+
+// onFailure is the start of a script that writes into dir on the hypervisor
+// (set -eu and an EXIT trap): when the script fails, the trap removes the
+// files it was making (partial) and says on stderr what failed, on which
+// host, and how much space is left in dir, so a full disk reads as one
+// ("hypervisor H: creating node N's disks in DIR failed (exit 1); ...; 0 MiB
+// free in DIR") and nothing half-written stays.
+func onFailure(host, what, dir string, partial ...string) string {
+	q := make([]string, len(partial))
+	for i, f := range partial {
+		q[i] = shq(f)
+	}
+	return fmt.Sprintf(`set -eu
+simlab_dir=%[3]s
+simlab_failed() {
+  rc=$?
+  [ "$rc" -eq 0 ] && return 0
+  rm -f -- %[4]s
+  d=$simlab_dir
+  while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+  free=$(df -Pk "$d" 2>/dev/null | awk 'NR == 2 {printf "%%d MiB", $4 / 1024}')
+  echo "hypervisor %[1]s: %[2]s failed (exit $rc); removed what it had written; ${free:-unknown space} free in $simlab_dir" >&2
+}
+trap simlab_failed EXIT`, host, what, shq(dir), strings.Join(q, " "))
+}
+
+// needSpace is a shell function, need BYTES WHAT, that fails with a clear
+// error when dir (which exists) has less than BYTES free.
+func needSpace(host, dir string) string {
+	return fmt.Sprintf(`need() {
+  avail=$(df -Pk %[2]s | awk 'NR == 2 {print $4}')
+  if [ "$avail" -lt $(( ($1 + 1023) / 1024 )) ]; then
+    echo "hypervisor %[1]s: not enough space in %[3]s for $2: it needs $(( $1 / 1048576 + 1 )) MiB, $(( avail / 1024 )) MiB free" >&2
+    exit 1
+  fi
+}`, host, shq(dir), dir)
 }

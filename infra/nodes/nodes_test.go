@@ -363,7 +363,7 @@ func TestMockScriptsParse(t *testing.T) {
 }
 
 // fakeVirsh is a virsh for one domain whose state lives in files of $FAKE:
-// it answers dominfo, domstate and domuuid, records every call, and applies
+// it answers uri, dominfo, domstate and domuuid, records every call, and applies
 // --config vCPUs and memory when the domain starts.
 const fakeVirsh = `#!/bin/sh
 shift 2 # --connect URI
@@ -379,6 +379,7 @@ setmaxmem) ;;
 shutdown) echo "shut off" > "$d/state" ;;
 start) echo running > "$d/state"; cp "$d/next-cpus" "$d/cpus"; cp "$d/next-mem" "$d/mem" ;;
 domuuid) echo uuid-of-the-domain ;;
+uri) echo qemu:///system ;;
 *) echo "fake virsh: unexpected $cmd" >&2; exit 1 ;;
 esac
 `
@@ -414,7 +415,7 @@ func TestMockResizeIsInPlaceAndRestartsOnce(t *testing.T) {
 		return string(out), string(log)
 	}
 	out, log := run()
-	want := "dominfo dev-controller-1\nsetvcpus dev-controller-1 4 --config --maximum\nsetvcpus dev-controller-1 4 --config\n" +
+	want := "uri \ndominfo dev-controller-1\nsetvcpus dev-controller-1 4 --config --maximum\nsetvcpus dev-controller-1 4 --config\n" +
 		"setmaxmem dev-controller-1 6144M --config\nsetmem dev-controller-1 6144M --config\n" +
 		"domstate dev-controller-1\nshutdown dev-controller-1\ndomstate dev-controller-1\nstart dev-controller-1\ndomuuid dev-controller-1\n"
 	if log != want {
@@ -423,7 +424,7 @@ func TestMockResizeIsInPlaceAndRestartsOnce(t *testing.T) {
 	if out != "uuid-of-the-domain\n" {
 		t.Errorf("the update prints %q, want the domain's UUID", out)
 	}
-	if out, log := run(); log != "dominfo dev-controller-1\ndomuuid dev-controller-1\n" || out != "uuid-of-the-domain\n" {
+	if out, log := run(); log != "uri \ndominfo dev-controller-1\ndomuuid dev-controller-1\n" || out != "uuid-of-the-domain\n" {
 		t.Errorf("a second run must only check: %q, %q", log, out)
 	}
 }

@@ -670,4 +670,150 @@ virsh --connect qemu:///system define %s >/dev/null && rm -f %s`, xmlFile, node,
 		}
 		exec1(base, base.Delete)
 	})
+
+	var controller, worker string
+	for _, n := range l.Nodes() {
+		if n.Role == config.RoleWorker && worker == "" {
+			worker = n.Name
+		} else if n.Role == config.RoleController && controller == "" {
+			controller = n.Name
+		}
+	}
+	var baseCmd pulumimock.Command
+	for _, c := range cmds {
+		if strings.HasPrefix(c.Name, l.Cluster.Name+"-fcos-image") {
+			baseCmd = c
+		}
+	}
+	mustRun := func(t *testing.T, c pulumimock.Command, script string) {
+		t.Helper()
+		if out, err := exec1(c, script); err != nil {
+			t.Fatalf("%s: %v\n%s", c.Name, err, out)
+		}
+	}
+	lsImages := func(t *testing.T) string {
+		t.Helper()
+		return strings.Join(strings.Fields(h.sh(t, "ls -A "+h.imageDir+" 2>/dev/null || true")), " ")
+	}
+	domains := func(t *testing.T) string {
+		t.Helper()
+		return strings.TrimSpace(h.sh(t, "virsh --connect qemu:///system list --all --name"))
+	}
+
+	t.Run("a domain whose qemu cannot start is not left defined", func(t *testing.T) {
+		// The disks are there, the Ignition file is not: libvirt defines the
+		// domain, qemu refuses to start without its fw_cfg file.
+		mustRun(t, baseCmd, baseCmd.Create)
+		defer exec1(baseCmd, baseCmd.Delete)
+		disks := byName[controller+"-disks"]
+		mustRun(t, disks, disks.Create)
+		defer exec1(disks, disks.Delete)
+		_, err := exec1(byName[controller+"-domain"], byName[controller+"-domain"].Create)
+		t.Logf("the error: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "hypervisor 127.0.0.1: virt-install of node "+controller+" failed") {
+			t.Fatalf("domain create without its Ignition file: %v", err)
+		}
+		if left := domains(t); left != "" {
+			t.Errorf("a failed virt-install left domains defined: %s", left)
+		}
+	})
+
+	// A full disk: a small tmpfs over the image directory (sshd runs in this
+	// mount namespace, so the hypervisor's scripts see it).
+	fill := func(t *testing.T, sizeKiB int64, keep ...string) {
+		t.Helper()
+		h.sh(t, fmt.Sprintf("mkdir -p %[1]s && mount -t tmpfs -o size=%[2]dk,mode=0755 simlab-full %[1]s", h.imageDir, sizeKiB))
+		t.Cleanup(func() { h.run("umount "+h.imageDir+" && rmdir "+h.imageDir, "", nil) })
+		for _, f := range keep {
+			h.sh(t, "cp "+f+" "+h.imageDir+"/")
+		}
+	}
+	fillUp := func(t *testing.T) {
+		t.Helper()
+		h.sh(t, "dd if=/dev/zero of="+h.imageDir+"/filler bs=64k 2>/dev/null || test -s "+h.imageDir+"/filler")
+	}
+	full := func(t *testing.T, err error, what string) {
+		t.Helper()
+		t.Logf("the error: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "hypervisor 127.0.0.1: "+what) || !strings.Contains(err.Error(), "No space left on device") ||
+			!strings.Contains(err.Error(), "0 MiB free in "+h.imageDir) {
+			t.Errorf("on a full disk: %v, want an error with %q, ENOSPC and the free space", err, what)
+		}
+	}
+	t.Run("a full disk fails the Ignition write, naming node and host, and leaves nothing", func(t *testing.T) {
+		fill(t, 1024)
+		fillUp(t)
+		c := byName[controller+"-ignition"]
+		_, err := exec1(c, c.Create)
+		full(t, err, "writing node "+controller+"'s Ignition to "+path.Join(h.imageDir, controller+".ign")+" failed")
+		if left := lsImages(t); left != "filler" {
+			t.Errorf("left in %s: %s, want only the filler", h.imageDir, left)
+		}
+	})
+	t.Run("a full disk fails the disks, naming node and host, and leaves nothing", func(t *testing.T) {
+		base := nodes.BaseImagePath(h.imageDir, m.Artifacts[artifacts.FCOSQemu])
+		st, err := os.Stat(h.baseImage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fill(t, st.Size()/1024+1024)
+		h.sh(t, "cp "+h.baseImage+" "+base)
+		fillUp(t)
+		c := byName[worker+"-disks"]
+		_, err = exec1(c, c.Create)
+		full(t, err, "creating node "+worker+"'s disks in "+h.imageDir+" failed")
+		if left, want := lsImages(t), path.Base(base)+" filler"; left != want {
+			t.Errorf("left in %s: %s, want only %s", h.imageDir, left, want)
+		}
+	})
+	for _, tc := range []struct{ name, what string }{
+		{"download", "the download of"},
+		{"decompressed image", "decompressed"},
+	} {
+		t.Run("too little space for the base image's "+tc.name+" is refused before writing", func(t *testing.T) {
+			st, err := os.Stat(h.baseImage)
+			if err != nil {
+				t.Fatal(err)
+			}
+			xzSize := m.Artifacts[artifacts.FCOSQemu].Size
+			size := xzSize / 2048 // half the download
+			if tc.name != "download" {
+				size = (xzSize + st.Size()/2) / 1024 // the download and half the image
+			}
+			fill(t, size)
+			_, err = exec1(baseCmd, baseCmd.Create)
+			t.Logf("the error: %v", err)
+			if err == nil || !strings.Contains(err.Error(), "hypervisor 127.0.0.1: not enough space in "+h.imageDir+" for") ||
+				!strings.Contains(err.Error(), tc.what) || !strings.Contains(err.Error(), "downloading base image") {
+				t.Errorf("base image create with %d KiB: %v", size, err)
+			}
+			if left := lsImages(t); left != "" {
+				t.Errorf("left in %s: %s", h.imageDir, left)
+			}
+		})
+	}
+
+	// libvirtd down (SSH still answers): creates and deletes fail naming
+	// node and host, and a delete no longer passes with the domain there.
+	t.Run("libvirtd stopped: the domain's create and delete fail naming node and host", func(t *testing.T) {
+		h.sh(t, `pid=$(cat /run/libvirtd.pid); kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done`)
+		defer h.sh(t, `libvirtd -d
+for i in $(seq 1 100); do virsh --connect qemu:///system version >/dev/null 2>&1 && exit 0; sleep 0.1; done
+virsh --connect qemu:///system version`)
+		c := byName[controller+"-domain"]
+		for _, step := range []struct{ name, script, consequence string }{
+			{"create", c.Create, "node " + controller + " not created"},
+			{"delete", c.Delete, "node " + controller + " not deleted"},
+		} {
+			_, err := exec1(c, step.script)
+			t.Logf("%s: %v", step.name, err)
+			if err == nil || !strings.Contains(err.Error(), "hypervisor 127.0.0.1: cannot reach libvirt at qemu:///system (is libvirtd running there?)") ||
+				!strings.Contains(err.Error(), step.consequence) || !strings.Contains(err.Error(), "libvirt-sock") {
+				t.Errorf("domain %s with libvirtd stopped: %v", step.name, err)
+			}
+		}
+	})
+	if left := domains(t); left != "" {
+		t.Errorf("domains left after the faults: %s", left)
+	}
 }
