@@ -32,6 +32,13 @@ bench-simulator: simulator ## simulator benchmarks: throughput, lateness, ceilin
 	@ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn); $(SIM_BIN) bench
 test-simulator: chromium ## the simulator's tests only
 	$(GO) test -count=1 ./simulator/...
+# The delivery soak (simulator/cli/soak_test.go): worker processes SIGKILLed, SIGTERMed and
+# scaled 1 -> 3 -> 1, the SUT stalling, dropping and restarting, for SOAK (60 s of it run in
+# `make test`); SOAK_SEED replays a schedule the log names.
+SOAK ?= 10m
+.PHONY: soak
+soak: ## the delivery soak for SOAK (default 10m): per source nothing lost, nothing early, duplicates within reported resends
+	SIMULATOR_SOAK=$(SOAK) SIMULATOR_SOAK_SEED=$(SOAK_SEED) $(GO) test -count=1 -v -timeout 0 -run '^TestSoak' ./simulator/cli/
 # A campaign on the simulator's processes (broker, controller, 2 workers per type, a sink as the
 # SUT) through `simlab campaign run --controller-url`: the report lands in campaigns/local/<run>/.
 SIMLAB_BIN    := $(CACHE_DIR)/bin/simlab

@@ -986,6 +986,18 @@ func (s *Sink) CountBetween(from, to time.Time) int {
 	return n
 }
 
+// Receipts is a copy of every attributed receipt so far, by source id ("<type>/<instance>"),
+// in arrival order, for checks a Report does not make (per-source coverage, early per record).
+func (s *Sink) Receipts() map[string][]Receipt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]Receipt, len(s.bySource))
+	for src, rs := range s.bySource {
+		out[src] = append([]Receipt(nil), rs...)
+	}
+	return out
+}
+
 // LastReceipt is the receive time of the latest record.
 func (s *Sink) LastReceipt() time.Time {
 	s.mu.Lock()
