@@ -1,6 +1,8 @@
-// Package contract holds what the infrastructure (infra/storage) and the simulator must agree on
-// about Kafka, in one place both import: how large a record may be and the topic limits that
-// follow from it. It imports nothing, so the simulator stays free of Pulumi and Helm.
+// Package contract holds what the infrastructure (infra/storage, infra/workloads) and the
+// simulator must agree on about Kafka, in one place both import: the topics' and groups' names,
+// how many partitions a type's records have, how large a record may be and the topic limits that
+// follow from it. It imports nothing, so the simulator stays free of Pulumi and Helm; the chart's
+// defaults are checked against it (contract_test.go).
 package contract
 
 // MaxRecordBytes is the largest record payload a dataset may hold (8 MiB). `simulator dataset
@@ -39,3 +41,52 @@ const ReportsTopicMaxMessageBytes = 1 << 20
 // ReportsTopicRetentionMs keeps summaries for 7 days: a campaign's report can be written (again)
 // from the controller for that long.
 const ReportsTopicRetentionMs = 7 * 24 * 3600 * 1000
+
+// DefaultTopicPrefix prefixes every topic and consumer group of the simulator: the chart's
+// kafka.topicPrefix, the simulator's --topic-prefix default, and the stack's topics.
+const DefaultTopicPrefix = "sim"
+
+// StateTopic is the compacted topic of the simulator's state (stage, manifests): <prefix>.state.
+func StateTopic(prefix string) string { return prefix + ".state" }
+
+// RecordsTopic is the topic of one source type's records: <prefix>.records.<type>.
+func RecordsTopic(prefix, sourceType string) string { return prefix + ".records." + sourceType }
+
+// ReportsTopic is the topic of the workers' delivery summaries: <prefix>.reports.
+func ReportsTopic(prefix string) string { return prefix + ReportsTopicSuffix }
+
+// WorkersGroup is the consumer group of one source type's workers: <prefix>.workers.<type>.
+func WorkersGroup(prefix, sourceType string) string { return prefix + ".workers." + sourceType }
+
+// The record topics' layouts: PerSource gives each source (instance) of a type its own
+// partition; Keyed spreads a type's sources over a fixed number of partitions by key.
+const (
+	PerSource = "per-source"
+	Keyed     = "keyed"
+)
+
+// DefaultPartitioning is the layout of a load that names none (chart kafka.partitioning).
+const DefaultPartitioning = PerSource
+
+// DefaultKeyedPartitions is a keyed type's partition count unless a load names another (chart
+// kafka.keyedPartitions).
+const DefaultKeyedPartitions = 32
+
+// RecordTopicPartitions is the one answer to how many partitions a type's record topic has:
+// sources of them per-source, keyedPartitions keyed (DefaultKeyedPartitions when not positive).
+// The stack sizes its topics and worker autoscalers with it from the config's instances; the
+// controller lays out a load with it from the dataset's sources, growing a topic that has fewer
+// (never shrinking one). A worker beyond the partitions would idle, so it also caps a type's
+// workers. It returns 0 for an unknown partitioning.
+func RecordTopicPartitions(partitioning string, sources, keyedPartitions int) int {
+	switch partitioning {
+	case PerSource:
+		return sources
+	case Keyed:
+		if keyedPartitions <= 0 {
+			return DefaultKeyedPartitions
+		}
+		return keyedPartitions
+	}
+	return 0
+}

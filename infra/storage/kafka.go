@@ -23,10 +23,10 @@ const (
 	KafkaNodePoolName = "dual"
 	// KafkaPort is the plain in-cluster listener's port.
 	KafkaPort = 9092
-	// TopicPrefix is the simulator's topic prefix (chart value
+	// TopicPrefix is the simulator's topic prefix (contract; chart value
 	// kafka.topicPrefix, docs/API.md): topics <prefix>.state and
 	// <prefix>.records.<type>.
-	TopicPrefix = "sim"
+	TopicPrefix = contract.DefaultTopicPrefix
 	// StateMaxMessageBytes is the state topic's max.message.bytes, as the
 	// simulator's controller creates it (a manifest per type is one record).
 	StateMaxMessageBytes = contract.StateTopicMaxMessageBytes
@@ -40,14 +40,14 @@ const (
 var KafkaBootstrap = fmt.Sprintf("%s-kafka-bootstrap.%s.svc:%d", KafkaClusterName, KafkaNamespace, KafkaPort)
 
 // RecordsTopic is the simulator's topic of one data-source type.
-func RecordsTopic(sourceType string) string { return TopicPrefix + ".records." + sourceType }
+func RecordsTopic(sourceType string) string { return contract.RecordsTopic(TopicPrefix, sourceType) }
 
 // StateTopic is the simulator's compacted state topic.
-func StateTopic() string { return TopicPrefix + ".state" }
+func StateTopic() string { return contract.StateTopic(TopicPrefix) }
 
 // ReportsTopic is the topic of the workers' delivery summaries, which the
 // controller aggregates per run (docs/ARCHITECTURE.md, "Delivery truth").
-func ReportsTopic() string { return TopicPrefix + contract.ReportsTopicSuffix }
+func ReportsTopic() string { return contract.ReportsTopic(TopicPrefix) }
 
 type kafkaOut struct {
 	bootstrap string
@@ -148,8 +148,9 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 			spec map[string]any
 		}{TopicPrefix + "-records-" + src.Type, map[string]any{
 			"topicName": RecordsTopic(src.Type),
-			// One partition per simulated source (docs/API.md, per-source).
-			"partitions": src.Instances,
+			// One partition per simulated source (docs/API.md, per-source):
+			// the layout the workloads layer gives the chart too.
+			"partitions": contract.RecordTopicPartitions(contract.DefaultPartitioning, src.Instances, contract.DefaultKeyedPartitions),
 			"replicas":   b.size.TopicReplicas,
 			// A loaded dataset is replayed until it is replaced: keep it.
 			"config": map[string]any{"retention.ms": -1, "max.message.bytes": RecordsMaxMessageBytes},

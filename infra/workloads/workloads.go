@@ -18,6 +18,7 @@ import (
 	helmv4 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v4"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/infra/config"
 )
 
@@ -140,8 +141,13 @@ func Values(sim config.Simulator, versions config.Versions, kafkaBootstrap, data
 			"tag":        versions.Simulator,
 			"digest":     imageDigest,
 		},
+		// The topics' names and layout are the contract's, which the
+		// storage layer sized the topics with.
 		"kafka": map[string]any{
-			"bootstrap": kafkaBootstrap,
+			"bootstrap":       kafkaBootstrap,
+			"topicPrefix":     contract.DefaultTopicPrefix,
+			"partitioning":    contract.DefaultPartitioning,
+			"keyedPartitions": contract.DefaultKeyedPartitions,
 		},
 		"dataset": map[string]any{
 			"claimName": datasetClaim,

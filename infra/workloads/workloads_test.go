@@ -46,7 +46,8 @@ func TestValuesFollowConfig(t *testing.T) {
 	got := jsonRoundTrip(t, v).(map[string]any)
 	want := jsonRoundTrip(t, map[string]any{
 		"image":   map[string]any{"repository": cfg.Simulator.Image, "tag": cfg.Versions.Simulator, "digest": testDigest},
-		"kafka":   map[string]any{"bootstrap": "kafka-bootstrap.kafka.svc:9092"},
+		"kafka": map[string]any{"bootstrap": "kafka-bootstrap.kafka.svc:9092", "topicPrefix": "sim", "partitioning": "per-source",
+			"keyedPartitions": 32},
 		"dataset": map[string]any{"claimName": "datasets-claim", "path": "datasets/default"},
 		"sut":     map[string]any{"address": "sut.simulator.svc:9000"},
 		"sftp":    map[string]any{"passwordsSecret": "", "hostKeySecret": ""},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/simulator/broker"
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
@@ -111,7 +112,7 @@ func controllerCmd() *cobra.Command {
 	f.StringVar(&brokers, "kafka-brokers", "", "Kafka bootstrap servers, comma-separated (env SIMULATOR_KAFKA_BROKERS)")
 	f.StringVar(&listen, "listen", ":8080", "HTTP address for the API, /metrics, /healthz, /readyz (env SIMULATOR_LISTEN)")
 	f.StringVar(&root, "dataset-root", "/data", "directory that load paths are relative to (env SIMULATOR_DATASET_ROOT)")
-	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
+	f.StringVar(&prefix, "topic-prefix", contract.DefaultTopicPrefix, "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
 	f.StringVar(&part, "partitioning", controller.PerSource, "per-source or keyed (env SIMULATOR_PARTITIONING)")
 	f.IntVar(&keyed, "keyed-partitions", 32, "partitions per type topic with keyed partitioning (env SIMULATOR_KEYED_PARTITIONS)")
 	f.StringVar(&sut, "sut-address", "", "host:port every TCP source of a load is sent to unless the load's address_override says otherwise; empty: each source's own address (env SIMULATOR_SUT_ADDRESS)")
@@ -211,7 +212,7 @@ func workerCmd() *cobra.Command {
 	f.StringVar(&listen, "listen", ":8081", "HTTP address for /metrics, /healthz, /readyz (env SIMULATOR_LISTEN)")
 	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources, opened on first use (env SIMULATOR_SFTP_LISTEN)")
 	f.StringVar(&hostKeyFile, "sftp-host-key-file", "", "PEM private host key for the SFTP server; default: a fresh ed25519 key (env SIMULATOR_SFTP_HOST_KEY_FILE)")
-	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
+	f.StringVar(&prefix, "topic-prefix", contract.DefaultTopicPrefix, "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
 	f.DurationVar(&commit, "commit-interval", 200*time.Millisecond, "commit period (env SIMULATOR_COMMIT_INTERVAL)")
 	f.DurationVar(&look, "lookahead", 5*time.Second, "fetch at most this far ahead of due time (env SIMULATOR_LOOKAHEAD)")
 	f.DurationVar(&hb, "heartbeat-interval", 200*time.Millisecond, "group heartbeat; bounds how fast a rebalance starts (env SIMULATOR_HEARTBEAT_INTERVAL)")

@@ -23,10 +23,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Partitioning layouts.
+// Partitioning layouts (contract.PerSource, contract.Keyed).
 const (
-	PerSource = "per-source"
-	Keyed     = "keyed"
+	PerSource = contract.PerSource
+	Keyed     = contract.Keyed
 )
 
 // Config configures a controller.
@@ -63,10 +63,10 @@ var ErrInvalid = errors.New("invalid request")
 // New connects to Kafka and creates the state topic if needed. Run must be called to read it.
 func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.Partitioning == "" {
-		cfg.Partitioning = PerSource
+		cfg.Partitioning = contract.DefaultPartitioning
 	}
 	if cfg.KeyedPartitions <= 0 {
-		cfg.KeyedPartitions = 32
+		cfg.KeyedPartitions = contract.DefaultKeyedPartitions
 	}
 	if cfg.SUTAddress != "" {
 		if err := checkHostPort(cfg.SUTAddress); err != nil {

@@ -223,10 +223,8 @@ type typePlan struct {
 
 // planType lays out a type's records and reads its topic's partitions and limit.
 func (l *loader) planType(ctx context.Context, typ string, srcs []*dataset.Source, part string, nkeyed int, span time.Duration, fp string) (*typePlan, error) {
-	p := &typePlan{typ: typ, topic: l.c.cfg.Names.RecordsTopic(typ), nparts: len(srcs), maxBytes: contract.RecordTopicMaxMessageBytes}
-	if part == Keyed {
-		p.nparts = nkeyed
-	}
+	p := &typePlan{typ: typ, topic: l.c.cfg.Names.RecordsTopic(typ), maxBytes: contract.RecordTopicMaxMessageBytes,
+		nparts: contract.RecordTopicPartitions(part, len(srcs), nkeyed)}
 	p.m = &state.Manifest{Type: typ, Fingerprint: fp, Partitioning: part, Span: span}
 	p.byPart = make([][]pending, p.nparts)
 	for i, s := range srcs {

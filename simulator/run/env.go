@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/simulator/broker"
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/sink"
@@ -65,7 +66,7 @@ func NewEnv(o EnvOptions) (*Env, error) {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &Env{Names: state.Names{Prefix: "sim"}, Log: o.Log, ctx: ctx, cancel: cancel, Brokers: o.Brokers, onClose: o.OnClose}
+	e := &Env{Names: state.Names{Prefix: contract.DefaultTopicPrefix}, Log: o.Log, ctx: ctx, cancel: cancel, Brokers: o.Brokers, onClose: o.OnClose}
 	fail := func(err error) (*Env, error) { e.Close(); return nil, err }
 	if len(e.Brokers) == 0 {
 		b, err := broker.Start("127.0.0.1:0")

@@ -35,17 +35,17 @@ const OffsetHeader = "off"
 // Names derives topic and group names from a prefix.
 type Names struct{ Prefix string }
 
-// StateTopic is the compacted state topic.
-func (n Names) StateTopic() string { return n.Prefix + ".state" }
+// StateTopic is the compacted state topic (contract.StateTopic).
+func (n Names) StateTopic() string { return contract.StateTopic(n.Prefix) }
 
-// RecordsTopic is the topic of a type's records.
-func (n Names) RecordsTopic(typ string) string { return n.Prefix + ".records." + typ }
+// RecordsTopic is the topic of a type's records (contract.RecordsTopic).
+func (n Names) RecordsTopic(typ string) string { return contract.RecordsTopic(n.Prefix, typ) }
 
-// ReportsTopic is the topic of the workers' delivery summaries (contract.ReportsTopicSuffix).
-func (n Names) ReportsTopic() string { return n.Prefix + contract.ReportsTopicSuffix }
+// ReportsTopic is the topic of the workers' delivery summaries (contract.ReportsTopic).
+func (n Names) ReportsTopic() string { return contract.ReportsTopic(n.Prefix) }
 
-// Group is the consumer group of a type's workers.
-func (n Names) Group(typ string) string { return n.Prefix + ".workers." + typ }
+// Group is the consumer group of a type's workers (contract.WorkersGroup).
+func (n Names) Group(typ string) string { return contract.WorkersGroup(n.Prefix, typ) }
 
 // Stage is the value under KeyStage.
 type Stage struct {

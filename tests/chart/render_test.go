@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/workloads"
 	"github.com/simlab/simlab/tests/standin"
@@ -20,7 +21,9 @@ type expectation struct {
 	partitions func(config.SourceType) int
 }
 
-func perSource(s config.SourceType) int { return s.Instances }
+func perSource(s config.SourceType) int {
+	return contract.RecordTopicPartitions(contract.PerSource, s.Instances, 0)
+}
 
 // checkRendered asserts the structure of a rendered chart: per type a worker
 // Deployment (no replicas, CPU request, no CPU limit), an HPA with
