@@ -133,7 +133,7 @@ func workerCmd() *cobra.Command {
 	var commit, look, hb, sess time.Duration
 	var noWait, useUring bool
 	var quantum, lead time.Duration
-	var hostKeyFile, cpuProfile string
+	var hostKeyFile, cpuProfile, spool string
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "run a worker of one data-source type",
@@ -176,7 +176,7 @@ func workerCmd() *cobra.Command {
 			m := worker.NewMetrics()
 			w := worker.New(worker.Config{FDLimit: fdLimit, Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
 				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait, HeartbeatInterval: hb, SessionTimeout: sess,
-				SFTPListen: sftpListen, SFTPHostKey: hostKey, NoUring: !useUring, Quantum: quantum, HandoverLead: handoverLead(lead)})
+				SFTPListen: sftpListen, SFTPHostKey: hostKey, SFTPSpool: spool, NoUring: !useUring, Quantum: quantum, HandoverLead: handoverLead(lead)})
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
@@ -211,6 +211,7 @@ func workerCmd() *cobra.Command {
 	f.StringVar(&listen, "listen", ":8081", "HTTP address for /metrics, /healthz, /readyz (env SIMULATOR_LISTEN)")
 	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources, opened on first use (env SIMULATOR_SFTP_LISTEN)")
 	f.StringVar(&hostKeyFile, "sftp-host-key-file", "", "PEM private host key for the SFTP server; default: a fresh ed25519 key (env SIMULATOR_SFTP_HOST_KEY_FILE)")
+	f.StringVar(&spool, "sftp-spool", "", "directory shared by every worker of the type (a ReadWriteMany volume) where sftp sources' files are published and served from, so any worker serves every sftp source and a worker's death loses no file; empty: in memory, one worker per sftp type (env SIMULATOR_SFTP_SPOOL)")
 	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
 	f.DurationVar(&commit, "commit-interval", 200*time.Millisecond, "commit period (env SIMULATOR_COMMIT_INTERVAL)")
 	f.DurationVar(&look, "lookahead", 5*time.Second, "fetch at most this far ahead of due time (env SIMULATOR_LOOKAHEAD)")

@@ -203,4 +203,3 @@ func TestSpoolKeepsMaxFilesAcrossOwners(t *testing.T) {
 		t.Errorf("the second oldest file went too: %v", err)
 	}
 }
-
