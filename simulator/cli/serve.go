@@ -127,6 +127,24 @@ func handoverLead(d time.Duration) time.Duration {
 	return d
 }
 
+// checkSpool creates the SFTP spool directory if needed and checks that the worker can write and
+// rename files there (as publishing does).
+func checkSpool(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("not writable by this worker: %w", err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	if err := os.Rename(f.Name(), f.Name()+".renamed"); err != nil {
+		return fmt.Errorf("cannot rename files: %w", err)
+	}
+	return os.Remove(f.Name() + ".renamed")
+}
+
 func workerCmd() *cobra.Command {
 	var lf logFlags
 	var brokers, listen, sftpListen, prefix, typ, ctlURL string
@@ -168,6 +186,13 @@ func workerCmd() *cobra.Command {
 					return fmt.Errorf("--sftp-host-key-file %s: %w", hostKeyFile, err)
 				}
 				log.Info("sftp host key", "fingerprint", ssh.FingerprintSHA256(signer.PublicKey()), "file", hostKeyFile)
+			}
+			if spool != "" {
+				// Checked at start: a spool the worker cannot write to would fail every
+				// sftp record later; the pod's log names it at once.
+				if err := checkSpool(spool); err != nil {
+					return fmt.Errorf("--sftp-spool %s: %w", spool, err)
+				}
 			}
 			fdLimit, ferr := limits.RaiseNoFile()
 			if ferr != nil {
