@@ -234,7 +234,7 @@ func workerCmd() *cobra.Command {
 	f.StringVar(&typ, "type", "", "data-source type to replay (env SIMULATOR_TYPE)")
 	f.StringVar(&ctlURL, "controller-url", "", "controller base URL (env SIMULATOR_CONTROLLER_URL)")
 	f.StringVar(&listen, "listen", ":8081", "HTTP address for /metrics, /healthz, /readyz (env SIMULATOR_LISTEN)")
-	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources, opened on first use (env SIMULATOR_SFTP_LISTEN)")
+	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources, opened on first use (at a run's start with --sftp-spool) (env SIMULATOR_SFTP_LISTEN)")
 	f.StringVar(&hostKeyFile, "sftp-host-key-file", "", "PEM private host key for the SFTP server; default: a fresh ed25519 key (env SIMULATOR_SFTP_HOST_KEY_FILE)")
 	f.StringVar(&spool, "sftp-spool", "", "directory shared by every worker of the type (a ReadWriteMany volume) where sftp sources' files are published and served from, so any worker serves every sftp source and a worker's death loses no file; empty: in memory, one worker per sftp type (env SIMULATOR_SFTP_SPOOL)")
 	f.StringVar(&prefix, "topic-prefix", "sim", "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
@@ -494,8 +494,9 @@ received, lost, duplicated, early and lateness. Exit status 0 only if nothing wa
 and nothing was sent early (records that failed at the workers are lost).
 
 TCP sources are sent to the sink whatever their configured address. SFTP sources are
-served by each worker and pulled by the sink from all of them, logging in with the
-password in the source's sftp.password_env (key-only sources cannot be pulled here).`,
+published on a temporary spool the workers of a type share, so any of them serves every
+source; the sink pulls each source from one of them, logging in with the password in the
+source's sftp.password_env (key-only sources cannot be pulled here).`,
 		Example: `  simulator generate --out /tmp/ds --types 2 --sources 20 --records 100 --span 10s
   simulator run --dataset /tmp/ds --workers 2 --report /tmp/report.json
 
