@@ -271,6 +271,20 @@ func TestRunCommandReportsAndExitsZero(t *testing.T) {
 	}
 }
 
+// The worker checks at start that it can write to its SFTP spool; one it cannot write to fails at
+// once, naming it.
+func TestWorkerChecksItsSFTPSpoolAtStart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	os.WriteFile(file, nil, 0o644)
+	c := workerCmd()
+	c.SetArgs([]string{"--kafka-brokers", "127.0.0.1:1", "--type", "files", "--controller-url", "http://127.0.0.1:1", "--sftp-spool", filepath.Join(file, "spool")})
+	c.SetOut(io.Discard)
+	c.SetErr(io.Discard)
+	if err := c.Execute(); err == nil || !strings.Contains(err.Error(), "--sftp-spool "+filepath.Join(file, "spool")) {
+		t.Errorf("a spool below a file: got %v, want an error naming it", err)
+	}
+}
+
 // The worker checks its SFTP host key file at start and logs the fingerprint the SUT's
 // known_hosts must hold; a file that holds no key fails at once, naming it.
 func TestWorkerChecksItsSFTPHostKeyAtStart(t *testing.T) {

@@ -128,13 +128,31 @@ func handoverLead(d time.Duration) time.Duration {
 	return d
 }
 
+// checkSpool creates the SFTP spool directory if needed and checks that the worker can write and
+// rename files there (as publishing does).
+func checkSpool(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("not writable by this worker: %w", err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	if err := os.Rename(f.Name(), f.Name()+".renamed"); err != nil {
+		return fmt.Errorf("cannot rename files: %w", err)
+	}
+	return os.Remove(f.Name() + ".renamed")
+}
+
 func workerCmd() *cobra.Command {
 	var lf logFlags
 	var brokers, listen, sftpListen, prefix, typ, ctlURL string
 	var commit, look, hb, sess time.Duration
 	var noWait, useUring bool
 	var quantum, lead time.Duration
-	var hostKeyFile, cpuProfile string
+	var hostKeyFile, cpuProfile, spool string
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "run a worker of one data-source type",
@@ -170,6 +188,13 @@ func workerCmd() *cobra.Command {
 				}
 				log.Info("sftp host key", "fingerprint", ssh.FingerprintSHA256(signer.PublicKey()), "file", hostKeyFile)
 			}
+			if spool != "" {
+				// Checked at start: a spool the worker cannot write to would fail every
+				// sftp record later; the pod's log names it at once.
+				if err := checkSpool(spool); err != nil {
+					return fmt.Errorf("--sftp-spool %s: %w", spool, err)
+				}
+			}
 			fdLimit, ferr := limits.RaiseNoFile()
 			if ferr != nil {
 				log.Warn("open-files limit", "err", ferr)
@@ -177,7 +202,7 @@ func workerCmd() *cobra.Command {
 			m := worker.NewMetrics()
 			w := worker.New(worker.Config{FDLimit: fdLimit, Brokers: bs, Names: state.Names{Prefix: prefix}, Type: typ, ControllerURL: ctlURL,
 				CommitInterval: commit, Lookahead: look, Log: log.With("type", typ), Metrics: m, InstanceID: host, NoWait: noWait, HeartbeatInterval: hb, SessionTimeout: sess,
-				SFTPListen: sftpListen, SFTPHostKey: hostKey, NoUring: !useUring, Quantum: quantum, HandoverLead: handoverLead(lead)})
+				SFTPListen: sftpListen, SFTPHostKey: hostKey, SFTPSpool: spool, NoUring: !useUring, Quantum: quantum, HandoverLead: handoverLead(lead)})
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
@@ -210,8 +235,9 @@ func workerCmd() *cobra.Command {
 	f.StringVar(&typ, "type", "", "data-source type to replay (env SIMULATOR_TYPE)")
 	f.StringVar(&ctlURL, "controller-url", "", "controller base URL (env SIMULATOR_CONTROLLER_URL)")
 	f.StringVar(&listen, "listen", ":8081", "HTTP address for /metrics, /healthz, /readyz (env SIMULATOR_LISTEN)")
-	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources, opened on first use (env SIMULATOR_SFTP_LISTEN)")
+	f.StringVar(&sftpListen, "sftp-listen", ":2222", "SFTP address for sftp sources, opened on first use (at a run's start with --sftp-spool) (env SIMULATOR_SFTP_LISTEN)")
 	f.StringVar(&hostKeyFile, "sftp-host-key-file", "", "PEM private host key for the SFTP server; default: a fresh ed25519 key (env SIMULATOR_SFTP_HOST_KEY_FILE)")
+	f.StringVar(&spool, "sftp-spool", "", "directory shared by every worker of the type (a ReadWriteMany volume) where sftp sources' files are published and served from, so any worker serves every sftp source and a worker's death loses no file; empty: in memory, one worker per sftp type (env SIMULATOR_SFTP_SPOOL)")
 	f.StringVar(&prefix, "topic-prefix", contract.DefaultTopicPrefix, "prefix of topics and groups (env SIMULATOR_TOPIC_PREFIX)")
 	f.DurationVar(&commit, "commit-interval", 200*time.Millisecond, "commit period (env SIMULATOR_COMMIT_INTERVAL)")
 	f.DurationVar(&look, "lookahead", 5*time.Second, "fetch at most this far ahead of due time (env SIMULATOR_LOOKAHEAD)")
@@ -469,8 +495,9 @@ received, lost, duplicated, early and lateness. Exit status 0 only if nothing wa
 and nothing was sent early (records that failed at the workers are lost).
 
 TCP sources are sent to the sink whatever their configured address. SFTP sources are
-served by each worker and pulled by the sink from all of them, logging in with the
-password in the source's sftp.password_env (key-only sources cannot be pulled here).`,
+published on a temporary spool the workers of a type share, so any of them serves every
+source; the sink pulls each source from one of them, logging in with the password in the
+source's sftp.password_env (key-only sources cannot be pulled here).`,
 		Example: `  simulator generate --out /tmp/ds --types 2 --sources 20 --records 100 --span 10s
   simulator run --dataset /tmp/ds --workers 2 --report /tmp/report.json
 

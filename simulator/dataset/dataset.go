@@ -310,8 +310,9 @@ func (c *SourceConfig) check() []keyProblem {
 			}
 			if c.SFTP.FilePattern == "" {
 				c.SFTP.FilePattern = "{seq}.rec"
-			} else if strings.ContainsAny(c.SFTP.FilePattern, "/\\") || !strings.Contains(c.SFTP.FilePattern, "{seq}") {
-				out = append(out, keyProblem{"file_pattern", fmt.Sprintf("sftp.file_pattern %q: must contain {seq} and no slash", c.SFTP.FilePattern)})
+			} else if strings.ContainsAny(c.SFTP.FilePattern, "/\\") || !strings.Contains(c.SFTP.FilePattern, "{seq}") || strings.HasPrefix(c.SFTP.FilePattern, ".") {
+				// A leading dot is the spool's own files (being written, pull markers).
+				out = append(out, keyProblem{"file_pattern", fmt.Sprintf("sftp.file_pattern %q: must contain {seq}, no slash, and not start with a dot", c.SFTP.FilePattern)})
 			}
 		}
 	case "":

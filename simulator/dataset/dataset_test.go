@@ -135,6 +135,8 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	write("router/b/records", "@1s 3\nabc\n@x 1\ny\n")
 	write("router/c/source.json", "{\"protocol\": \"tcp\", \"tcp\": {\"address\": \"h:1\"}}")
 	write("router/c/records", "@1s 3\na\nb\n")
+	write("files/d/source.json", `{"protocol": "sftp", "sftp": {"user": "d", "password_env": "PW", "file_pattern": ".{seq}.rec"}}`)
+	write("files/d/records", "@1s 1\na\n")
 	write("Bad_Type/x/source.json", "{}")
 	_, err := Load(dir)
 	var ve *ValidationError
@@ -148,6 +150,8 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"router/b/source.json:4: unknown key \"colour\"",
 		"router/b/records:3: offset \"x\": not a duration",
 		"router/c/records:1: payload contains a newline, which framing \"newline\" cannot carry",
+		// A leading dot is the SFTP spool's (files being written, pull markers).
+		"sftp.file_pattern \".{seq}.rec\": must contain {seq}, no slash, and not start with a dot",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in\n%s", want, got)

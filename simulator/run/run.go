@@ -101,33 +101,39 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(o.Out, "loaded %d types, %d sources, %d records (span %s) in %s\n", loaded.Types, loaded.Sources, loaded.Records, ds.Span, loaded.Took)
-	workerType := map[int]string{}
+	// The workers of a type share one spool directory for their sftp sources
+	// (as on a ReadWriteMany volume in the cluster): every worker serves every
+	// sftp source of its type, whichever worker publishes its files.
+	var spool string
+	if len(sftpSources) > 0 {
+		if spool, err = os.MkdirTemp("", "simulator-sftp-spool-"); err != nil {
+			return nil, fmt.Errorf("run: sftp spool: %w", err)
+		}
+		defer os.RemoveAll(spool)
+	}
+	workersOf := map[string][]int{}
 	for _, typ := range ds.Types() {
 		for i := 0; i < o.Workers; i++ {
-			workerType[env.AddWorker(typ, func(c *worker.Config) {
+			workersOf[typ] = append(workersOf[typ], env.AddWorker(typ, func(c *worker.Config) {
 				c.NoWait = o.NoWait
 				if len(sftpSources) > 0 {
-					c.SFTPListen = "127.0.0.1:0"
+					c.SFTPListen, c.SFTPSpool = "127.0.0.1:0", spool
 				}
-			})] = typ
+			}))
 		}
 	}
-	// The sink pulls every sftp source from every worker of its type: a
-	// source's files are on whichever worker owns it at the time.
+	// The sink pulls each sftp source from one worker of its type, taking
+	// the workers in turn: any of them serves the source's files.
 	pullCtx, stopPulls := context.WithCancel(ctx)
 	defer stopPulls()
-	for i, typ := range workerType {
-		for _, s := range sftpSources {
-			if s.Type != typ {
-				continue
-			}
-			srv, err := env.Worker(i).SFTP()
-			if err != nil {
-				return nil, fmt.Errorf("run: sftp server of a %s worker: %w", s.Type, err)
-			}
-			cfg := sink.PullerConfig(s.Config.SFTP.User, ssh.Password(os.Getenv(s.Config.SFTP.PasswordEnv)))
-			go env.Sink.PullSFTP(pullCtx, srv.Addr(), cfg, sftpPollInterval)
+	for n, s := range sftpSources {
+		ws := workersOf[s.Type]
+		srv, err := env.Worker(ws[n%len(ws)]).SFTP()
+		if err != nil {
+			return nil, fmt.Errorf("run: sftp server of a %s worker: %w", s.Type, err)
 		}
+		cfg := sink.PullerConfig(s.Config.SFTP.User, ssh.Password(os.Getenv(s.Config.SFTP.PasswordEnv)))
+		go env.Sink.PullSFTP(pullCtx, srv.Addr(), cfg, sftpPollInterval)
 	}
 	st, err := env.Controller.Start(ctx, controller.StartRequest{Delay: o.Delay.String(), Repeat: o.Repeat, Loops: o.Loops})
 	if err != nil {

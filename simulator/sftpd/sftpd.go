@@ -1,6 +1,8 @@
 // Package sftpd owns the worker's SFTP mode: one SSH server per worker where each SFTP-protocol
 // source is a login (password or public key) whose read-only root holds that source's due records as
-// files. A source can log in only while its partition is assigned to this worker.
+// files. A root is either in memory (a source can log in only while its partition is assigned to
+// this worker) or a directory on a spool shared by every worker of the type (Account.Dir): then
+// every server on the spool serves the source, whichever worker published its files (spool.go).
 package sftpd
 
 import (
@@ -33,6 +35,10 @@ type Account struct {
 	User           string
 	Password       string // empty: no password login
 	AuthorizedKeys []ssh.PublicKey
+	// Dir, if set, is the source's directory on the spool: Put publishes files there and the
+	// server serves them from there (with the files any other server on the spool published).
+	// Empty: the files are in this server's memory.
+	Dir string
 }
 
 // ParseAuthorizedKeys parses OpenSSH authorized_keys lines.
@@ -53,6 +59,15 @@ type file struct {
 	data   []byte
 	mod    time.Time // when it was published
 	pulled bool      // read at least once since it was published
+	// spool is the size of a file on the spool (data is nil there), -1 in memory.
+	spool int64
+}
+
+func (f *file) size() int64 {
+	if f.data == nil && f.spool >= 0 {
+		return f.spool
+	}
+	return int64(len(f.data))
 }
 
 type root struct {
@@ -60,6 +75,8 @@ type root struct {
 	mu    sync.Mutex
 	files []*file // in arrival order
 	index map[string]*file
+	// pub is what this server published in acct.Dir (spool roots only; nil until the first Put).
+	pub *published
 }
 
 // Server is an SSH/SFTP server on one address.
@@ -141,12 +158,18 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// Add opens a source's root (on assignment). Files already there are kept.
+// Add opens a source's root (on assignment, or for every source of the type with a spool). Files
+// already there are kept.
 func (s *Server) Add(a Account) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r := s.roots[a.User]; r != nil {
+		r.mu.Lock()
+		if r.acct.Dir != a.Dir {
+			r.pub = nil
+		}
 		r.acct = a
+		r.mu.Unlock()
 		return
 	}
 	s.roots[a.User] = &root{acct: a, index: map[string]*file{}}
@@ -159,6 +182,16 @@ func (s *Server) Remove(user string) {
 	delete(s.roots, user)
 }
 
+// Release forgets what this server published in a spool root (on revoke: another worker publishes
+// there now); the root stays served. The next Put reads the directory again.
+func (s *Server) Release(user string) {
+	if r := s.root(user); r != nil {
+		r.mu.Lock()
+		r.pub = nil
+		r.mu.Unlock()
+	}
+}
+
 // Put publishes one due record as a file in a source's root.
 func (s *Server) Put(user, name string, data []byte) error {
 	r := s.root(user)
@@ -167,11 +200,14 @@ func (s *Server) Put(user, name string, data []byte) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.acct.Dir != "" {
+		return r.publish(name, data, time.Now())
+	}
 	if old := r.index[name]; old != nil {
 		old.data, old.mod, old.pulled = data, time.Now(), false
 		return nil
 	}
-	f := &file{name: name, data: data, mod: time.Now()}
+	f := &file{name: name, data: data, mod: time.Now(), spool: -1}
 	r.files = append(r.files, f)
 	r.index[name] = f
 	if len(r.files) > MaxFiles {
@@ -179,6 +215,13 @@ func (s *Server) Put(user, name string, data []byte) error {
 		r.files = r.files[1:]
 	}
 	return nil
+}
+
+// dir is the root's spool directory ("" in memory).
+func (r *root) dir() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.acct.Dir
 }
 
 func (s *Server) root(user string) *root {
@@ -255,6 +298,10 @@ func (h *handlers) lookup(p string) (*root, *file, error) {
 	if name == "" {
 		return r, nil, nil
 	}
+	if dir := r.dir(); dir != "" {
+		f, err := spoolStat(dir, name)
+		return r, f, err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := r.index[name]
@@ -271,6 +318,16 @@ func (h *handlers) Fileread(req *sftp.Request) (io.ReaderAt, error) {
 	}
 	if f == nil {
 		return nil, sftp.ErrSSHFxFailure
+	}
+	if dir := r.dir(); dir != "" {
+		data, first, err := spoolRead(dir, f.name)
+		if err != nil {
+			return nil, err
+		}
+		if fn := h.s.onPull.Load(); first && fn != nil {
+			(*fn)(h.user, f.name, f.mod)
+		}
+		return bytes.NewReader(data), nil
 	}
 	r.mu.Lock()
 	first, published, data := !f.pulled, f.mod, f.data
@@ -330,6 +387,9 @@ func (h *handlers) Filelist(req *sftp.Request) (sftp.ListerAt, error) {
 		if f != nil {
 			return nil, sftp.ErrSSHFxFailure
 		}
+		if dir := r.dir(); dir != "" {
+			return spoolList(dir)
+		}
 		r.mu.Lock()
 		out := make(lister, 0, len(r.files))
 		for _, f := range r.files {
@@ -342,7 +402,7 @@ func (h *handlers) Filelist(req *sftp.Request) (sftp.ListerAt, error) {
 		if f == nil {
 			return lister{fileInfo{name: "/", dir: true, mod: time.Now()}}, nil
 		}
-		return lister{fileInfo{name: f.name, size: int64(len(f.data)), mod: f.mod}}, nil
+		return lister{fileInfo{name: f.name, size: f.size(), mod: f.mod}}, nil
 	}
 	return nil, sftp.ErrSSHFxOpUnsupported
 }

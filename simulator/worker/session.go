@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -514,16 +515,9 @@ func (s *session) sftpDest(ps *partState, instance string, e state.SourceEntry) 
 		return nil, err
 	}
 	c := e.Config.SFTP
-	keys, err := sftpd.ParseAuthorizedKeys(c.AuthorizedKeys)
+	acct, err := s.w.sftpAccount(s.st.RunID, instance, e)
 	if err != nil {
 		return nil, err
-	}
-	acct := sftpd.Account{User: c.User, AuthorizedKeys: keys}
-	if c.PasswordEnv != "" {
-		acct.Password = os.Getenv(c.PasswordEnv)
-		if acct.Password == "" && len(keys) == 0 {
-			return nil, fmt.Errorf("environment variable %s (sftp.password_env) is empty", c.PasswordEnv)
-		}
 	}
 	srv.Add(acct)
 	n := ps.rng.End - ps.rng.Start
@@ -539,5 +533,94 @@ func (s *session) sftpDest(ps *partState, instance string, e state.SourceEntry) 
 		return nil
 	}
 	s.w.sftpUsers.Store(c.User, instance)
-	return sched.NewFuncDest(s.w.cfg.Type+"/"+instance, deliver, func() { srv.Remove(c.User) }, s.w.cfg.Log, s.w.hooksFor(instance, e.Config.Protocol)), nil
+	closed := func() { srv.Remove(c.User) }
+	if acct.Dir != "" {
+		// On the spool the files stay, served by every worker; only the publishing moves.
+		closed = func() { srv.Release(c.User) }
+	}
+	return sched.NewFuncDest(s.w.cfg.Type+"/"+instance, deliver, closed, s.w.cfg.Log, s.w.hooksFor(instance, e.Config.Protocol)), nil
+}
+
+// sftpAccount is the login of an sftp source, on the spool (its directory for the run) when the
+// worker has one.
+func (w *Worker) sftpAccount(run, instance string, e state.SourceEntry) (sftpd.Account, error) {
+	c := e.Config.SFTP
+	keys, err := sftpd.ParseAuthorizedKeys(c.AuthorizedKeys)
+	if err != nil {
+		return sftpd.Account{}, err
+	}
+	acct := sftpd.Account{User: c.User, AuthorizedKeys: keys}
+	if c.PasswordEnv != "" {
+		acct.Password = os.Getenv(c.PasswordEnv)
+		if acct.Password == "" && len(keys) == 0 {
+			return sftpd.Account{}, fmt.Errorf("environment variable %s (sftp.password_env) is empty", c.PasswordEnv)
+		}
+	}
+	if w.cfg.SFTPSpool != "" {
+		acct.Dir = SpoolDir(w.cfg.SFTPSpool, w.cfg.Type, run, instance)
+	}
+	return acct, nil
+}
+
+// serveSpool, at the start of a session, makes every sftp source of the type log in here, served
+// from its directory of the run on the spool (whichever worker owns it), and removes the type's
+// earlier runs from the spool. Without a spool it warns once that the type cannot scale out.
+func (w *Worker) serveSpool(st state.Stage, m *state.Manifest) {
+	var sftpSrcs []state.SourceEntry
+	for _, e := range m.Sources {
+		if e.Config.Protocol == dataset.ProtoSFTP && e.Config.SFTP != nil {
+			sftpSrcs = append(sftpSrcs, e)
+		}
+	}
+	if len(sftpSrcs) == 0 {
+		return
+	}
+	if w.cfg.SFTPSpool == "" {
+		w.noSpoolWarned.Do(func() {
+			w.cfg.Log.Warn("sftp sources without --sftp-spool: this worker keeps the files of the sources it owns in memory "+
+				"and serves only those, and loses them when it dies; the type cannot scale out beyond one worker",
+				"type", w.cfg.Type, "sftp_sources", len(sftpSrcs))
+		})
+		return
+	}
+	srv, err := w.SFTP()
+	if err != nil {
+		w.cfg.Log.Error("sftp server: the type's sources cannot log in here", "err", err)
+		return
+	}
+	users := map[string]bool{}
+	for _, e := range sftpSrcs {
+		acct, err := w.sftpAccount(st.RunID, e.Instance, e)
+		if err != nil {
+			continue // its owner counts its records as failed and logs why
+		}
+		srv.Add(acct)
+		users[acct.User] = true
+		w.sftpUsers.Store(acct.User, e.Instance)
+	}
+	for u := range w.spoolUsers {
+		if !users[u] {
+			srv.Remove(u)
+			w.sftpUsers.Delete(u)
+		}
+	}
+	w.spoolUsers = users
+	w.cfg.Log.Info("serving the type's sftp sources from the spool", "spool", w.cfg.SFTPSpool, "run", st.RunID, "sources", len(users))
+	go w.removeEarlierRuns(st.RunID)
+}
+
+// removeEarlierRuns removes the type's directories of other runs from the spool.
+func (w *Worker) removeEarlierRuns(run string) {
+	dir := filepath.Join(w.cfg.SFTPSpool, w.cfg.Type)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() && e.Name() != run {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				w.cfg.Log.Debug("removing an earlier run from the sftp spool", "run", e.Name(), "err", err)
+			}
+		}
+	}
 }

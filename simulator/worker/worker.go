@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,12 @@ type Config struct {
 	SFTPListen string
 	// SFTPHostKey is the server's private host key (PEM); empty: a fresh ed25519 key.
 	SFTPHostKey []byte
+	// SFTPSpool, if set, is a directory shared by every worker of the type (SpoolDir gives its
+	// layout): the owner of an sftp source's partition publishes the source's files there, and
+	// every worker serves every sftp source of the type from there, so any worker accepts a
+	// source's login and a worker's death loses no published file. Empty: each worker keeps the
+	// files of the sources it owns in memory and serves only those (the type cannot scale out).
+	SFTPSpool string
 	// FDLimit is the open-files limit the worker plans with (0: the process's soft
 	// RLIMIT_NOFILE when New runs). An assignment that needs more is refused; see FDsNeeded.
 	FDLimit uint64
@@ -100,6 +107,16 @@ type Worker struct {
 	cur      atomic.Pointer[session]
 	// sftpUsers maps an SFTP login to the source instance it serves (for pull accounting).
 	sftpUsers sync.Map
+	// spoolUsers are the logins served from the spool (worker.serveSpool).
+	spoolUsers    map[string]bool
+	noSpoolWarned sync.Once
+}
+
+// SpoolDir is the directory of one source's files in one run on the spool:
+// <spool>/<type>/<run>/<instance>. A run has its own directories, so a new run never shows the
+// files of an earlier one; each worker removes the type's earlier runs when a run starts.
+func SpoolDir(spool, typ, run, instance string) string {
+	return filepath.Join(spool, typ, run, instance)
 }
 
 // SFTP returns the worker's SFTP server, starting it on first use.
@@ -342,6 +359,7 @@ func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest)
 			s.tcpByPart[e.Partition]++
 		}
 	}
+	w.serveSpool(st, m)
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
 	s.end = scancel

@@ -159,13 +159,13 @@ func TestClusterWorkersScaleOnCPUWithinPartitions(t *testing.T) {
 		return with(t, values, "workers.podAnnotations", map[string]any{localcluster.CPUAnnotation: cpu})
 	}
 	// pm-counters: 6 partitions, maxWorkers 3 -> 3; alarm-logs: 2 partitions -> 2;
-	// alarm-files (sftp): one worker whatever the load.
+	// alarm-files (sftp, 4 partitions): 3 too, as a tcp type (its workers share a spool).
 	sources = append(sources, map[string]any{"type": "alarm-files", "instances": 4, "protocol": "sftp"})
 	values = with(t, values, "sources", sources)
 	workers := []*workerScale{
 		{name: "simulator-worker-pm-counters", min: cfg.Simulator.MinWorkers, max: min(cfg.Simulator.MaxWorkers, 6)},
 		{name: "simulator-worker-alarm-logs", min: cfg.Simulator.MinWorkers, max: 2},
-		{name: "simulator-worker-alarm-files", min: 1, max: 1},
+		{name: "simulator-worker-alarm-files", min: cfg.Simulator.MinWorkers, max: min(cfg.Simulator.MaxWorkers, 4)},
 	}
 	if workers[0].max != 3 || workers[0].min != 1 {
 		t.Fatalf("the local stack changed (min %d, max %d); adjust this test", workers[0].min, workers[0].max)

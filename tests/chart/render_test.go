@@ -27,7 +27,8 @@ func perSource(s config.SourceType) int {
 
 // checkRendered asserts the structure of a rendered chart: per type a worker
 // Deployment (no replicas, CPU request, no CPU limit), an HPA with
-// maxReplicas = min(maxWorkers, partitions) (1 for sftp), a Service and a PDB; one
+// maxReplicas = min(maxWorkers, partitions) (sftp types too: their workers
+// share a spool on the dataset claim), a Service and a PDB; one
 // controller with the dataset claim mounted read-only; probes and a grace
 // period everywhere.
 func checkRendered(t *testing.T, objs []map[string]any, namespace string, want expectation) {
@@ -105,9 +106,39 @@ func checkRendered(t *testing.T, objs []map[string]any, namespace string, want e
 			t.Errorf("%s has no CPU request: the HPA scales on its utilisation", n)
 		}
 		vols, _ := get(pod, "volumes").([]any)
+		spoolVol := ""
 		for _, v := range vols {
-			if get(v, "persistentVolumeClaim") != nil || str(v, "name") != "sftp-host-key" {
-				t.Errorf("%s mounts volume %v: only the controller reads the dataset; a worker mounts at most the SFTP host key", n, v)
+			switch {
+			case str(v, "name") == "sftp-host-key" && get(v, "persistentVolumeClaim") == nil:
+			case s.Protocol == "sftp" && str(v, "persistentVolumeClaim", "claimName") == want.claim && get(v, "persistentVolumeClaim", "readOnly") == nil:
+				spoolVol = str(v, "name")
+			default:
+				t.Errorf("%s mounts volume %v: a worker mounts at most the SFTP host key and, for sftp, the dataset claim read-write as its spool", n, v)
+			}
+		}
+		spoolEnv := env(c, "SIMULATOR_SFTP_SPOOL")
+		if s.Protocol != "sftp" {
+			if spoolEnv != "" {
+				t.Errorf("%s (tcp) has SIMULATOR_SFTP_SPOOL %q", n, spoolEnv)
+			}
+		} else if spoolVol == "" {
+			t.Errorf("%s (sftp) does not have the dataset claim %q as a read-write volume: its workers share their spool there", n, want.claim)
+		} else {
+			// The spool: the claim, read-write, in the release's own directory, where
+			// SIMULATOR_SFTP_SPOOL points.
+			mounts, _ := get(c, "volumeMounts").([]any)
+			found := false
+			for _, m := range mounts {
+				if str(m, "name") != spoolVol {
+					continue
+				}
+				found = true
+				if get(m, "readOnly") == true || str(m, "subPath") != ".simulator-sftp/simulator" || str(m, "mountPath") != spoolEnv || spoolEnv == "" {
+					t.Errorf("%s: spool mount %v with SIMULATOR_SFTP_SPOOL %q, want read-write at subPath .simulator-sftp/simulator, mounted where the variable points", n, m, spoolEnv)
+				}
+			}
+			if !found {
+				t.Errorf("%s: the spool volume %s is not mounted", n, spoolVol)
 			}
 		}
 		hasSFTP := strings.Contains(fmt.Sprint(get(c, "ports")), "sftp")
@@ -116,10 +147,6 @@ func checkRendered(t *testing.T, objs []map[string]any, namespace string, want e
 		}
 
 		wantMax := min(want.sim.MaxWorkers, want.partitions(s))
-		if s.Protocol == "sftp" {
-			// Only the worker owning a source serves its files (see _helpers.tpl).
-			wantMax = 1
-		}
 		wantMin := min(want.sim.MinWorkers, wantMax)
 		if got := num(hpa, "spec", "maxReplicas"); got != wantMax {
 			t.Errorf("%s: HPA maxReplicas %d, want min(maxWorkers %d, partitions %d) = %d", n, got, want.sim.MaxWorkers, want.partitions(s), wantMax)
@@ -224,6 +251,10 @@ func TestChartCapsWorkersAtPartitions(t *testing.T) {
 	checkRendered(t, objs, rel.Namespace, want)
 	if got := num(byKind(objs)["HorizontalPodAutoscaler/simulator-worker-few"], "spec", "maxReplicas"); got != 2 {
 		t.Errorf("few: maxReplicas %d, want 2", got)
+	}
+	// An sftp type scales like a tcp one (its workers share a spool).
+	if got := num(byKind(objs)["HorizontalPodAutoscaler/simulator-worker-many"], "spec", "maxReplicas"); got != 10 {
+		t.Errorf("many (sftp, 40 partitions): maxReplicas %d, want maxWorkers 10", got)
 	}
 
 	keyed := with(t, rel.Values, "kafka.partitioning", "keyed")

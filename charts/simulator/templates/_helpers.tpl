@@ -81,18 +81,29 @@ simulator.partitions is the partition count of one type's topic; call with
 {{/*
 simulator.maxReplicas is a type's HPA maximum: its maxReplicas (or
 workers.maxReplicas), never above its partitions (a worker without a
-partition would idle). An sftp type runs one worker: the system under test
-reaches the files through the type's Service, and only the worker owning a
-source's partition holds that source's files, so with two workers a login
-could land on the wrong one.
+partition would idle). sftp types too: their workers share a spool on the
+dataset claim (simulator.sftpSpool), so whichever worker the type's Service
+sends a login to serves every source's files.
 */}}
 {{- define "simulator.maxReplicas" -}}
 {{- $max := int (default .root.Values.workers.maxReplicas .source.maxReplicas) -}}
-{{- if eq .source.protocol "sftp" -}}
-{{- 1 -}}
-{{- else -}}
 {{- min $max (int (include "simulator.partitions" .)) -}}
 {{- end -}}
+
+{{/*
+simulator.sftpSpoolSubPath is where on the dataset claim the workers of the
+release's sftp types share their spool (docs/DATASET.md): one directory per
+release, the worker adding <type>/<run>/<instance> below it.
+*/}}
+{{- define "simulator.sftpSpoolSubPath" -}}
+{{- printf ".simulator-sftp/%s" (include "simulator.fullname" .) -}}
+{{- end -}}
+
+{{/*
+simulator.sftpSpoolMountPath is where sftp workers mount their spool.
+*/}}
+{{- define "simulator.sftpSpoolMountPath" -}}
+/var/lib/simulator/sftp-spool
 {{- end -}}
 
 {{/*
