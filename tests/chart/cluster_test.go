@@ -334,6 +334,9 @@ func TestClusterSFTPSettingsReachTheWorkerPods(t *testing.T) {
 			Secret struct {
 				SecretName string `json:"secretName"`
 			} `json:"secret"`
+			PVC struct {
+				ClaimName string `json:"claimName"`
+			} `json:"persistentVolumeClaim"`
 		} `json:"volumes"`
 	}) {
 		var pods struct {
@@ -355,18 +358,26 @@ func TestClusterSFTPSettingsReachTheWorkerPods(t *testing.T) {
 	}
 	files := podOf("files")
 	w := files.Containers[0]
-	hostKeyFile := ""
+	envs := map[string]string{}
 	for _, e := range w.Env {
-		if e.Name == "SIMULATOR_SFTP_HOST_KEY_FILE" {
-			hostKeyFile = e.Value
-		}
+		envs[e.Name] = e.Value
 	}
 	if len(w.EnvFrom) != 1 || w.EnvFrom[0].SecretRef.Name != config.SFTPPasswordsSecret {
 		t.Errorf("the sftp worker's envFrom %+v, want the passwords Secret", w.EnvFrom)
 	}
-	if len(w.VolumeMounts) != 1 || hostKeyFile != w.VolumeMounts[0].MountPath+"/ssh-privatekey" ||
-		len(files.Volumes) != 1 || files.Volumes[0].Secret.SecretName != config.SFTPHostKeySecret {
-		t.Errorf("the sftp worker reads its host key from %q; mounts %+v, volumes %+v", hostKeyFile, w.VolumeMounts, files.Volumes)
+	mounts := map[string]string{}
+	for _, m := range w.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	vols := map[string]string{}
+	for _, v := range files.Volumes {
+		vols[v.Name] = v.Secret.SecretName + v.PVC.ClaimName
+	}
+	// Its host key from the Secret, its spool on the dataset claim (shared by every worker of the type).
+	if len(mounts) != 2 || envs["SIMULATOR_SFTP_HOST_KEY_FILE"] != mounts["sftp-host-key"]+"/ssh-privatekey" ||
+		vols["sftp-host-key"] != config.SFTPHostKeySecret || envs["SIMULATOR_SFTP_SPOOL"] == "" ||
+		envs["SIMULATOR_SFTP_SPOOL"] != mounts["sftp-spool"] || vols["sftp-spool"] != str(rel.Values, "dataset", "claimName") {
+		t.Errorf("the sftp worker: env %v, mounts %v, volumes %v", envs, mounts, vols)
 	}
 	tcp := podOf(cfg.Simulator.Sources[0].Type)
 	if len(tcp.Containers[0].EnvFrom) != 0 || len(tcp.Volumes) != 0 {
