@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -520,7 +521,12 @@ func rehearseWorkloads(t *testing.T, e *env, root string, run *runner, ctrl *ssh
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := sshIn(worker, fmt.Sprintf("sudo mkdir -p %[1]s %[2]s && sudo chmod 0777 %[2]s && sudo tar -x -C %[1]s", datasetsDir, reportDir),
+	// The sftp workers' spool on the share (the chart's simulator.sftpSpoolSubPath for the
+	// release): made by the share's admin for the workers' user, as DATASET.md asks, since the
+	// kubelet would create it as root.
+	spool := path.Join(datasetsDir, ".simulator-sftp", workloads.ReleaseName)
+	if out, err := sshIn(worker, fmt.Sprintf("sudo mkdir -p %[1]s %[2]s %[3]s && sudo chmod 0777 %[2]s && sudo chown 65532:65532 %[3]s && sudo tar -x -C %[1]s",
+		datasetsDir, reportDir, spool),
 		tarDir(t, local, datasetName)); err != nil {
 		t.Fatalf("copying the dataset to %s: %v\n%s", w.name, err, out)
 	}
