@@ -193,7 +193,33 @@ type Storage struct {
 	Ceph  Ceph  `json:"ceph"`
 	Kafka Kafka `json:"kafka"`
 	NFS   NFS   `json:"nfs"`
+	// ReadyTimeoutMinutes bounds how long `pulumi up` waits for the CephCluster
+	// and the Kafka cluster to be ready (Ceph.ReadyHealth; Strimzi's Ready
+	// condition) before it fails naming the one that is not; 0 means
+	// DefaultReadyTimeoutMinutes. What depends on them (the simulator) is
+	// only installed once they are.
+	ReadyTimeoutMinutes int `json:"readyTimeoutMinutes,omitempty"`
 }
+
+// DefaultReadyTimeoutMinutes is Storage.ReadyTimeoutMinutes's default.
+const DefaultReadyTimeoutMinutes = 20
+
+// ReadyTimeout is the storage readiness timeout in seconds.
+func (s Storage) ReadyTimeout() int {
+	if s.ReadyTimeoutMinutes > 0 {
+		return s.ReadyTimeoutMinutes * 60
+	}
+	return DefaultReadyTimeoutMinutes * 60
+}
+
+// The Ceph health levels `pulumi up` can wait for (Ceph.ReadyHealth).
+const (
+	// CephHealthOK waits for Ceph to report HEALTH_OK.
+	CephHealthOK = "HEALTH_OK"
+	// CephHealthWarn accepts a warning: it waits for Rook's phase Ready
+	// (orchestration done), whatever Ceph's health.
+	CephHealthWarn = "HEALTH_WARN"
+)
 
 // Ceph configures Rook-Ceph.
 type Ceph struct {
@@ -204,6 +230,9 @@ type Ceph struct {
 	// OSDs are not drained by the program). Without it such a change is
 	// refused on libvirt and metal, naming the key (docs/DAY2.md). Remove it afterwards.
 	AllowShrink bool `json:"allowShrink,omitempty"`
+	// ReadyHealth is when `pulumi up` counts the CephCluster ready: HEALTH_OK
+	// (the default) or HEALTH_WARN (Rook's phase Ready, whatever the health).
+	ReadyHealth string `json:"readyHealth,omitempty"`
 }
 
 // Kafka configures Strimzi's KRaft Kafka.

@@ -432,3 +432,27 @@ func TestScaleDownWindow(t *testing.T) {
 		t.Errorf("got %q", lines)
 	}
 }
+
+// How long and for what `pulumi up` waits on the storage layer's operators.
+func TestStorageReadiness(t *testing.T) {
+	l, err := config.ParseStackFile("x.yaml", []byte(validLibvirt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Storage.ReadyTimeout() != config.DefaultReadyTimeoutMinutes*60 || l.Storage.Ceph.ReadyHealth != "" {
+		t.Fatalf("defaults: timeout %d s, readyHealth %q", l.Storage.ReadyTimeout(), l.Storage.Ceph.ReadyHealth)
+	}
+	doc := validLibvirt + "  simlab:storage:\n    readyTimeoutMinutes: 45\n    ceph:\n      enabled: true\n      readyHealth: HEALTH_WARN\n"
+	if l, err = config.ParseStackFile("x.yaml", []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	if l.Storage.ReadyTimeout() != 45*60 || l.Storage.Ceph.ReadyHealth != config.CephHealthWarn {
+		t.Fatalf("read: timeout %d s, readyHealth %q", l.Storage.ReadyTimeout(), l.Storage.Ceph.ReadyHealth)
+	}
+	bad := validLibvirt + "  simlab:storage:\n    readyTimeoutMinutes: -1\n    ceph:\n      enabled: true\n      readyHealth: HEALTH_ERR\n"
+	p := problems(t, bad)
+	if !contains(p, `simlab:storage.ceph.readyHealth: must be HEALTH_OK or HEALTH_WARN, got "HEALTH_ERR"`) ||
+		!contains(p, `simlab:storage.readyTimeoutMinutes: must be >= 0 (0: 20), got -1`) {
+		t.Errorf("bad readiness settings: %v", p)
+	}
+}

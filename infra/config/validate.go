@@ -293,6 +293,12 @@ func (c *Config) validateStorage(bad func(string, string, ...any), managed bool)
 	if s.Ceph.Enabled && managed && c.Workers.Count == 0 {
 		bad("storage.ceph.enabled", "needs at least one worker for Ceph OSDs (simlab:workers.count is 0)")
 	}
+	if h := s.Ceph.ReadyHealth; h != "" && h != CephHealthOK && h != CephHealthWarn {
+		bad("storage.ceph.readyHealth", "must be %s or %s, got %q", CephHealthOK, CephHealthWarn, h)
+	}
+	if s.ReadyTimeoutMinutes < 0 {
+		bad("storage.readyTimeoutMinutes", "must be >= 0 (0: %d), got %d", DefaultReadyTimeoutMinutes, s.ReadyTimeoutMinutes)
+	}
 	if s.Kafka.Enabled && s.Kafka.Bootstrap != "" {
 		bad("storage.kafka.bootstrap", "is your own Kafka, only with simlab:storage.kafka.enabled false (Strimzi's Kafka has its own bootstrap), got %q", s.Kafka.Bootstrap)
 	}

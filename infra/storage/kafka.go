@@ -110,10 +110,12 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 		Kind:       pulumi.String("Kafka"),
 		Metadata: &metav1.ObjectMetaArgs{
 			Name: pulumi.String(KafkaClusterName), Namespace: pulumi.String(KafkaNamespace), Labels: labels("kafka"),
-			Annotations: pulumi.StringMap{
-				"strimzi.io/kraft":      pulumi.String("enabled"),
-				"strimzi.io/node-pools": pulumi.String("enabled"),
-			},
+			Annotations: func() pulumi.StringMap {
+				an := b.readiness(KafkaReady)
+				an["strimzi.io/kraft"] = pulumi.String("enabled")
+				an["strimzi.io/node-pools"] = pulumi.String("enabled")
+				return an
+			}(),
 		},
 		OtherFields: kubernetes.UntypedArgs{"spec": KafkaSpec(b.size, v.Kafka)},
 	}, b.opts(operator, pool)...)

@@ -96,7 +96,8 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 	cluster, err := apiextensions.NewCustomResource(b.ctx, b.name+"-ceph-cluster", &apiextensions.CustomResourceArgs{
 		ApiVersion: pulumi.String("ceph.rook.io/v1"),
 		Kind:       pulumi.String("CephCluster"),
-		Metadata:   &metav1.ObjectMetaArgs{Name: pulumi.String(CephClusterName), Namespace: pulumi.String(RookNamespace), Labels: labels("ceph")},
+		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(CephClusterName), Namespace: pulumi.String(RookNamespace), Labels: labels("ceph"),
+			Annotations: b.readiness(CephReady(a.Storage.Ceph))},
 		OtherFields: kubernetes.UntypedArgs{
 			"spec": CephClusterSpec(b.size, v.Ceph, a.StorageNodes, a.CephDisk),
 		},

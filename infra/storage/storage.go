@@ -12,6 +12,7 @@ package storage
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
@@ -165,6 +166,31 @@ func (b *builder) opts(deps ...pulumi.Resource) []pulumi.ResourceOption {
 		out = append(out, pulumi.DependsOn(ds))
 	}
 	return out
+}
+
+// readiness are the annotations that make `pulumi up` wait for a custom
+// resource until its operator reports it ready (the Kubernetes provider's
+// pulumi.com/waitFor: a condition or a JSONPath value), for at most the
+// stack's storage.readyTimeoutMinutes; a timeout fails the up naming the
+// resource, and nothing that depends on it is created.
+func (b *builder) readiness(waitFor string) pulumi.StringMap {
+	return pulumi.StringMap{
+		"pulumi.com/waitFor":        pulumi.String(waitFor),
+		"pulumi.com/timeoutSeconds": pulumi.String(strconv.Itoa(b.args.Storage.ReadyTimeout())),
+	}
+}
+
+// KafkaReady is what `pulumi up` waits for on the Kafka cluster: Strimzi's
+// Ready condition, which it sets once every node pool's brokers run.
+const KafkaReady = "condition=Ready"
+
+// CephReady is what `pulumi up` waits for on the CephCluster: Ceph's health
+// at HEALTH_OK, or with readyHealth HEALTH_WARN Rook's phase Ready.
+func CephReady(c config.Ceph) string {
+	if c.ReadyHealth == config.CephHealthWarn {
+		return "jsonpath={.status.phase}=Ready"
+	}
+	return "jsonpath={.status.ceph.health}=" + config.CephHealthOK
 }
 
 // labels are put on every object the layer creates.

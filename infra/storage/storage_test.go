@@ -510,3 +510,32 @@ func TestMockSimulatorGoesFirst(t *testing.T) {
 		t.Fatalf("expected the storage layer's resources, got %v", storageRes)
 	}
 }
+
+// `pulumi up` waits for the Kafka cluster and the CephCluster as their
+// operators report them ready, for the stack's timeout; the simulator, which
+// depends on the layer, is installed after (TestMockSimulatorGoesFirst).
+func TestMockUpWaitsForKafkaAndCephReady(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		health        string
+		minutes       int
+		ceph, timeout string
+	}{
+		{"defaults", "", 0, "jsonpath={.status.ceph.health}=HEALTH_OK", "1200"},
+		{"a warning accepted, 5 minutes", config.CephHealthWarn, 5, "jsonpath={.status.phase}=Ready", "300"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := baseArgs(3)
+			a.Storage.Ceph.ReadyHealth, a.Storage.ReadyTimeoutMinutes = c.health, c.minutes
+			rec := run(t, a).rec
+			for _, w := range []struct {
+				typ, waitFor string
+			}{{tKafka, storage.KafkaReady}, {tCephCluster, c.ceph}} {
+				an, _ := get(t, one(t, rec, w.typ), "metadata.annotations").(map[string]any)
+				if an["pulumi.com/waitFor"] != w.waitFor || an["pulumi.com/timeoutSeconds"] != c.timeout {
+					t.Errorf("%s annotations %v, want waitFor %q, timeoutSeconds %s", w.typ, an, w.waitFor, c.timeout)
+				}
+			}
+		})
+	}
+}

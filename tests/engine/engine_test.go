@@ -95,6 +95,10 @@ func TestEngineLocalStack(t *testing.T) {
 	c := localcluster.StartT(t, localcluster.Options{Nodes: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
+	// Strimzi's and Rook's status, as their operators would report it a few
+	// seconds after each object appears (a stand-in: no operator runs here).
+	ready := &localcluster.Readiness{Delay: 3 * time.Second}
+	go ready.Run(ctx, c)
 
 	mirror := standin.MirrorT(t, root)
 	var progress strings.Builder
@@ -220,6 +224,18 @@ func TestEngineLocalStack(t *testing.T) {
 		if !kube(ctx, t, c, "/apis/kafka.strimzi.io/v1beta2/namespaces/kafka/kafkas/"+storage.KafkaClusterName, &obj{}) {
 			t.Error("Kafka CR missing")
 		}
+		// `up` waited for Kafka to be Ready (pulumi.com/waitFor) before it
+		// installed the simulator, which needs it.
+		kafkaReady, ok := ready.ReadyAt("/apis/kafka.strimzi.io/v1beta2/namespaces/kafka/kafkas/" + storage.KafkaClusterName)
+		var ctl struct {
+			Metadata struct {
+				CreationTimestamp time.Time `json:"creationTimestamp"`
+			} `json:"metadata"`
+		}
+		kube(ctx, t, c, "/apis/apps/v1/namespaces/simulator/deployments/simulator-controller", &ctl)
+		if !ok || ctl.Metadata.CreationTimestamp.Before(kafkaReady.Truncate(time.Second)) {
+			t.Errorf("the simulator controller was created at %s, before Kafka was Ready (%v, %s)", ctl.Metadata.CreationTimestamp, ok, kafkaReady)
+		}
 		for _, op := range standin.Operators {
 			if op.Chart == "rook-ceph" {
 				continue // Ceph is off in the local stack
@@ -335,8 +351,20 @@ func TestEngineLocalStack(t *testing.T) {
 			t.Errorf("updated %v, want only the KafkaNodePool (its volumes move to Ceph)", upd)
 		}
 		var cl obj
-		if !kube(ctx, t, c, "/apis/ceph.rook.io/v1/namespaces/"+storage.RookNamespace+"/cephclusters/"+storage.CephClusterName, &cl) {
+		clusterPath := "/apis/ceph.rook.io/v1/namespaces/" + storage.RookNamespace + "/cephclusters/" + storage.CephClusterName
+		if !kube(ctx, t, c, clusterPath, &cl) {
 			t.Fatal("CephCluster missing")
+		}
+		// The pools went in once the CephCluster reported HEALTH_OK (waitFor).
+		healthy, ok := ready.ReadyAt(clusterPath)
+		var pool struct {
+			Metadata struct {
+				CreationTimestamp time.Time `json:"creationTimestamp"`
+			} `json:"metadata"`
+		}
+		kube(ctx, t, c, "/apis/ceph.rook.io/v1/namespaces/"+storage.RookNamespace+"/cephblockpools/"+storage.CephPoolName, &pool)
+		if !ok || pool.Metadata.CreationTimestamp.Before(healthy.Truncate(time.Second)) {
+			t.Errorf("the Ceph pool was created at %s, before the CephCluster was healthy (%v, %s)", pool.Metadata.CreationTimestamp, ok, healthy)
 		}
 		var sc struct {
 			Metadata    struct{ Annotations map[string]string }

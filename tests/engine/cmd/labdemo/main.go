@@ -75,6 +75,9 @@ func run(replay string, nodes int) error {
 	}
 	defer c.Stop()
 	step("control plane ready", t0)
+	// No operator runs on kwok nodes: a stand-in reports Kafka (and Ceph)
+	// ready, so `pulumi up` does not wait for them until its timeout.
+	go (&localcluster.Readiness{}).Run(ctx, c)
 
 	mirror := filepath.Join(work, "mirror")
 	if _, err := standin.Mirror(root, mirror, config.DefaultVersions()); err != nil {
