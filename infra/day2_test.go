@@ -13,7 +13,7 @@ import (
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/infra/pulumimock"
 )
 
 // runForPlan runs the whole program for cfg under the mock engine with IDs

@@ -9,7 +9,7 @@ import (
 
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/infra/pulumimock"
 )
 
 // mirroredImages is what `simlab artifacts mirror --stack` copies for cfg

@@ -14,7 +14,7 @@ import (
 	"github.com/simlab/simlab/infra/cluster"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/infra/pulumimock"
 )
 
 const fakePrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nTESTONLY-ssh-key-0123456789\n-----END OPENSSH PRIVATE KEY-----\n"

@@ -18,7 +18,7 @@ import (
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/infra/pulumimock"
 )
 
 const (

@@ -10,7 +10,7 @@ import (
 
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/infra/pulumimock"
 )
 
 // result is one storage layer run under Pulumi's mock engine.

@@ -20,7 +20,7 @@ import (
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
 	simstate "github.com/simlab/simlab/simulator/state"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/infra/pulumimock"
 	"github.com/simlab/simlab/tests/standin"
 )
 

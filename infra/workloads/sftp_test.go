@@ -11,7 +11,7 @@ import (
 
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/workloads"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/infra/pulumimock"
 )
 
 // sftpStack is the local stack with an sftp type and its passwords.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/workloads"
-	"github.com/simlab/simlab/tests/pulumimock"
+	"github.com/simlab/simlab/infra/pulumimock"
 )
 
 func localStack(t *testing.T) *config.Loaded {

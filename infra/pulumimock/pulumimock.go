@@ -1,7 +1,8 @@
 // Package pulumimock runs a Pulumi program under the SDK's official mock
 // monitor (pulumi.WithMocks) and records every resource it registers: type,
 // name, parent, dependencies, provider and inputs. Tests assert the resource
-// graph from the record. Like the engine (which the SDK's mocks leave out),
+// graph from the record, and `simlab plan` (infra/plan) computes what a config
+// change would do from two records (Diff). Like the engine (which the SDK's mocks leave out),
 // it marks the outputs named in additionalSecretOutputs as secrets. No engine
 // or provider plugin is involved: this is a mock of the Pulumi engine, and
 // tests using it say so in their names (TestMock...).
