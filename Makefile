@@ -205,6 +205,8 @@ fmt: ## gofmt every Go file
 
 validate: ## validate stacks/Pulumi.$(STACK).yaml without the Pulumi CLI
 	@$(GO) run ./infra/cmd/simlab validate $(STACK)
+plan: ## what pulumi up would do going from FROM (the config it last ran with) to stacks/Pulumi.$(STACK).yaml
+	@$(GO) run ./infra/cmd/simlab plan $(STACK) --from $(FROM)
 
 check-pulumi:
 	@command -v $(PULUMI) >/dev/null || { echo "the Pulumi CLI is needed for this target: https://www.pulumi.com/docs/install/"; exit 1; }

@@ -2,8 +2,6 @@ package infra_test
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/plan"
 	"github.com/simlab/simlab/infra/pulumimock"
 )
 
@@ -321,39 +320,31 @@ func TestMockDay2Changes(t *testing.T) {
 	}
 }
 
-// checkGuards runs the update script of every guard the plan updates, with
-// the old guard's record as PULUMI_COMMAND_STDOUT (as pulumi-command does),
-// and checks it refuses exactly the guards in refused, naming their key.
-func checkGuards(t *testing.T, plan pulumimock.Plan, oldRun, newRun *pulumimock.Recorder, refused map[string]string) {
+// checkGuards runs the guards the plan updates as `pulumi up` would
+// (plan.Guards, what `simlab plan` shows) and checks they refuse exactly the
+// guards in refused, naming their key first.
+func checkGuards(t *testing.T, p pulumimock.Plan, oldRun, newRun *pulumimock.Recorder, refused map[string]string) {
 	t.Helper()
-	for _, name := range plan.Names(pulumimock.OpUpdate) {
-		if !strings.HasSuffix(name, "-guard") {
-			continue
-		}
-		o, _ := oldRun.Find("command:local:Command", name)
-		n, _ := newRun.Find("command:local:Command", name)
-		prev, err := exec.Command("sh", "-c", pulumimock.String(o.Inputs, "create")).Output()
-		if err != nil {
-			t.Fatalf("%s: recording: %v", name, err)
-		}
-		cmd := exec.Command("sh", "-c", pulumimock.String(n.Inputs, "update"))
-		cmd.Env = append(os.Environ(), "PULUMI_COMMAND_STDOUT="+string(prev))
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		err = cmd.Run()
-		key, refuse := refused[name]
-		switch {
-		case refuse && err == nil:
-			t.Errorf("%s lets the change through, want it refused naming %s", name, key)
-		case refuse && !strings.HasPrefix(stderr.String(), key+": "):
-			t.Errorf("%s refuses without naming %s first:\n%s", name, key, stderr.String())
-		case !refuse && err != nil:
-			t.Errorf("%s refuses: %v\n%s", name, err, stderr.String())
-		}
-		delete(refused, name)
+	got, err := plan.Guards(p, oldRun, newRun)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for name := range refused {
-		t.Errorf("%s is not updated, so it refuses nothing", name)
+	seen := map[string]string{}
+	for _, r := range got {
+		seen[r.Guard] = r.Message
+	}
+	for name, key := range refused {
+		msg, ok := seen[name]
+		switch {
+		case !ok:
+			t.Errorf("%s lets the change through (or is not updated), want it refused naming %s", name, key)
+		case !strings.HasPrefix(msg, key+": "):
+			t.Errorf("%s refuses without naming %s first:\n%s", name, key, msg)
+		}
+		delete(seen, name)
+	}
+	for name, msg := range seen {
+		t.Errorf("%s refuses:\n%s", name, msg)
 	}
 }
 

@@ -9,8 +9,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/config"
-	"github.com/simlab/simlab/infra/storage"
 	"github.com/simlab/simlab/infra/pulumimock"
+	"github.com/simlab/simlab/infra/storage"
 )
 
 // result is one storage layer run under Pulumi's mock engine.

@@ -18,9 +18,9 @@ import (
 	"github.com/simlab/simlab/contract"
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/pulumimock"
 	"github.com/simlab/simlab/infra/storage"
 	simstate "github.com/simlab/simlab/simulator/state"
-	"github.com/simlab/simlab/infra/pulumimock"
 	"github.com/simlab/simlab/tests/standin"
 )
 

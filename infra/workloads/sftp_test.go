@@ -10,8 +10,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/simlab/simlab/infra/config"
-	"github.com/simlab/simlab/infra/workloads"
 	"github.com/simlab/simlab/infra/pulumimock"
+	"github.com/simlab/simlab/infra/workloads"
 )
 
 // sftpStack is the local stack with an sftp type and its passwords.

@@ -13,8 +13,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/simlab/simlab/infra/config"
-	"github.com/simlab/simlab/infra/workloads"
 	"github.com/simlab/simlab/infra/pulumimock"
+	"github.com/simlab/simlab/infra/workloads"
 )
 
 func localStack(t *testing.T) *config.Loaded {
@@ -45,7 +45,7 @@ func TestValuesFollowConfig(t *testing.T) {
 	v := workloads.Values(cfg.Simulator, cfg.Versions, "kafka-bootstrap.kafka.svc:9092", "datasets-claim", testDigest)
 	got := jsonRoundTrip(t, v).(map[string]any)
 	want := jsonRoundTrip(t, map[string]any{
-		"image":   map[string]any{"repository": cfg.Simulator.Image, "tag": cfg.Versions.Simulator, "digest": testDigest},
+		"image": map[string]any{"repository": cfg.Simulator.Image, "tag": cfg.Versions.Simulator, "digest": testDigest},
 		"kafka": map[string]any{"bootstrap": "kafka-bootstrap.kafka.svc:9092", "topicPrefix": "sim", "partitioning": "per-source",
 			"keyedPartitions": 32},
 		"dataset": map[string]any{"claimName": "datasets-claim", "path": "datasets/default"},

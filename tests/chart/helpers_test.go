@@ -22,9 +22,9 @@ import (
 
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/pulumimock"
 	"github.com/simlab/simlab/infra/workloads"
 	"github.com/simlab/simlab/tests/localcluster"
-	"github.com/simlab/simlab/infra/pulumimock"
 	"github.com/simlab/simlab/tests/standin"
 )
 

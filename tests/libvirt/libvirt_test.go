@@ -47,8 +47,8 @@ import (
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
-	"github.com/simlab/simlab/tests/localcluster"
 	"github.com/simlab/simlab/infra/pulumimock"
+	"github.com/simlab/simlab/tests/localcluster"
 	"github.com/simlab/simlab/tests/standin"
 )
 

@@ -36,8 +36,8 @@ import (
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
-	"github.com/simlab/simlab/tests/localcluster"
 	"github.com/simlab/simlab/infra/pulumimock"
+	"github.com/simlab/simlab/tests/localcluster"
 	"github.com/simlab/simlab/tests/standin"
 )
 

@@ -48,6 +48,7 @@ and writing their reports (docs/CAMPAIGNS.md).`,
 		SilenceUsage: true,
 	}
 	root.AddCommand(newValidateCmd())
+	root.AddCommand(newPlanCmd())
 	root.AddCommand(newArtifactsCmd())
 	root.AddCommand(newImageCmd())
 	root.AddCommand(campaign.Command(resolveStack))

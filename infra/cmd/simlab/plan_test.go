@@ -1,0 +1,50 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/simlab/simlab/tests/standin"
+)
+
+// stackCopy writes stacks/Pulumi.dev.yaml to dir/name with its artifact mirror
+// set to mirror and edit applied to the text.
+func stackCopy(t *testing.T, dir, name, mirror string, edit func(string) string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "stacks", "Pulumi.dev.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "  simlab:artifacts:\n", "  simlab:artifacts:\n    dir: "+mirror+"\n", 1)
+	if edit != nil {
+		s = edit(s)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPlanCommandShowsTheRefusedResizeFirst(t *testing.T) {
+	t.Setenv("HOME", t.TempDir()) // no developer key is read (plan reads none anyway)
+	dir := t.TempDir()
+	mirror := standin.MirrorT(t, filepath.Join("..", "..", ".."))
+	old := stackCopy(t, dir, "old.yaml", mirror, nil)
+	cur := stackCopy(t, dir, "Pulumi.dev.yaml", mirror, func(s string) string {
+		return strings.Replace(s, "    diskGiB: 30\n", "    diskGiB: 40\n", 1)
+	})
+	out, errOut, code := runCLI("plan", cur, "--from", old, "--fail-on-refusal")
+	if code != 3 || !strings.HasPrefix(out, "Plan for stack dev: ") || !strings.Contains(out, "\nREFUSED: ") ||
+		!strings.Contains(out, "simlab:controllers.diskGiB: 30 -> 40") || !strings.Contains(out, " to replace, 0 to delete, ") {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if out, errOut, code = runCLI("plan", cur, "--from", cur); code != 0 || !strings.HasSuffix(out, "No changes.\n") {
+		t.Fatalf("the same config: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, errOut, code = runCLI("plan", cur); code != 2 || !strings.Contains(errOut, "--from OLD.yaml is required") {
+		t.Fatalf("without --from: exit %d, %s", code, errOut)
+	}
+}
