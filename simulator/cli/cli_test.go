@@ -115,20 +115,14 @@ func waitTCP(t *testing.T, ctx context.Context, addr string) {
 	}
 }
 
-// TestSIGKILLWorkerProcess runs the broker and two workers as separate processes, kills one worker
-// with SIGKILL mid-run, and checks that the other takes over: nothing lost, nothing early, and
-// duplicates bounded by what was received in the last second before the kill (commit interval
-// 200 ms).
-func TestSIGKILLWorkerProcess(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	brokerAddr := freeAddr(t)
+// brokerEnv starts the broker as a process, generates a dataset with o into a temp dir, and starts
+// the controller and sink in this process against that broker (closed at the test's end).
+func brokerEnv(t *testing.T, ctx context.Context, o dataset.GenOptions) (brokerAddr, dir string, d *dataset.Dataset, env *run.Env) {
+	t.Helper()
+	brokerAddr = freeAddr(t)
 	spawn(t, "broker", nil, "broker", "--listen", brokerAddr)
 	waitTCP(t, ctx, brokerAddr)
-
-	dir := filepath.Join(t.TempDir(), "ds")
-	o := dataset.DefaultGenOptions()
-	o.Types, o.SourcesPer, o.RecordsPer, o.Span = 1, 8, 150, 5*time.Second
+	dir = filepath.Join(t.TempDir(), "ds")
 	if err := dataset.Generate(dir, o); err != nil {
 		t.Fatal(err)
 	}
@@ -136,11 +130,24 @@ func TestSIGKILLWorkerProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := run.NewEnv(run.EnvOptions{Brokers: []string{brokerAddr}})
+	env, err = run.NewEnv(run.EnvOptions{Brokers: []string{brokerAddr}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer env.Close()
+	t.Cleanup(env.Close)
+	return brokerAddr, dir, d, env
+}
+
+// TestSIGKILLWorkerProcess runs the broker and two workers as separate processes, kills one worker
+// with SIGKILL mid-run, and checks that the other takes over: nothing lost, nothing early, and
+// duplicates bounded by what was received in the last second before the kill (commit interval
+// 200 ms).
+func TestSIGKILLWorkerProcess(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	o := dataset.DefaultGenOptions()
+	o.Types, o.SourcesPer, o.RecordsPer, o.Span = 1, 8, 150, 5*time.Second
+	brokerAddr, dir, d, env := brokerEnv(t, ctx, o)
 	if _, err := env.Controller.Load(ctx, dir, controller.LoadRequest{AddressOverride: env.Sink.Addr()}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/pkg/sftp"
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
-	"github.com/simlab/simlab/simulator/run"
 	"github.com/simlab/simlab/simulator/sink"
 	"golang.org/x/crypto/ssh"
 )
@@ -95,25 +94,9 @@ func TestSFTPSpoolSurvivesSIGKILL(t *testing.T) {
 	defer cancel()
 	const pw = "s3cret"
 	t.Setenv(dataset.SFTPPasswordEnv, pw) // the workers inherit it
-	brokerAddr := freeAddr(t)
-	spawn(t, "broker", nil, "broker", "--listen", brokerAddr)
-	waitTCP(t, ctx, brokerAddr)
-
-	dir := filepath.Join(t.TempDir(), "ds")
 	o := dataset.DefaultGenOptions()
 	o.Types, o.SourcesPer, o.RecordsPer, o.Span, o.Protocol = 1, 6, 60, 6*time.Second, dataset.ProtoSFTP
-	if err := dataset.Generate(dir, o); err != nil {
-		t.Fatal(err)
-	}
-	d, err := dataset.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := run.NewEnv(run.EnvOptions{Brokers: []string{brokerAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
+	brokerAddr, dir, d, env := brokerEnv(t, ctx, o)
 	if _, err := env.Controller.Load(ctx, dir, controller.LoadRequest{}); err != nil {
 		t.Fatal(err)
 	}

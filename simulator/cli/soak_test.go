@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
-	"github.com/simlab/simlab/simulator/run"
 	"github.com/simlab/simlab/simulator/sink"
 )
 
@@ -199,27 +197,11 @@ func TestSoakWorkerKillsSUTStallsAndScaling(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), dur+3*time.Minute)
 	defer cancel()
-	brokerAddr := freeAddr(t)
-	spawn(t, "broker", nil, "broker", "--listen", brokerAddr)
-	waitTCP(t, ctx, brokerAddr)
-
-	dir := filepath.Join(t.TempDir(), "ds")
 	o := dataset.DefaultGenOptions()
 	o.Types, o.SourcesPer, o.Span = 1, 12, dur
 	o.RecordsPer = int(dur/time.Second) * 20 // 240 records/s in all
 	o.Seed = seed
-	if err := dataset.Generate(dir, o); err != nil {
-		t.Fatal(err)
-	}
-	d, err := dataset.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := run.NewEnv(run.EnvOptions{Brokers: []string{brokerAddr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
+	brokerAddr, dir, d, env := brokerEnv(t, ctx, o)
 	proxy := newFaultProxy(t, env.Sink.Addr())
 	if _, err := env.Controller.Load(ctx, dir, controller.LoadRequest{AddressOverride: proxy.addr}); err != nil {
 		t.Fatal(err)
