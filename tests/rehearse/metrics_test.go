@@ -171,14 +171,24 @@ func rehearseMetricsServer(t *testing.T, run *runner, ctrl *ssh.Client, k string
 		t.Fatalf("applying the metrics-server manifest: %v\n%s", err, out)
 	}
 	kc := strings.TrimSpace(k)
-	script := fmt.Sprintf(`set -e
-%[1]s -n kube-system rollout status deploy/metrics-server --timeout=180s
-%[1]s wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=180s
+	// On any failure the script prints what explains it: the pod's
+	// description and events, its log, the CSRs (an unapproved kubelet
+	// serving certificate leaves that kubelet unscrapable) and the APIService.
+	script := fmt.Sprintf(`diagnose() {
+  echo "--- metrics-server pods"; %[1]s -n kube-system describe pods -l k8s-app=metrics-server
+  echo "--- metrics-server log"; %[1]s -n kube-system logs -l k8s-app=metrics-server --tail=60 --all-containers
+  echo "--- CSRs"; %[1]s get csr
+  echo "--- APIService"; %[1]s get apiservice v1beta1.metrics.k8s.io -o yaml
+  echo "--- nodes"; %[1]s get nodes -o wide
+  exit 1
+}
+%[1]s -n kube-system rollout status deploy/metrics-server --timeout=180s || diagnose
+%[1]s wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=180s || diagnose
 for i in $(seq 120); do
   out=$(%[1]s top nodes --no-headers 2>&1) && [ "$(echo "$out" | wc -l)" = %[2]d ] && { echo "$out"; exit 0; }
   sleep 1
 done
-echo "kubectl top nodes: $out"; %[1]s -n kube-system logs deploy/metrics-server --tail=30; exit 1`, kc, len(machines))
+echo "kubectl top nodes: $out"; diagnose`, kc, len(machines))
 	out, err := sshIn(ctrl, script, nil)
 	if err != nil {
 		t.Fatalf("metrics-server: %v\n%s", err, out)

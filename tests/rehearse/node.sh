@@ -97,7 +97,8 @@ config_json() {
     {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "rw"]},
     {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]},
     {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]},
-    {"destination": "/var/lib/containerd", "type": "bind", "source": "$dir/containerd", "options": ["rbind", "rw"]}$modules
+    {"destination": "/var/lib/containerd", "type": "bind", "source": "$dir/disk/containerd", "options": ["rbind", "rw"]},
+    {"destination": "/var/lib/kubelet", "type": "bind", "source": "$dir/disk/kubelet", "options": ["rbind", "rw"]}$modules
   ],
   "linux": {
     "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},
@@ -114,8 +115,17 @@ up)
   ip=${3:?node IP}
   mac=${4:?node MAC}
   : "${BASE:?}" "${IGNITION:?}" "${ARTIFACTS_URL:?}" "${BRIDGE:?}" "${GATEWAY:?}" "${PREFIX:?}"
-  mkdir -p "$dir/upper" "$dir/overlay-work" "$root" "$dir/containerd"
+  mkdir -p "$dir/upper" "$dir/overlay-work" "$root" "$dir/disk"
   mount -t overlay overlay -o "lowerdir=$BASE,upperdir=$dir/upper,workdir=$dir/overlay-work" "$root"
+  # A node's disk of its own (a sparse file, loop-mounted) for containerd's
+  # and the kubelet's state: on the host's disk the kubelet would measure the
+  # host's free space, and on a busy CI machine below its eviction threshold
+  # (nodefs.available 10%) it taints the node with disk-pressure, so no pod
+  # schedules (found in CI, docs/REHEARSAL.md). FCOS nodes have theirs.
+  truncate -s "${NODE_DISK_GIB:-30}G" "$dir/disk.img"
+  mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$dir/disk.img"
+  mount -o loop "$dir/disk.img" "$dir/disk"
+  mkdir -p "$dir/disk/containerd" "$dir/disk/kubelet"
 
   # What a metal machine's installer does with coreos.inst.ignition_url: the
   # node's config, by MAC, from the artifact server; then the real Ignition's
@@ -158,7 +168,8 @@ down)
   if [ -d "$root" ]; then
     grep " $root" /proc/self/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   fi
-  grep " $dir/containerd" /proc/self/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # Then the node's disk (the loop device goes with its last mount).
+  grep " $dir/disk" /proc/self/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   [ -f "$dir/veth" ] && ip link del "$(cat "$dir/veth")" 2>/dev/null || true
   rmdir "/sys/fs/cgroup/"*"/$cgroup_parent/$name" 2>/dev/null || true
   rm -rf "$dir"

@@ -17,7 +17,7 @@ bin=$cache/bin
 GO=${GO:-go}
 log() { echo "== rehearse: $*"; }
 
-pkgs=(debootstrap runc iproute2 openssh-client curl libblkid-dev libc6-dev gcc systemd busybox-static)
+pkgs=(debootstrap runc iproute2 e2fsprogs openssh-client curl libblkid-dev libc6-dev gcc systemd busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -119,6 +119,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT HUP # so a stopped run cleans up too
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 ip -n "$ns" link add rhbr0 type bridge
@@ -134,14 +135,15 @@ REHEARSE_WORK=$work REHEARSE_BASE=$base REHEARSE_BIN=$bin REHEARSE_SIMLAB=$cache
   nsenter --net="/var/run/netns/$ns" "$cache/rehearse/rehearse.test" -test.v -test.timeout 30m "$@"
 
 # It stops exactly what it started: the test stopped its nodes; no node
-# container, mount or cgroup may be left.
+# container, mount, cgroup or loop device may be left.
 containers=$(runc --root "$work/runc" list -q 2>/dev/null || true)
 mounts=$(grep " $work" /proc/self/mounts || true)
 cleanup
 trap - EXIT
 cgroups=$(ls -d /sys/fs/cgroup/*/"simlab-rehearsal-$(basename "$work")" 2>/dev/null || true)
-if [ -n "$containers$mounts$cgroups" ]; then
-  echo "rehearse: left behind: containers [$containers] mounts [$mounts] cgroups [$cgroups]" >&2
+loops=$(losetup -a 2>/dev/null | grep "$work" || true) # the nodes' disks
+if [ -n "$containers$mounts$cgroups$loops" ]; then
+  echo "rehearse: left behind: containers [$containers] mounts [$mounts] cgroups [$cgroups] loop devices [$loops]" >&2
   exit 1
 fi
 log "passed; nothing left behind"
