@@ -88,7 +88,26 @@ type Renderer struct {
 	mu       sync.Mutex
 	bases    map[string]types.Config // per role: common.bu + role template + role snippets
 	baseKeys map[string]string       // per role: the inputs of bases[role]
+
+	identity *Renderer // renders Identity; nil in the identity renderer itself
 }
+
+// Download is one program or archive a node downloads from the artifact
+// server at first boot, and an in-place upgrade downloads again.
+type Download struct {
+	// Name is the artifact's name in the manifest (artifacts.Kubeadm).
+	Name string
+	// Path is where the node keeps it (/opt/bin/kubeadm).
+	Path string
+	// URL is where the artifact server serves it.
+	URL string
+	// Hash is its Ignition verification hash ("sha512-<hex>").
+	Hash string
+}
+
+// upgradedInPlace are the artifacts an in-place Kubernetes upgrade replaces
+// on a running node (infra/cluster's upgrade phase): Identity leaves them out.
+var upgradedInPlace = map[string]bool{artifacts.Kubeadm: true, artifacts.Kubelet: true, artifacts.Kubectl: true}
 
 // download is one remote file of the node.
 type download struct {
@@ -134,7 +153,44 @@ func NewRenderer(cfg *config.Config, m *artifacts.Manifest) (*Renderer, error) {
 		r.downloads = append(r.downloads, download{Name: d.name, Path: d.path, Mode: d.mode,
 			URL: m.URL(cfg.Artifacts.URL, d.name), Hash: hash})
 	}
+	// The identity renderer: the same config with what an upgrade changes
+	// in place (the Kubernetes programs, the pause image of kubeadm's
+	// release) fixed, so only a change that needs a new machine changes it.
+	id := &Renderer{cfg: cfg, bases: map[string]types.Config{}, baseKeys: map[string]string{}}
+	for _, d := range r.downloads {
+		if upgradedInPlace[d.Name] {
+			d.URL, d.Hash = "http://upgraded-in-place.invalid/"+d.Name, "sha512-"+strings.Repeat("0", 128)
+		}
+		id.downloads = append(id.downloads, d)
+	}
+	r.identity = id
 	return r, nil
+}
+
+// KubernetesBinaries are the Kubernetes programs every node runs (kubeadm,
+// kubelet, kubectl), where it keeps them and where the artifact server
+// serves this stack's release of them.
+func (r *Renderer) KubernetesBinaries() []Download {
+	var out []Download
+	for _, d := range r.downloads {
+		if upgradedInPlace[d.Name] {
+			out = append(out, Download{Name: d.Name, Path: d.Path, URL: d.URL, Hash: d.Hash})
+		}
+	}
+	return out
+}
+
+// Identity renders a node's Ignition as Render does but with the parts an
+// in-place Kubernetes upgrade changes (KubernetesBinaries, the pause image)
+// held fixed: the machine's identity for day-2 rules. Two configs whose
+// Identity is equal differ at most in the Kubernetes release, which
+// `kubeadm upgrade` moves a running node to, so the node need not be
+// replaced (docs/DAY2.md).
+func (r *Renderer) Identity(node config.Node) ([]byte, error) {
+	if r.identity == nil {
+		return r.Render(node)
+	}
+	return r.identity.Render(node)
 }
 
 // clusterData is what common.bu and the role templates see: nothing about

@@ -43,6 +43,15 @@ func joinResources(node string) []string {
 	return []string{node + "-join-token", node + "-kubeadm-join", node + "-admit"}
 }
 
+// upgradeStep is the cluster layer's upgrade phase step of one node.
+func upgradeStep(nodes ...string) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n+"-kubeadm-upgrade")
+	}
+	return out
+}
+
 // replacedMachine is what replacing a node's domain replaces after it: a
 // new UUID re-runs everything keyed on the machine.
 func replacedMachine(node string) []string {
@@ -104,7 +113,7 @@ func day2Rows() []day2Row {
 		{
 			name:   "workers 2->3",
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 3 },
-			create: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+			create: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3")),
 			// Sizing grows: 3 mons, size-3 pools across hosts; the guard
 			// records it and lets it through.
 			update: cat(ceph, []string{"storage-ceph-guard"}),
@@ -113,13 +122,13 @@ func day2Rows() []day2Row {
 			name:   "workers 3->2 without Ceph",
 			base:   func(c *config.Loaded) { noCeph(c); c.Workers.Count = 3 },
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 2 },
-			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3")),
 		},
 		{
 			name:   "workers 3->2 with Ceph",
 			base:   func(c *config.Loaded) { c.Workers.Count = 3 },
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 2 },
-			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3")),
 			// The plan shrinks the pools to size 1 and the mons to 1; the
 			// Ceph guard refuses before the CephCluster or a pool changes.
 			update:  cat(ceph, []string{"storage-ceph-guard"}),
@@ -132,7 +141,7 @@ func day2Rows() []day2Row {
 				c.Workers.Count = 2
 				c.Storage.Ceph.AllowShrink = true
 			},
-			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3")),
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3")),
 			update: cat(ceph, []string{"storage-ceph-guard"}),
 		},
 		{
@@ -150,14 +159,11 @@ func day2Rows() []day2Row {
 		{
 			name:   "controller diskGiB 30->40",
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Controllers.DiskGiB = 40 },
-			// The plan replaces the controller and the cluster; its guard
-			// refuses at `pulumi up` before any of it runs.
-			update: []string{"dev-controller-1-guard"},
-			replace: cat([]string{"dev-controller-1-disks"}, replacedMachine("dev-controller-1"),
-				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
-				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
-			replaceAll: true,
-			refused:    map[string]string{"dev-controller-1-guard": "simlab:controllers.replace"},
+			// Unacknowledged, disks ignore their triggers: nothing is
+			// replaced, and the guard refuses at `pulumi up` before the
+			// disks' (no-op) update.
+			update:  []string{"dev-controller-1-guard", "dev-controller-1-disks"},
+			refused: map[string]string{"dev-controller-1-guard": "simlab:controllers.replace"},
 		},
 		{
 			name: "controller diskGiB 30->40 acknowledged",
@@ -165,7 +171,8 @@ func day2Rows() []day2Row {
 				c.Controllers.DiskGiB = 40
 				c.Controllers.Replace = true
 			},
-			update: []string{"dev-controller-1-guard"},
+			// A new cluster: the workers' upgrade steps get its kubeconfig.
+			update: cat([]string{"dev-controller-1-guard"}, upgradeStep("dev-worker-1", "dev-worker-2")),
 			replace: cat([]string{"dev-controller-1-disks"}, replacedMachine("dev-controller-1"),
 				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
 				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
@@ -192,27 +199,40 @@ func day2Rows() []day2Row {
 				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "two")}
 				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "two")}
 			},
-			// The controller ignores its Ignition's drift; the plan recreates
-			// every worker from new disks, and their guards refuse it.
+			// The controller ignores its Ignition's drift; the workers'
+			// guards refuse new machines, and without the acknowledgement
+			// their disks ignore the changed trigger: nothing is replaced.
+			update:  []string{"dev-worker-1-ignition", "dev-worker-2-ignition", "dev-worker-1-guard", "dev-worker-2-guard"},
+			refused: map[string]string{"dev-worker-1-guard": "simlab:workers.replace", "dev-worker-2-guard": "simlab:workers.replace"},
+		},
+		{
+			name: "snippet change acknowledged",
+			base: func(c *config.Loaded) {
+				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "one")}
+				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "one")}
+			},
+			change: func(c *config.Loaded, _ string, _ *testing.T) {
+				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "two")}
+				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "two")}
+				c.Workers.Replace = true
+			},
+			// Every worker from new disks: a new machine, joined again.
 			update: []string{"dev-worker-1-ignition", "dev-worker-2-ignition", "dev-worker-1-guard", "dev-worker-2-guard"},
 			replace: cat([]string{"dev-worker-1-disks", "dev-worker-2-disks"},
 				replacedMachine("dev-worker-1"), replacedMachine("dev-worker-2"),
 				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
-			refused: map[string]string{"dev-worker-1-guard": "simlab:workers.replace", "dev-worker-2-guard": "simlab:workers.replace"},
 		},
 		{
 			name:   "Kubernetes v1.34 -> v1.35",
 			change: kubernetesBump("v1.35.0"),
-			// No upgrade: kubeadm init's config changes (an update whose
-			// create skips: the cluster exists). The workers' Ignition names
-			// the new binaries, so the plan replaces every worker; their
-			// guards refuse it. The controller ignores its Ignition's drift.
-			update: []string{"dev-controller-1-kubeadm-init", "dev-worker-1-ignition", "dev-worker-2-ignition",
-				"dev-worker-1-guard", "dev-worker-2-guard"},
-			replace: cat([]string{"dev-worker-1-disks", "dev-worker-2-disks"},
-				replacedMachine("dev-worker-1"), replacedMachine("dev-worker-2"),
-				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
-			refused: map[string]string{"dev-worker-1-guard": "simlab:workers.replace", "dev-worker-2-guard": "simlab:workers.replace"},
+			// In place: the upgrade phase's steps (their scripts name the
+			// new release) run in turn, controller first; the workers'
+			// Ignition files name the new binaries for machines made later,
+			// but their identity (and so their guards and disks) is
+			// unchanged: no machine is replaced. kubeadm init's config
+			// changes too (an update whose create skips: the cluster exists).
+			update: cat([]string{"dev-controller-1-kubeadm-init", "dev-worker-1-ignition", "dev-worker-2-ignition"},
+				upgradeStep("dev-controller-1", "dev-worker-1", "dev-worker-2")),
 		},
 		{
 			name: "SSH key rotation",
@@ -226,7 +246,8 @@ func day2Rows() []day2Row {
 			update: cat([]string{"dev-fcos-image-42.20251012.3.0"},
 				remoteCommands("dev-controller-1", "dev-worker-1", "dev-worker-2"),
 				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
-				joinResources("dev-worker-1"), joinResources("dev-worker-2"), []string{"workloads-sftp-host-key"}),
+				joinResources("dev-worker-1"), joinResources("dev-worker-2"), []string{"workloads-sftp-host-key"},
+				upgradeStep("dev-controller-1", "dev-worker-1", "dev-worker-2")),
 		},
 		{
 			name:   "simulator maxWorkers",
@@ -354,4 +375,62 @@ func sortedUnique(names []string) []string {
 	out := append([]string(nil), names...)
 	sort.Strings(out)
 	return out
+}
+
+// TestMockUpgradeRollsOneNodeAtATime: the upgrade phase's steps run after
+// each node is admitted, the controller's first and each worker's after the
+// previous one's (so one node at a time is drained); the storage layer
+// waits for the last; a worker's step gets the admin kubeconfig on stdin,
+// as a secret, and its script names the release.
+func TestMockUpgradeRollsOneNodeAtATime(t *testing.T) {
+	cfg := loadStack(t, "dev")
+	cfg.Workers.Count = 3
+	rec := runForPlan(t, cfg)
+	urn := map[string]string{}
+	for _, r := range rec.Resources() {
+		urn[r.Name] = r.URN
+	}
+	dependsOn := func(name, on string) bool {
+		r, ok := rec.Find("command:remote:Command", name)
+		if !ok {
+			t.Fatalf("no command %s", name)
+		}
+		for _, d := range r.Dependencies {
+			if d == urn[on] {
+				return true
+			}
+		}
+		return false
+	}
+	prev := "dev-controller-1-kubeadm-upgrade"
+	if !dependsOn(prev, "dev-controller-1-admit") {
+		t.Errorf("%s does not wait for the controller's admission", prev)
+	}
+	for i := 1; i <= 3; i++ {
+		w := fmt.Sprintf("dev-worker-%d", i)
+		step := w + "-kubeadm-upgrade"
+		if !dependsOn(step, prev) || !dependsOn(step, w+"-admit") {
+			t.Errorf("%s must wait for %s and %s-admit", step, prev, w)
+		}
+		r, _ := rec.Find("command:remote:Command", step)
+		if !pulumimock.IsSecret(r.Inputs, "stdin") {
+			t.Errorf("%s: the admin kubeconfig on its stdin is not a secret", step)
+		}
+		if s := pulumimock.String(r.Inputs, "create"); !strings.Contains(s, "want='"+cfg.Versions.Kubernetes+"'") ||
+			s != pulumimock.String(r.Inputs, "update") {
+			t.Errorf("%s: create and update must be the same script for %s", step, cfg.Versions.Kubernetes)
+		}
+		prev = step
+	}
+	var storage []string
+	for _, r := range rec.Resources() {
+		if r.Type == "simlab:storage:Storage" {
+			for _, d := range r.Dependencies {
+				storage = append(storage, d)
+			}
+		}
+	}
+	if !strings.Contains(strings.Join(storage, " "), urn["dev-worker-3-kubeadm-upgrade"]) {
+		t.Errorf("the storage layer does not wait for the last upgrade step: %v", storage)
+	}
 }

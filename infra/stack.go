@@ -99,6 +99,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		st.Cluster, err = cluster.New(ctx, "cluster", &cluster.Args{
 			Cluster: c.Cluster, Nodes: st.Nodes.Nodes, SSHPrivateKey: key, Versions: c.Versions,
 			MetricsServerManifest: files[artifacts.ManifestMetricsServer],
+			Binaries:              st.Nodes.KubernetesBinaries,
 		}, pulumi.DependsOn(st.Nodes.Ready))
 		if err != nil {
 			return nil, fmt.Errorf("cluster layer: %w", err)

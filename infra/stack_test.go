@@ -205,6 +205,7 @@ func TestMockScalingWorkersChangesOnlyWorkerResources(t *testing.T) {
 		w := fmt.Sprintf("dev-worker-%d", i)
 		want = append(want, nodeResources(w)...)
 		want = append(want, joinResources(w)...)
+		want = append(want, upgradeStep(w)...)
 	}
 	if got, exp := plan.Names(pulumimock.OpCreate), sortedUnique(want); strings.Join(got, " ") != strings.Join(exp, " ") {
 		t.Errorf("created %d resources %v,\nwant the %d of the new workers", len(got), got, len(exp))

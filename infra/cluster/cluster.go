@@ -9,6 +9,8 @@
 // exists, and no trigger changes between two `up`s, so a second `up` on a
 // healthy cluster runs nothing. Removing a worker from config drains it,
 // deletes its Node and runs `kubeadm reset` on it; destroy resets every node.
+// A bumped simlab:versions.kubernetes upgrades the nodes in place, one at a
+// time (upgrade.go).
 package cluster
 
 import (
@@ -21,6 +23,7 @@ import (
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/ignition"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/nodes"
 )
@@ -40,6 +43,11 @@ type Args struct {
 	// MetricsServerManifest is the local file of metrics-server's release
 	// manifest from the artifact mirror (artifacts.ManifestMetricsServer).
 	MetricsServerManifest string
+	// Binaries are kubeadm, kubelet and kubectl of Versions.Kubernetes as
+	// the nodes download them (nodes.Nodes.KubernetesBinaries); the upgrade
+	// phase (upgrade.go) installs them on running nodes. None: no upgrade
+	// phase.
+	Binaries []ignition.Download
 }
 
 // Cluster is the cluster layer.
@@ -153,14 +161,22 @@ sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
 		return nil, fmt.Errorf("admitting %s: %w", ctrl.Name, err)
 	}
 	comp.Ready = append(comp.Ready, admit)
+	admitted := map[string]pulumi.Resource{ctrl.Name: admit}
 
 	for _, w := range workers {
-		join, err := joinWorker(ctx, comp, args, ctrl, w, token, caHash, fetch)
+		join, wadmit, err := joinWorker(ctx, comp, args, ctrl, w, token, caHash, fetch)
 		if err != nil {
 			return nil, err
 		}
 		comp.Joins = append(comp.Joins, join)
+		admitted[w.Name] = wadmit
 	}
+	// simlab:versions.kubernetes bumped: the nodes move to it in place.
+	steps, err := upgrade(ctx, comp, args, ctrl, workers, admitted)
+	if err != nil {
+		return nil, err
+	}
+	comp.Ready = append(comp.Ready, steps...)
 
 	comp.Provider, err = kubernetes.NewProvider(ctx, name, &kubernetes.ProviderArgs{
 		Kubeconfig:            comp.Kubeconfig,
@@ -207,7 +223,7 @@ func DeriveToken(seed, cluster string) string {
 // worker, then approves its kubelet serving certificate. Deleting the
 // resources drains and deletes the Node first, then resets the worker.
 func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.Node,
-	token, caHash pulumi.StringOutput, fetch *remote.Command) (*remote.Command, error) {
+	token, caHash pulumi.StringOutput, fetch *remote.Command) (*remote.Command, pulumi.Resource, error) {
 	parent := pulumi.Parent(comp)
 	// Tokens expire (24h); a worker added days later gets the same token
 	// refreshed for an hour.
@@ -218,7 +234,7 @@ func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.N
 		Triggers:   pulumi.Array{w.InstanceID, comp.Init.ID()},
 	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch}))
 	if err != nil {
-		return nil, fmt.Errorf("refreshing the join token for %s: %w", w.Name, err)
+		return nil, nil, fmt.Errorf("refreshing the join token for %s: %w", w.Name, err)
 	}
 
 	joinConfig := pulumi.ToSecret(pulumi.All(token, caHash, ctrl.Address).ApplyT(func(v []any) (string, error) {
@@ -236,7 +252,7 @@ sudo kubeadm join --config ` + ConfigDir + `/join.yaml`),
 		Triggers: pulumi.Array{w.InstanceID, comp.Init.ID()},
 	}, parent, pulumi.DependsOn(append([]pulumi.Resource{comp.Init, refresh}, w.Ready...)))
 	if err != nil {
-		return nil, fmt.Errorf("joining %s: %w", w.Name, err)
+		return nil, nil, fmt.Errorf("joining %s: %w", w.Name, err)
 	}
 
 	// Created after the join, so deleted before it: drain and delete the
@@ -249,10 +265,10 @@ sudo kubeadm join --config ` + ConfigDir + `/join.yaml`),
 		Triggers:   pulumi.Array{join.ID()},
 	}, parent, pulumi.DependsOn([]pulumi.Resource{join}))
 	if err != nil {
-		return nil, fmt.Errorf("admitting %s: %w", w.Name, err)
+		return nil, nil, fmt.Errorf("admitting %s: %w", w.Name, err)
 	}
 	comp.Ready = append(comp.Ready, admit)
-	return join, nil
+	return join, admit, nil
 }
 
 // tokenScript (re)creates the bootstrap token read from stdin with a fresh

@@ -125,7 +125,7 @@ func ignitionHash(ign string) string {
 	return hex.EncodeToString(s[:])
 }
 
-func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, ign string) error {
+func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, ign, identity string) error {
 	l := p.args.Libvirt
 	pool := p.args.Controllers
 	if n.Role == config.RoleWorker {
@@ -144,7 +144,7 @@ func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, i
 	// What replaces the machine is watched by its guard: `pulumi up` refuses
 	// it unless the stack acknowledges it (simlab:<role>s.replace). Every
 	// other resource of the node waits for it, so a refusal changes nothing.
-	keep, err := p.guard(ctx, node, n, pool, followIgnition, ign)
+	keep, err := p.guard(ctx, node, n, pool, followIgnition, identity)
 	if err != nil {
 		return err
 	}
@@ -170,7 +170,7 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 
 	diskTriggers := pulumi.Array{pulumi.String(diskPath), pulumi.Int(pool.DiskGiB), pulumi.Int(pool.CephDiskGiB)}
 	if followIgnition {
-		diskTriggers = append(diskTriggers, pulumi.String(ignitionHash(ign)))
+		diskTriggers = append(diskTriggers, pulumi.String(ignitionHash(identity)))
 	}
 	made := []string{diskPath}
 	if withCeph {
@@ -186,6 +186,15 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 	}
 	// The last overlay on an old release's image takes the image with it.
 	del += "\n" + gcBaseImages(l.ImageDir)
+	diskOpts := []pulumi.ResourceOption{pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{p.baseImage, keep}),
+		pulumi.DeleteBeforeReplace(true)}
+	if !pool.Replace {
+		// Disks are replaced only when the stack acknowledges it: the guard
+		// refuses every harmful change, and a trigger that changed meaning
+		// (the Ignition hash became its identity's, without the Kubernetes
+		// release) replaces no disk of a stack deployed before.
+		diskOpts = append(diskOpts, pulumi.IgnoreChanges([]string{"triggers"}))
+	}
 	disks, err := remote.NewCommand(ctx, n.Name+"-disks", &remote.CommandArgs{
 		Connection: p.hypervisor(),
 		Create:     pulumi.String(create),
@@ -193,7 +202,7 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 		Update:   pulumi.String("true"),
 		Delete:   pulumi.String(del),
 		Triggers: diskTriggers,
-	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{p.baseImage, keep}), pulumi.DeleteBeforeReplace(true))
+	}, diskOpts...)
 	if err != nil {
 		return fmt.Errorf("disks: %w", err)
 	}
@@ -273,6 +282,7 @@ exit 1`, virsh, shq(n.Name), n.Name, l.Network)),
 // replaces the machine (its disks or its domain), refused at `pulumi up`
 // unless simlab:<role>s.replace is set.
 func (p *libvirtProvider) guard(ctx *pulumi.Context, node *Node, n config.Node, pool config.Pool, followIgnition bool, ign string) (pulumi.Resource, error) {
+	// ign is the node's Ignition identity (ignition.Renderer.Identity).
 	role := "controllers"
 	harm := "replace the controller: a new empty root disk or domain, kubeadm reset and init again, a new cluster " +
 		"with every Kubernetes object, Ceph and Kafka data lost"
@@ -286,12 +296,16 @@ func (p *libvirtProvider) guard(ctx *pulumi.Context, node *Node, n config.Node, 
 	values := []guard.Value{
 		{Name: "simlab:" + role + ".diskGiB", Value: fmt.Sprint(pool.DiskGiB)},
 		{Name: "simlab:libvirt.network", Value: p.args.Libvirt.Network},
+		// The disks' paths: their trigger, ignored until acknowledged.
+		{Name: "simlab:libvirt.imageDir", Value: p.args.Libvirt.ImageDir},
 	}
 	if n.Role == config.RoleWorker {
 		values = append(values, guard.Value{Name: "simlab:workers.cephDiskGiB", Value: fmt.Sprint(pool.CephDiskGiB)})
 	}
 	if followIgnition {
-		values = append(values, guard.Value{Name: "Ignition sha256 (simlab:ignition, ssh.authorizedKeys, versions, artifacts.url)",
+		// A new name for a new meaning: a guard recorded before this had the
+		// whole Ignition's hash, and records this one on its next update.
+		values = append(values, guard.Value{Name: "Ignition sha256 but the Kubernetes release (simlab:ignition, ssh.authorizedKeys, versions, artifacts.url)",
 			Value: ignitionHash(ign)})
 	}
 	g, err := guard.New(ctx, n.Name+"-guard", &guard.Args{

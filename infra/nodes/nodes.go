@@ -85,6 +85,10 @@ type Nodes struct {
 	Nodes []*Node
 	// Ready holds every node's Ready resources (see Node.Ready).
 	Ready []pulumi.Resource
+	// KubernetesBinaries are this stack's kubeadm, kubelet and kubectl as
+	// the nodes download them (nil when Args.Render was given): the cluster
+	// layer's upgrade installs them on running nodes.
+	KubernetesBinaries []ignition.Download
 }
 
 // SSH connection retry budget while a node boots: DialErrorLimit attempts of
@@ -114,13 +118,18 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		}
 		manifest = m
 	}
-	render := args.Render
+	// identity is what of a node's Ignition needs a new machine to change
+	// (ignition.Renderer.Identity: all but the Kubernetes release, which the
+	// cluster layer upgrades in place).
+	render, identity := args.Render, args.Render
+	comp := &Nodes{}
 	if render == nil {
 		r, err := ignition.NewRenderer(args.stackConfig(), manifest)
 		if err != nil {
 			return nil, fmt.Errorf("nodes: %w", err)
 		}
-		render = r.Render
+		render, identity = r.Render, r.Identity
+		comp.KubernetesBinaries = r.KubernetesBinaries()
 	}
 	var p provider
 	switch args.Provider {
@@ -142,7 +151,6 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		return nil, fmt.Errorf("nodes: provider %q has no nodes (want libvirt or metal)", args.Provider)
 	}
 
-	comp := &Nodes{}
 	if err := ctx.RegisterComponentResource("simlab:nodes:Nodes", name, comp, opts...); err != nil {
 		return nil, err
 	}
@@ -156,11 +164,15 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		if err != nil {
 			return nil, fmt.Errorf("rendering Ignition for %s: %w", n.Name, err)
 		}
+		id, err := identity(n)
+		if err != nil {
+			return nil, fmt.Errorf("rendering Ignition for %s: %w", n.Name, err)
+		}
 		node := &Node{Name: n.Name, Role: n.Role}
 		if err := ctx.RegisterComponentResource("simlab:nodes:Node", n.Name, node, pulumi.Parent(comp)); err != nil {
 			return nil, fmt.Errorf("registering node %s: %w", n.Name, err)
 		}
-		if err := p.node(ctx, node, n, string(ign)); err != nil {
+		if err := p.node(ctx, node, n, string(ign), string(id)); err != nil {
 			return nil, fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		if err := ctx.RegisterResourceOutputs(node, pulumi.Map{
@@ -190,8 +202,10 @@ func (a *Args) stackConfig() *config.Config {
 type provider interface {
 	// shared registers resources all nodes use (e.g. the base image).
 	shared(ctx *pulumi.Context, parent *Nodes) error
-	// node registers one node's children and fills its outputs.
-	node(ctx *pulumi.Context, node *Node, n config.Node, ignition string) error
+	// node registers one node's children and fills its outputs; identity
+	// is the Ignition's part whose change needs a new machine
+	// (ignition.Renderer.Identity).
+	node(ctx *pulumi.Context, node *Node, n config.Node, ignition, identity string) error
 }
 
 // waitForSSH registers a command that succeeds once the node answers SSH,

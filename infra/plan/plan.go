@@ -107,6 +107,19 @@ func Compute(stack string, old, new *config.Loaded) (*Plan, error) {
 	}
 	diff := pulumimock.Diff(oldRun, newRun)
 	p := &Plan{}
+	if p.Refused, err = Guards(diff, oldRun, newRun); err != nil {
+		return nil, err
+	}
+	// Refused, nothing the guards protect changes (a machine's disks even
+	// ignore their triggers until acknowledged): the changes listed are
+	// what `pulumi up` would do once the refusals' keys are set.
+	if acked, ok := acknowledged(n, p.Refused); ok {
+		ackRun, err := Record(stack, acked)
+		if err != nil {
+			return nil, fmt.Errorf("the program with the new config, acknowledged: %w", err)
+		}
+		diff = pulumimock.Diff(oldRun, ackRun)
+	}
 	for k, op := range diff {
 		i := strings.LastIndex(k, "::")
 		p.Changes = append(p.Changes, Change{Op: op, Type: k[:i], Name: k[i+2:]})
@@ -121,10 +134,26 @@ func Compute(stack string, old, new *config.Loaded) (*Plan, error) {
 		}
 		return a.Name < b.Name
 	})
-	if p.Refused, err = Guards(diff, oldRun, newRun); err != nil {
-		return nil, err
-	}
 	return p, nil
+}
+
+// acks set each acknowledgement key a guard can name (infra/guard's Ack).
+var acks = map[string]func(*config.Loaded){
+	"simlab:controllers.replace":      func(c *config.Loaded) { c.Controllers.Replace = true },
+	"simlab:workers.replace":          func(c *config.Loaded) { c.Workers.Replace = true },
+	"simlab:storage.ceph.allowShrink": func(c *config.Loaded) { c.Storage.Ceph.AllowShrink = true },
+}
+
+// acknowledged is cfg with the key of every refusal set (each message
+// starts with its key), false when nothing was refused.
+func acknowledged(cfg config.Loaded, refused []Refusal) (*config.Loaded, bool) {
+	for _, r := range refused {
+		key, _, _ := strings.Cut(r.Message, ": ")
+		if set, ok := acks[key]; ok {
+			set(&cfg)
+		}
+	}
+	return &cfg, len(refused) > 0
 }
 
 // guardType is what infra/guard registers: a local command.

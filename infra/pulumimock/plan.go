@@ -77,7 +77,7 @@ func Diff(old, new *Recorder) Plan {
 		switch {
 		case !ok:
 			plan[r.Key()] = OpCreate
-		case ReplaceKey(o) != ReplaceKey(r) || o.Provider != r.Provider:
+		case replaceKey(o, r.IgnoreChanges) != replaceKey(r, r.IgnoreChanges) || o.Provider != r.Provider:
 			plan[r.Key()] = OpReplace
 		case canonical(compared(o, r.IgnoreChanges)) != canonical(compared(r, r.IgnoreChanges)):
 			plan[r.Key()] = OpUpdate
@@ -147,9 +147,20 @@ func ReplacePaths(r Resource) []string {
 
 // ReplaceKey is a canonical rendering of r's values at its ReplacePaths: two
 // versions of a resource with different keys mean a replacement.
-func ReplaceKey(r Resource) string {
+func ReplaceKey(r Resource) string { return replaceKey(r, nil) }
+
+// replaceKey is ReplaceKey without the paths under an ignored input: the
+// engine applies ignoreChanges before it diffs, so an ignored trigger
+// replaces nothing.
+func replaceKey(r Resource, ignore []string) string {
 	var parts []string
+next:
 	for _, p := range ReplacePaths(r) {
+		for _, k := range ignore {
+			if p == k || strings.HasPrefix(p, k+".") || strings.HasPrefix(p, k+"[") {
+				continue next
+			}
+		}
 		parts = append(parts, p+"="+canonical(valueAt(r.Inputs, p)))
 	}
 	return strings.Join(parts, "\n")
@@ -231,8 +242,8 @@ func canonical(v any) string {
 func WithReplacementIDs() func(*Recorder) { return func(r *Recorder) { r.replacementIDs = true } }
 
 // replacementID is the ID of a resource under WithReplacementIDs.
-func replacementID(args pulumi.MockResourceArgs, replaceOnChanges []string) string {
-	key := ReplaceKey(Resource{Type: args.TypeToken, Custom: args.Custom, Inputs: args.Inputs, ReplaceOnChanges: replaceOnChanges})
+func replacementID(args pulumi.MockResourceArgs, replaceOnChanges, ignoreChanges []string) string {
+	key := replaceKey(Resource{Type: args.TypeToken, Custom: args.Custom, Inputs: args.Inputs, ReplaceOnChanges: replaceOnChanges}, ignoreChanges)
 	h := fnv.New64a()
 	h.Write([]byte(key))
 	return fmt.Sprintf("%s-%016x", args.Name, h.Sum64())

@@ -10,14 +10,19 @@ import (
 )
 
 // program registers a "machine" whose trigger is size, a "job" keyed on the
-// machine's ID, a "file" with content (ignored when ignore), and a
+// machine's ID, a "file" with content (ignored when ignore; the machine's
+// trigger when ignoreTrigger), and a
 // Kubernetes ConfigMap named name.
-func program(size int, content, name string, ignore bool, extra bool) pulumi.RunFunc {
+func program(size int, content, name string, ignore bool, extra bool, ignoreTrigger ...bool) pulumi.RunFunc {
 	return func(ctx *pulumi.Context) error {
 		var machine, job, file, cm, more pulumi.CustomResourceState
+		mopts := []pulumi.ResourceOption{pulumi.ReplaceOnChanges([]string{"triggers[*]"})}
+		if len(ignoreTrigger) > 0 && ignoreTrigger[0] {
+			mopts = append(mopts, pulumi.IgnoreChanges([]string{"triggers"}))
+		}
 		if err := ctx.RegisterResource("test:index:Machine", "machine", pulumi.Map{
 			"triggers": pulumi.Array{pulumi.Int(size)}, "note": pulumi.String("x"),
-		}, &machine, pulumi.ReplaceOnChanges([]string{"triggers[*]"})); err != nil {
+		}, &machine, mopts...); err != nil {
 			return err
 		}
 		if err := ctx.RegisterResource("test:index:Job", "job", pulumi.Map{
@@ -70,12 +75,17 @@ func TestDiffRules(t *testing.T) {
 		{"another input updates", program(1, "b", "cm", false, false),
 			"update   kubernetes:core/v1:ConfigMap::cm\nupdate   test:index:File::file"},
 		{"ignoreChanges is not compared", program(1, "b", "cm", true, false), "update   kubernetes:core/v1:ConfigMap::cm"},
+		{"an ignored trigger replaces nothing (nor what takes the ID)", program(2, "a", "cm", false, false, true), ""},
 		{"a Kubernetes name replaces", program(1, "a", "other", false, false), "replace  kubernetes:core/v1:ConfigMap::cm"},
 		{"added and removed", program(1, "a", "cm", false, true), "create   test:index:File::extra"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := plan(t, base, c.new).String(); got != c.want {
+			old := base
+			if strings.HasPrefix(c.name, "an ignored trigger") {
+				old = program(1, "a", "cm", false, false, true)
+			}
+			if got := plan(t, old, c.new).String(); got != c.want {
 				t.Errorf("plan:\n%s\nwant:\n%s", got, c.want)
 			}
 		})

@@ -77,7 +77,7 @@ func (r *Recorder) NewResource(args pulumi.MockResourceArgs) (string, resource.P
 	res := Resource{Type: args.TypeToken, Name: args.Name, Custom: args.Custom, Provider: args.Provider, Inputs: args.Inputs}
 	id := args.Name + "-id"
 	if r.replacementIDs && args.RegisterRPC != nil {
-		id = replacementID(args, args.RegisterRPC.GetReplaceOnChanges())
+		id = replacementID(args, args.RegisterRPC.GetReplaceOnChanges(), args.RegisterRPC.GetIgnoreChanges())
 		args.ID = id
 	}
 	state := args.Inputs.Copy()

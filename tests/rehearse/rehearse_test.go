@@ -287,6 +287,7 @@ func TestRehearsal(t *testing.T) {
 	mustSSH(t, ctrl, k+"wait --for=condition=Ready node --all --timeout=180s")
 	tm.mark("flannel rolled out, nodes Ready", t0)
 	rehearseMetricsServer(t, run, ctrl, k, tm)
+	rehearseUpgradeDryRun(t, run, tm)
 	nodesOut := mustSSH(t, ctrl, k+"get nodes -o custom-columns=NAME:.metadata.name --no-headers")
 	for _, mc := range machines {
 		if !strings.Contains(nodesOut, mc.name) {
