@@ -52,6 +52,15 @@ func upgradeStep(nodes ...string) []string {
 	return out
 }
 
+// cephOSD is the storage layer's OSD drain step of each Ceph worker.
+func cephOSD(nodes ...string) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n+"-ceph-osd")
+	}
+	return out
+}
+
 // replacedMachine is what replacing a node's domain replaces after it: a
 // new UUID re-runs everything keyed on the machine.
 func replacedMachine(node string) []string {
@@ -113,7 +122,7 @@ func day2Rows() []day2Row {
 		{
 			name:   "workers 2->3",
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 3 },
-			create: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3")),
+			create: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
 			// Sizing grows: 3 mons, size-3 pools across hosts; the guard
 			// records it and lets it through.
 			update: cat(ceph, []string{"storage-ceph-guard"}),
@@ -128,7 +137,7 @@ func day2Rows() []day2Row {
 			name:   "workers 3->2 with Ceph",
 			base:   func(c *config.Loaded) { c.Workers.Count = 3 },
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 2 },
-			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3")),
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
 			// The plan shrinks the pools to size 1 and the mons to 1; the
 			// Ceph guard refuses before the CephCluster or a pool changes.
 			update:  cat(ceph, []string{"storage-ceph-guard"}),
@@ -141,8 +150,19 @@ func day2Rows() []day2Row {
 				c.Workers.Count = 2
 				c.Storage.Ceph.AllowShrink = true
 			},
-			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3")),
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
 			update: cat(ceph, []string{"storage-ceph-guard"}),
+		},
+		{
+			name:   "workers 4->3 with Ceph",
+			base:   func(c *config.Loaded) { c.Workers.Count = 4 },
+			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 3 },
+			// Pools keep size 3 across hosts and 3 mons: nothing shrinks,
+			// nothing is refused. The CephCluster stops listing the worker,
+			// then its -ceph-osd delete drains and purges its OSD before
+			// the worker is drained, reset and removed.
+			delete: cat(nodeResources("dev-worker-4"), joinResources("dev-worker-4"), upgradeStep("dev-worker-4"), cephOSD("dev-worker-4")),
+			update: []string{"storage-ceph-cluster"},
 		},
 		{
 			name:   "controller cpus 2->4",
@@ -247,7 +267,7 @@ func day2Rows() []day2Row {
 				remoteCommands("dev-controller-1", "dev-worker-1", "dev-worker-2"),
 				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
 				joinResources("dev-worker-1"), joinResources("dev-worker-2"), []string{"workloads-sftp-host-key"},
-				upgradeStep("dev-controller-1", "dev-worker-1", "dev-worker-2")),
+				upgradeStep("dev-controller-1", "dev-worker-1", "dev-worker-2"), cephOSD("dev-worker-1", "dev-worker-2")),
 		},
 		{
 			name:   "simulator maxWorkers",
@@ -432,5 +452,35 @@ func TestMockUpgradeRollsOneNodeAtATime(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(storage, " "), urn["dev-worker-3-kubeadm-upgrade"]) {
 		t.Errorf("the storage layer does not wait for the last upgrade step: %v", storage)
+	}
+}
+
+// TestMockLeavingWorkerDrainsItsOSDFirst: each Ceph worker's -ceph-osd step
+// depends on the worker's admit and on the CephCluster, so Pulumi deletes
+// it (draining and purging the OSD) before the worker is drained and reset
+// and before Ceph itself goes; its delete bounds the wait by
+// storage.readyTimeoutMinutes.
+func TestMockLeavingWorkerDrainsItsOSDFirst(t *testing.T) {
+	cfg := loadStack(t, "dev")
+	cfg.Storage.ReadyTimeoutMinutes = 7
+	rec := runForPlan(t, cfg)
+	urn := map[string]string{}
+	for _, r := range rec.Resources() {
+		urn[r.Name] = r.URN
+	}
+	for _, w := range cfg.NodesByRole(config.RoleWorker) {
+		r, ok := rec.Find("command:remote:Command", w.Name+"-ceph-osd")
+		if !ok {
+			t.Fatalf("no %s-ceph-osd", w.Name)
+		}
+		deps := strings.Join(r.Dependencies, " ")
+		for _, on := range []string{w.Name + "-admit", "storage-ceph-cluster"} {
+			if urn[on] == "" || !strings.Contains(deps, urn[on]) {
+				t.Errorf("%s-ceph-osd does not depend on %s", w.Name, on)
+			}
+		}
+		if del := pulumimock.String(r.Inputs, "delete"); !strings.Contains(del, "ceph osd out") || !strings.Contains(del, "(at most 420s)") {
+			t.Errorf("%s-ceph-osd's delete does not drain within storage.readyTimeoutMinutes:\n%s", w.Name, del)
+		}
 	}
 }

@@ -131,6 +131,9 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	}
 	sargs := storage.ArgsFor(&c, st.Provider)
 	sargs.Mirrored = files.storage()
+	if st.Cluster != nil {
+		sargs.Leaving = &storage.OSDLeaving{Controller: st.Cluster.Controller, Admitted: st.Cluster.Admitted}
+	}
 	st.Storage, err = storage.New(ctx, "storage", sargs, onCluster...)
 	if err != nil {
 		return nil, fmt.Errorf("storage layer: %w", err)

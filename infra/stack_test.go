@@ -206,6 +206,7 @@ func TestMockScalingWorkersChangesOnlyWorkerResources(t *testing.T) {
 		want = append(want, nodeResources(w)...)
 		want = append(want, joinResources(w)...)
 		want = append(want, upgradeStep(w)...)
+		want = append(want, cephOSD(w)...)
 	}
 	if got, exp := plan.Names(pulumimock.OpCreate), sortedUnique(want); strings.Join(got, " ") != strings.Join(exp, " ") {
 		t.Errorf("created %d resources %v,\nwant the %d of the new workers", len(got), got, len(exp))

@@ -62,6 +62,12 @@ type Cluster struct {
 	// Init is the kubeadm init command; Joins are the workers' join commands.
 	Init  *remote.Command
 	Joins []*remote.Command
+	// Controller reaches the controller (the admin kubeconfig is there).
+	Controller remote.ConnectionOutput
+	// Admitted is each node's admit command, by node name: the node is in
+	// the cluster with a serving certificate; what must happen before a
+	// node leaves depends on it (Pulumi deletes it first).
+	Admitted map[string]pulumi.Resource
 	// Ready are the resources that make the cluster usable: Flannel,
 	// metrics-server and every node admitted (joined, serving certificate
 	// approved). The layers above depend on Ready, not on the component (the
@@ -171,6 +177,7 @@ sudo kubeadm init --config ` + ConfigDir + `/init.yaml --skip-token-print`),
 		comp.Joins = append(comp.Joins, join)
 		admitted[w.Name] = wadmit
 	}
+	comp.Controller, comp.Admitted = ctrl.Connection, admitted
 	// simlab:versions.kubernetes bumped: the nodes move to it in place.
 	steps, err := upgrade(ctx, comp, args, ctrl, workers, admitted)
 	if err != nil {

@@ -226,8 +226,8 @@ type Ceph struct {
 	// Enabled installs Rook and a CephCluster on the workers' data disks.
 	Enabled bool `json:"enabled"`
 	// AllowShrink acknowledges that `pulumi up` may lower the Ceph pool
-	// size, failure domain, monitor count or OSD nodes (fewer workers; their
-	// OSDs are not drained by the program). Without it such a change is
+	// size, failure domain or monitor count (fewer workers; their OSDs are
+	// drained before they go). Without it such a change is
 	// refused on libvirt and metal, naming the key (docs/DAY2.md). Remove it afterwards.
 	AllowShrink bool `json:"allowShrink,omitempty"`
 	// ReadyHealth is when `pulumi up` counts the CephCluster ready: HEALTH_OK

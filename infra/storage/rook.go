@@ -105,6 +105,9 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 	if err != nil {
 		return cephOut{}, fmt.Errorf("CephCluster: %w", err)
 	}
+	if err := b.osdSteps(cluster); err != nil {
+		return cephOut{}, err
+	}
 
 	pools := []pulumi.Resource{}
 	for _, p := range []struct{ resource, name, poolName string }{
@@ -179,14 +182,15 @@ func (b *builder) shrinkGuard() (pulumi.Resource, error) {
 	from := " (from simlab:workers.count)"
 	g, err := guard.New(b.ctx, b.name+"-ceph-guard", &guard.Args{
 		Subject: "Ceph",
-		Harm: "shrink Ceph: fewer copies of every object, or a worker's OSD removed without being drained " +
-			"(with size-1 pools its data has no other copy)",
+		Harm: "shrink Ceph: fewer copies of every object or fewer monitors " +
+			"(with size-1 pools a removed worker's data has no other copy)",
 		Ack:   "simlab:storage.ceph.allowShrink",
 		Acked: b.args.Storage.Ceph.AllowShrink,
-		Safely: "first drain each removed worker's OSD: ceph osd out <id>, wait for ceph -s to report HEALTH_OK, " +
-			"ceph osd purge <id> --yes-i-really-mean-it",
+		Safely: "pulumi up drains each removed worker's OSDs before the worker goes; with size-1 pools " +
+			"every object then has one copy",
+		// Fewer OSD nodes alone is no harm: a leaving worker's OSDs are
+		// drained before it goes (osd.go).
 		Values: []guard.Value{
-			{Name: "OSD nodes" + from, Value: fmt.Sprint(s.StorageNodes), Rule: guard.OnDecrease},
 			{Name: "pool size" + from, Value: fmt.Sprint(s.PoolSize), Rule: guard.OnDecrease},
 			{Name: "failure domain" + from, Value: s.FailureDomain, Rule: guard.OnDecrease, Order: []string{"osd", "host"}},
 			{Name: "monitors" + from, Value: fmt.Sprint(s.Mons), Rule: guard.OnDecrease},

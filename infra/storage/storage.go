@@ -65,10 +65,13 @@ type Args struct {
 	DatasetNamespace string
 	// ShrinkGuard registers the Ceph sizing guard (a local command of
 	// pulumi-command, see infra/guard): `pulumi up` refuses a smaller pool
-	// size, failure domain, monitor count or OSD node count unless
+	// size, failure domain or monitor count unless
 	// Storage.Ceph.AllowShrink. ArgsFor sets it on libvirt and metal, where
 	// the stack runs pulumi-command anyway; existing mode has none.
 	ShrinkGuard bool
+	// Leaving drains a worker's OSDs before it leaves the stack (osd.go);
+	// nil (existing mode) drains nothing.
+	Leaving *OSDLeaving
 }
 
 // Mirrored are local paths of the deploy artifacts the storage layer applies
