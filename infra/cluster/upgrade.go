@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/ignition"
@@ -93,23 +92,17 @@ install() {
 	return b.String()
 }
 
-// upgradeControllerScript upgrades the control plane on the controller to
+// upgradeControllerPhase upgrades the control plane on the controller to
 // version, then the controller's kubelet and kubectl.
-func upgradeControllerScript(node, version string, bins []ignition.Download) string {
-	return upgradeControllerScriptWith(kubectl, node, version, bins)
-}
-
-// upgradeControllerScriptWith is upgradeControllerScript with another
-// kubectl command (tests).
-func upgradeControllerScriptWith(kubectl, node, version string, bins []ignition.Download) string {
-	return "k=" + shq(kubectl) + "\nnode=" + shq(node) + "\n" + upgradePreamble(version, bins) + `have=$(cluster_version)
+func upgradeControllerPhase(kubectl, node, version string, bins []ignition.Download) Phase {
+	p := Phase{
+		Prepare: "k=" + shq(kubectl) + "\nnode=" + shq(node) + "\n" + upgradePreamble(version, bins) + `have=$(cluster_version)
 [ -n "$have" ] || { echo "upgrade: cannot read the cluster's Kubernetes version (configmap kube-system/kubeadm-config)" >&2; exit 1; }
 step_ok "$have"
-kubelet_at=$($k get node "$node" -o jsonpath='{.status.nodeInfo.kubeletVersion}')
-if [ "$have" = "$want" ] && [ "$kubelet_at" = "$want" ] && [ -z "$dry" ]; then
-  echo "$node: control plane and kubelet at $want: nothing to upgrade"; exit 0
-fi
-if [ -n "$dry" ]; then
+kubelet_at=$($k get node "$node" -o jsonpath='{.status.nodeInfo.kubeletVersion}')`,
+		Done:    `[ "$have" = "$want" ] && [ "$kubelet_at" = "$want" ] && [ -z "$dry" ]`,
+		Skipped: "$node: control plane and kubelet at $want: nothing to upgrade",
+		Run: `if [ -n "$dry" ]; then
   f=$(fetch kubeadm)
   sudo "$f" upgrade plan "$want"
   sudo "$f" upgrade apply "$want" --dry-run --yes >/dev/null
@@ -130,33 +123,32 @@ install kubelet; install kubectl
 sudo systemctl daemon-reload
 sudo systemctl restart kubelet
 ` + waitKubelet + `$k uncordon "$node"
-echo "$node: at $want"`
+echo "$node: at $want"`,
+	}
+	// The same script on an update (the release changed); no undo.
+	p.Update = p.Script()
+	return p
 }
 
-// upgradeWorkerScript upgrades one worker to version once the control
-// plane runs it: `kubeadm upgrade node`, then drained, the new kubelet and
+// upgradeWorkerPhase upgrades one worker to version once the control plane
+// runs it: `kubeadm upgrade node`, then drained, the new kubelet and
 // kubectl, and uncordoned. It runs on the worker and reads the admin
-// kubeconfig from stdin (a root-only scratch file, removed on exit): a
-// kubelet's own credentials may not drain its node.
-func upgradeWorkerScript(node, version string, bins []ignition.Download) string {
-	return upgradeWorkerScriptWith(ignition.BinDir+"/kubectl", node, version, bins)
-}
-
-// upgradeWorkerScriptWith is upgradeWorkerScript with another kubectl
-// program (tests).
-func upgradeWorkerScriptWith(kubectlBin, node, version string, bins []ignition.Download) string {
-	return `kc=$(mktemp); chmod 0600 "$kc"; trap 'rm -f "$kc"' EXIT; cat > "$kc"
+// kubeconfig from stdin (a scratch file only its user reads, removed on
+// exit): a kubelet's own credentials may not drain its node. kubectlBin is
+// the kubectl program to run.
+func upgradeWorkerPhase(kubectlBin, node, version string, bins []ignition.Download) Phase {
+	p := Phase{
+		Prepare: `kc=$(mktemp); chmod 0600 "$kc"; trap 'rm -f "$kc"' EXIT; cat > "$kc"
 k="` + kubectlBin + ` --kubeconfig $kc"
 node=` + shq(node) + "\n" + upgradePreamble(version, bins) + `cp=$(cluster_version)
 step_ok "$cp"
 if [ "$cp" != "$want" ]; then
   echo "$node: the control plane runs $cp, not $want: the controller's upgrade comes first (its -kubeadm-upgrade command)" >&2; exit 1
 fi
-kubelet_at=$($k get node "$node" -o jsonpath='{.status.nodeInfo.kubeletVersion}')
-if [ "$kubelet_at" = "$want" ] && [ -z "$dry" ]; then
-  echo "$node: kubelet at $want: nothing to upgrade"; exit 0
-fi
-if [ -n "$dry" ]; then
+kubelet_at=$($k get node "$node" -o jsonpath='{.status.nodeInfo.kubeletVersion}')`,
+		Done:    `[ "$kubelet_at" = "$want" ] && [ -z "$dry" ]`,
+		Skipped: "$node: kubelet at $want: nothing to upgrade",
+		Run: `if [ -n "$dry" ]; then
   f=$(fetch kubeadm)
   sudo "$f" upgrade node --dry-run >/dev/null
   sudo rm -f "$f"
@@ -173,7 +165,10 @@ install kubelet; install kubectl
 sudo systemctl daemon-reload
 sudo systemctl restart kubelet
 ` + waitKubelet + `$k uncordon "$node"
-echo "$node: at $want"`
+echo "$node: at $want"`,
+	}
+	p.Update = p.Script()
+	return p
 }
 
 // waitKubelet waits until the node's kubelet reports the new release and
@@ -195,24 +190,17 @@ func upgrade(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl *nodes.Node, w
 		return nil, nil
 	}
 	parent := pulumi.Parent(comp)
-	script := upgradeControllerScript(ctrl.Name, args.Versions.Kubernetes, args.Binaries)
-	prev, err := remote.NewCommand(ctx, ctrl.Name+"-kubeadm-upgrade", &remote.CommandArgs{
-		Connection: ctrl.Connection,
-		Create:     pulumi.String(script),
-		Update:     pulumi.String(script),
-	}, parent, pulumi.DependsOn([]pulumi.Resource{admitted[ctrl.Name]}))
+	prev, err := upgradeControllerPhase(kubectl, ctrl.Name, args.Versions.Kubernetes, args.Binaries).
+		Command(ctx, ctrl.Name+"-kubeadm-upgrade", Step{Connection: ctrl.Connection},
+			parent, pulumi.DependsOn([]pulumi.Resource{admitted[ctrl.Name]}))
 	if err != nil {
 		return nil, fmt.Errorf("the upgrade step of %s: %w", ctrl.Name, err)
 	}
 	steps := []pulumi.Resource{prev}
 	for _, w := range workers {
-		script := upgradeWorkerScript(w.Name, args.Versions.Kubernetes, args.Binaries)
-		step, err := remote.NewCommand(ctx, w.Name+"-kubeadm-upgrade", &remote.CommandArgs{
-			Connection: w.Connection,
-			Stdin:      comp.Kubeconfig,
-			Create:     pulumi.String(script),
-			Update:     pulumi.String(script),
-		}, parent, pulumi.DependsOn([]pulumi.Resource{admitted[w.Name], prev}))
+		step, err := upgradeWorkerPhase(ignition.BinDir+"/kubectl", w.Name, args.Versions.Kubernetes, args.Binaries).
+			Command(ctx, w.Name+"-kubeadm-upgrade", Step{Connection: w.Connection, Stdin: comp.Kubeconfig},
+				parent, pulumi.DependsOn([]pulumi.Resource{admitted[w.Name], prev}))
 		if err != nil {
 			return nil, fmt.Errorf("the upgrade step of %s: %w", w.Name, err)
 		}

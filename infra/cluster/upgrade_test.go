@@ -51,13 +51,13 @@ func TestUpgradeScriptsRefuseBeforeChangingAnything(t *testing.T) {
 	cases := []struct {
 		name, script, want string
 	}{
-		{"controller: a downgrade", upgradeControllerScriptWith(kubectl, node, "v1.33.7", upgradeBins),
+		{"controller: a downgrade", upgradeControllerPhase(kubectl, node, "v1.33.7", upgradeBins).Script(),
 			"simlab:versions.kubernetes: v1.33.7 is older than the cluster's v1.34.4: Kubernetes is never downgraded"},
-		{"controller: two minors at once", upgradeControllerScriptWith(kubectl, node, "v1.36.0", upgradeBins),
+		{"controller: two minors at once", upgradeControllerPhase(kubectl, node, "v1.36.0", upgradeBins).Script(),
 			"simlab:versions.kubernetes: v1.34.4 -> v1.36.0 skips a minor release: kubeadm upgrades one minor at a time; set v1.35.x first"},
-		{"worker: two minors at once", upgradeWorkerScriptWith(c.Bin.Kubectl, node, "v1.36.1", upgradeBins),
+		{"worker: two minors at once", upgradeWorkerPhase(c.Bin.Kubectl, node, "v1.36.1", upgradeBins).Script(),
 			"v1.34.4 -> v1.36.1 skips a minor release"},
-		{"worker: before its control plane", upgradeWorkerScriptWith(c.Bin.Kubectl, node, "v1.35.0", upgradeBins),
+		{"worker: before its control plane", upgradeWorkerPhase(c.Bin.Kubectl, node, "v1.35.0", upgradeBins).Script(),
 			node + ": the control plane runs v1.34.4, not v1.35.0: the controller's upgrade comes first"},
 	}
 	for _, tc := range cases {
@@ -77,7 +77,7 @@ func TestUpgradeScriptsRefuseBeforeChangingAnything(t *testing.T) {
 	// The worker's step leaves no copy of the admin kubeconfig behind, even
 	// when it refuses.
 	tmp := t.TempDir()
-	if out, err := run("TMPDIR=" + tmp + "; export TMPDIR\n" + upgradeWorkerScriptWith(c.Bin.Kubectl, node, "v1.35.0", upgradeBins)); err == nil {
+	if out, err := run("TMPDIR=" + tmp + "; export TMPDIR\n" + upgradeWorkerPhase(c.Bin.Kubectl, node, "v1.35.0", upgradeBins).Script()); err == nil {
 		t.Fatalf("want a refusal:\n%s", out)
 	}
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
