@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/simlab/simlab/simulator/broker"
 	"github.com/simlab/simlab/simulator/controller"
 	"github.com/simlab/simlab/simulator/dataset"
 	"github.com/simlab/simlab/simulator/limits"
@@ -253,7 +254,7 @@ func newEnv(o Options) (*run.Env, error) {
 		cmd.Wait()
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "broker listening on ")
+	addr, ok := broker.ParseAnnounce(line)
 	if err != nil || !ok {
 		stop()
 		return nil, fmt.Errorf("the broker did not say where it listens (got %q): %v", line, err)

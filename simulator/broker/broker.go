@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/simlab/simlab/contract"
@@ -96,3 +97,24 @@ func (b *Broker) Cluster() *kfake.Cluster { return b.c }
 
 // Close stops the broker.
 func (b *Broker) Close() { b.c.Close() }
+
+// announcePrefix and announceInfix frame the line `simulator broker` prints
+// once it listens.
+const announcePrefix, announceInfix = "broker listening on ", " advertised as "
+
+// Announce is the line `simulator broker` prints once it listens on listen,
+// telling clients advertised; ParseAnnounce reads it back.
+func Announce(listen, advertised string) string {
+	return announcePrefix + listen + announceInfix + advertised
+}
+
+// ParseAnnounce returns the advertised address of an Announce line (what a
+// parent process connects its clients to), false for any other line.
+func ParseAnnounce(line string) (string, bool) {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(line), announcePrefix)
+	if !ok {
+		return "", false
+	}
+	_, addr, ok := strings.Cut(rest, announceInfix)
+	return addr, ok && addr != ""
+}

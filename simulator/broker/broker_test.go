@@ -92,3 +92,18 @@ func TestBadAddressesAreRefusedByName(t *testing.T) {
 		}
 	}
 }
+
+// The line `simulator broker` prints is the one the benchmarks parse: the
+// bench read "broker listening on 127.0.0.1:0 advertised as ..." whole as
+// its address once the line grew the advertised part.
+func TestAnnounceParsesBack(t *testing.T) {
+	line := Announce("127.0.0.1:0", "127.0.0.1:37337") + "\n"
+	if addr, ok := ParseAnnounce(line); !ok || addr != "127.0.0.1:37337" {
+		t.Errorf("ParseAnnounce(%q) = %q, %v; want the advertised address", line, addr, ok)
+	}
+	for _, bad := range []string{"", "broker listening on 127.0.0.1:0", "panic: boom"} {
+		if addr, ok := ParseAnnounce(bad); ok {
+			t.Errorf("ParseAnnounce(%q) = %q, true; want false", bad, addr)
+		}
+	}
+}

@@ -45,7 +45,7 @@ func brokerCmd() *cobra.Command {
 				return err
 			}
 			defer b.Close()
-			fmt.Fprintln(cmd.OutOrStdout(), "broker listening on", listen, "advertised as", b.Addrs()[0])
+			fmt.Fprintln(cmd.OutOrStdout(), broker.Announce(listen, b.Addrs()[0]))
 			<-cmd.Context().Done()
 			return nil
 		},
