@@ -160,6 +160,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	if !o.want("many") {
+	} else if err := add(replaySpec(ctx, o, tmp, spec{name: fmt.Sprintf("%d sources, per-source partitions, write(2) per connection", many),
+		sources: many, perSource: 10, span: 10 * time.Second, part: controller.PerSource, args: []string{"--io-uring=false"}})); err != nil {
+		return err
+	}
+	if !o.want("many") {
 	} else if err := add(replay(ctx, o, tmp, fmt.Sprintf("%d sources, keyed on 32 partitions", many), many, 10, 10*time.Second, controller.Keyed, false)); err != nil {
 		return err
 	}

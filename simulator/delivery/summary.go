@@ -168,12 +168,57 @@ type Recorder struct {
 	from    time.Time
 	total   *Counts
 	sources map[string]*Counts
+	// gen changes whenever sources is replaced (Begin, Take with sources, End): a Source
+	// handle's cached Counts is valid while its gen matches.
+	gen uint64
+}
+
+// Source is one source's handle on a Recorder: Sent through it skips the per-record map lookup
+// of the source's name (with 10,000 sources ~3 % of a worker's CPU). Safe for concurrent use.
+type Source struct {
+	r   *Recorder
+	src string
+	gen uint64
+	c   *Counts
+}
+
+// Source returns the handle of src.
+func (r *Recorder) Source(src string) *Source { return &Source{r: r, src: src} }
+
+// counts is the source's Counts in the current interval (under r.mu, r.sources != nil).
+func (h *Source) counts() *Counts {
+	if h.c == nil || h.gen != h.r.gen {
+		h.c, h.gen = h.r.get(h.src), h.r.gen
+	}
+	return h.c
+}
+
+// Sent is Recorder.Sent for this source.
+func (h *Source) Sent(late time.Duration, acked bool) {
+	r := h.r
+	r.mu.Lock()
+	if r.sources != nil {
+		r.sent(h.counts(), late, acked)
+	}
+	r.mu.Unlock()
+}
+
+// sent counts one record written for c and the total (under r.mu).
+func (r *Recorder) sent(c *Counts, late time.Duration, acked bool) {
+	for _, c := range [2]*Counts{c, r.total} {
+		c.Sent++
+		if acked {
+			c.Acked++
+		}
+		c.Late.Observe(late)
+	}
 }
 
 // Begin starts counting for a run (anything not taken yet is dropped with the old run).
 func (r *Recorder) Begin(run string, now time.Time) {
 	r.mu.Lock()
 	r.run, r.from, r.total, r.sources = run, now, &Counts{}, map[string]*Counts{}
+	r.gen++
 	r.mu.Unlock()
 }
 
@@ -190,13 +235,7 @@ func (r *Recorder) get(src string) *Counts {
 func (r *Recorder) Sent(src string, late time.Duration, acked bool) {
 	r.mu.Lock()
 	if r.sources != nil {
-		for _, c := range [2]*Counts{r.get(src), r.total} {
-			c.Sent++
-			if acked {
-				c.Acked++
-			}
-			c.Late.Observe(late)
-		}
+		r.sent(r.get(src), late, acked)
 	}
 	r.mu.Unlock()
 }
@@ -251,6 +290,7 @@ func (r *Recorder) Take(now time.Time, sources bool) (Summary, bool) {
 			}
 		}
 		r.sources = map[string]*Counts{}
+		r.gen++
 	}
 	r.from, r.total = now, &Counts{}
 	return s, true
@@ -260,5 +300,6 @@ func (r *Recorder) Take(now time.Time, sources bool) (Summary, bool) {
 func (r *Recorder) End() {
 	r.mu.Lock()
 	r.run, r.total, r.sources = "", nil, nil
+	r.gen++
 	r.mu.Unlock()
 }

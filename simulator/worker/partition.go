@@ -30,6 +30,10 @@ type partState struct {
 	lastDue   int64
 	paused    bool
 	exhausted bool
+	// flowGen and flowKey are the flow control's (flow.go): the poll that last fetched for the
+	// partition, and the last due time it was queued with while paused.
+	flowGen uint64
+	flowKey int64
 
 	// unwritten is len(inflight)-head, readable without mu: the poll loop's flow control asks
 	// every partition on every poll (10,000 lock round trips per poll with per-source partitions).

@@ -34,6 +34,7 @@ func (w *Worker) ID() string { return w.id }
 func (w *Worker) hooksFor(instance, protocol string) *sched.Hooks {
 	m := w.cfg.Metrics
 	tcp := protocol == dataset.ProtoTCP
+	rec := w.rec.Source(instance)
 	return &sched.Hooks{
 		Sent: func(it *sched.Item) {
 			m.sent.Inc()
@@ -45,7 +46,7 @@ func (w *Worker) hooksFor(instance, protocol string) *sched.Hooks {
 			if tcp {
 				m.acked.Inc()
 			}
-			w.rec.Sent(instance, late, tcp)
+			rec.Sent(late, tcp)
 		},
 		Reconnect: func() { m.connects.Inc() },
 		WriteErr:  func(error) { m.sendErrors.Inc() },

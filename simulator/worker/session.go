@@ -64,6 +64,7 @@ func (s *session) adjust(ctx context.Context, offs map[string]map[int32]kgo.Offs
 				old.cancelled.Store(true)
 			}
 			s.parts[p] = st
+			s.flow.assigned(st)
 			s.mu.Unlock()
 			w.cfg.Metrics.assigned.Inc()
 			w.cfg.Log.Debug("partition assigned", "partition", p, "offset", at, "loop", loop)
@@ -362,7 +363,7 @@ func (s *session) poll(ctx context.Context) {
 	w := s.w
 	start := s.st.StartTime.UnixNano()
 	span := int64(s.m.Span)
-	look := int64(w.cfg.Lookahead)
+	s.flow.look = int64(w.cfg.Lookahead)
 	var items []*sched.Item
 	rewind := map[int32]kgo.EpochOffset{}
 	for ctx.Err() == nil {
@@ -394,6 +395,7 @@ func (s *session) poll(ctx context.Context) {
 				Offset: r.Offset, Loop: ps.fetchLoop}
 			ps.track(it)
 			ps.lastDue = it.Due
+			s.flow.fetched(ps)
 			ps.fetchedDue.Store(it.Due)
 			if it.Due < ps.skipBefore {
 				// The previous owner writes it (handover cutover): written, as far as this
@@ -417,21 +419,10 @@ func (s *session) poll(ctx context.Context) {
 				}
 			}
 		})
-		// Flow control: fetch at most the lookahead ahead of time.
-		now := time.Now().UnixNano()
-		var pause, resume []int32
-		for p, ps := range s.parts {
-			// Also stop fetching while a partition has too many unwritten records (a SUT that
-			// is down), so memory stays bounded.
-			pending := ps.pending()
-			if !ps.paused && (ps.lastDue > now+look || pending > maxPending) {
-				ps.paused = true
-				pause = append(pause, p)
-			} else if ps.paused && ps.lastDue < now+look/2 && pending < maxPending/2 {
-				ps.paused = false
-				resume = append(resume, p)
-			}
-		}
+		// Flow control (flow.go): fetch at most the lookahead ahead of time, and stop fetching
+		// while a partition has too many unwritten records (a SUT that is down), so memory
+		// stays bounded.
+		pause, resume := s.flow.decide(time.Now().UnixNano(), s.live)
 		s.mu.Unlock()
 		w.sch.Push(items...)
 		if len(rewind) > 0 {
@@ -447,6 +438,9 @@ func (s *session) poll(ctx context.Context) {
 		s.cl.AllowRebalance()
 	}
 }
+
+// live reports whether ps is still one of the session's partitions (under s.mu).
+func (s *session) live(ps *partState) bool { return s.parts[ps.part] == ps }
 
 // Reasons a record's destination cannot be built (the reason label of
 // simulator_worker_records_failed_total).

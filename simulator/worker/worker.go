@@ -347,6 +347,8 @@ type session struct {
 	handing map[*partState]struct{}
 	// handed is signalled (on mu) when handovers end.
 	handed *sync.Cond
+	// flow pauses and resumes partitions' fetching (flow.go; on mu).
+	flow flow
 }
 
 func (w *Worker) session(ctx context.Context, st state.Stage, m *state.Manifest) error {
