@@ -47,34 +47,35 @@ func (f *flow) decide(now int64, live func(*partState) bool) (pause, resume []in
 	// Blocked partitions first: their backlog drains as the scheduler writes.
 	kept := f.blocked[:0]
 	for _, ps := range f.blocked {
-		switch {
-		case !ps.paused || !live(ps):
-		case ps.lastDue >= ready:
-			ps.flowKey = ps.lastDue
-			heap.Push(&f.waiting, ps)
-		case ps.pending() < maxPending/2:
-			ps.paused = false
-			resume = append(resume, ps.part)
-		default:
+		if f.recheck(ps, ready, live, &resume) {
 			kept = append(kept, ps)
 		}
 	}
 	f.blocked = kept
 	for f.waiting.Len() > 0 && f.waiting[0].flowKey < ready {
-		ps := heap.Pop(&f.waiting).(*partState)
-		switch {
-		case !ps.paused || !live(ps):
-		case ps.lastDue >= ready: // fetched more while pausing took effect
-			ps.flowKey = ps.lastDue
-			heap.Push(&f.waiting, ps)
-		case ps.pending() < maxPending/2:
-			ps.paused = false
-			resume = append(resume, ps.part)
-		default:
+		if ps := heap.Pop(&f.waiting).(*partState); f.recheck(ps, ready, live, &resume) {
 			f.blocked = append(f.blocked, ps)
 		}
 	}
 	return pause, resume
+}
+
+// recheck settles a paused partition whose wait may be over: forgotten when it left the
+// session, queued again when it fetched more while its pause took effect, resumed when its
+// backlog is below half; true when only its backlog keeps it paused (blocked).
+func (f *flow) recheck(ps *partState, ready int64, live func(*partState) bool, resume *[]int32) (blocked bool) {
+	switch {
+	case !ps.paused || !live(ps):
+	case ps.lastDue >= ready:
+		ps.flowKey = ps.lastDue
+		heap.Push(&f.waiting, ps)
+	case ps.pending() < maxPending/2:
+		ps.paused = false
+		*resume = append(*resume, ps.part)
+	default:
+		return true
+	}
+	return false
 }
 
 // partHeap orders paused partitions by flowKey (their last due time when queued).
