@@ -32,6 +32,12 @@ func runForPlan(t *testing.T, cfg *config.Loaded) *pulumimock.Recorder {
 // day2Snippet is a Butane snippet whose content the rows change.
 const day2Snippet = "variant: fcos\nversion: 1.6.0\nstorage:\n  files:\n    - path: /etc/simlab-day2\n      contents:\n        inline: %s\n"
 
+// snippets gives the controllers and the workers one day2Snippet with content.
+func snippets(c *config.Loaded, content string) {
+	c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, content)}
+	c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, content)}
+}
+
 // nodeResources are the names of a libvirt node's own resources (its
 // component and the children the nodes layer registers).
 func nodeResources(node string) []string {
@@ -210,15 +216,9 @@ func day2Rows() []day2Row {
 			update: []string{"dev-controller-1-disks", "dev-worker-1-disks", "dev-worker-2-disks"},
 		},
 		{
-			name: "snippet change",
-			base: func(c *config.Loaded) {
-				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "one")}
-				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "one")}
-			},
-			change: func(c *config.Loaded, _ string, _ *testing.T) {
-				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "two")}
-				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "two")}
-			},
+			name:   "snippet change",
+			base:   func(c *config.Loaded) { snippets(c, "one") },
+			change: func(c *config.Loaded, _ string, _ *testing.T) { snippets(c, "two") },
 			// The controller ignores its Ignition's drift; the workers'
 			// guards refuse new machines, and without the acknowledgement
 			// their disks ignore the changed trigger: nothing is replaced.
@@ -227,13 +227,9 @@ func day2Rows() []day2Row {
 		},
 		{
 			name: "snippet change acknowledged",
-			base: func(c *config.Loaded) {
-				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "one")}
-				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "one")}
-			},
+			base: func(c *config.Loaded) { snippets(c, "one") },
 			change: func(c *config.Loaded, _ string, _ *testing.T) {
-				c.Ignition.Controller = []string{fmt.Sprintf(day2Snippet, "two")}
-				c.Ignition.Worker = []string{fmt.Sprintf(day2Snippet, "two")}
+				snippets(c, "two")
 				c.Workers.Replace = true
 			},
 			// Every worker from new disks: a new machine, joined again.

@@ -81,8 +81,13 @@ type Cluster struct {
 	Ready []pulumi.Resource
 }
 
-// kubectl on the controller, as root with the admin kubeconfig.
-const kubectl = "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf"
+// AdminKubectl is kubectl on the controller, as root with the admin
+// kubeconfig kubeadm init wrote: what every step the controller runs for the
+// cluster (admit, drain, upgrade, a leaving worker's OSD drain) calls.
+const AdminKubectl = "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf"
+
+// kubectl is AdminKubectl, the name this package's scripts use.
+const kubectl = AdminKubectl
 
 // New registers the cluster layer.
 func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOption) (*Cluster, error) {

@@ -88,6 +88,28 @@ install() {
   if [ -n "$dry" ]; then sudo rm -f "$f"; echo "dry run: $1 $want verified, not installed"; return; fi
   sudo mv -f "$f" "$dest"
 }
+# kubelet_dry: the node's drain and kubelet step as dry runs (the drain server-side, the
+# downloads verified, nothing installed).
+kubelet_dry() {
+  $k drain "$node" --ignore-daemonsets --delete-emptydir-data --dry-run=server
+  install kubelet; install kubectl
+}
+# kubelet_upgrade: drain the node, install the new kubelet and kubectl, restart the kubelet,
+# wait until it reports $want and the node is Ready (at most 5 minutes), uncordon.
+kubelet_upgrade() {
+  $k drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout=10m
+  install kubelet; install kubectl
+  sudo systemctl daemon-reload
+  sudo systemctl restart kubelet
+  for i in $(seq 1 150); do
+    [ "$($k get node "$node" -o jsonpath='{.status.nodeInfo.kubeletVersion}' 2>/dev/null)" = "$want" ] &&
+      $k wait --for=condition=Ready node/"$node" --timeout=2s >/dev/null 2>&1 && break
+    [ "$i" = 150 ] && { echo "$node: its kubelet did not come back Ready at $want within 300s (journalctl -u kubelet on $node)" >&2; exit 1; }
+    sleep 2
+  done
+  $k uncordon "$node"
+  echo "$node: at $want"
+}
 `)
 	return b.String()
 }
@@ -108,8 +130,7 @@ kubelet_at=$($k get node "$node" -o jsonpath='{.status.nodeInfo.kubeletVersion}'
   sudo "$f" upgrade apply "$want" --dry-run --yes >/dev/null
   sudo rm -f "$f"
   echo "dry run: kubeadm upgrade apply $want --dry-run passed"
-  $k drain "$node" --ignore-daemonsets --delete-emptydir-data --dry-run=server
-  install kubelet; install kubectl
+  kubelet_dry
   exit 0
 fi
 if [ "$have" != "$want" ]; then
@@ -118,12 +139,7 @@ if [ "$have" != "$want" ]; then
   sudo kubeadm upgrade plan "$want"
   sudo kubeadm upgrade apply "$want" --yes
 fi
-$k drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout=10m
-install kubelet; install kubectl
-sudo systemctl daemon-reload
-sudo systemctl restart kubelet
-` + waitKubelet + `$k uncordon "$node"
-echo "$node: at $want"`,
+kubelet_upgrade`,
 	}
 	// The same script on an update (the release changed); no undo.
 	p.Update = p.Script()
@@ -153,33 +169,17 @@ kubelet_at=$($k get node "$node" -o jsonpath='{.status.nodeInfo.kubeletVersion}'
   sudo "$f" upgrade node --dry-run >/dev/null
   sudo rm -f "$f"
   echo "dry run: kubeadm upgrade node --dry-run passed"
-  $k drain "$node" --ignore-daemonsets --delete-emptydir-data --dry-run=server
-  install kubelet; install kubectl
+  kubelet_dry
   exit 0
 fi
 echo "$node: upgrading $kubelet_at -> $want"
 install kubeadm
 sudo kubeadm upgrade node
-$k drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout=10m
-install kubelet; install kubectl
-sudo systemctl daemon-reload
-sudo systemctl restart kubelet
-` + waitKubelet + `$k uncordon "$node"
-echo "$node: at $want"`,
+kubelet_upgrade`,
 	}
 	p.Update = p.Script()
 	return p
 }
-
-// waitKubelet waits until the node's kubelet reports the new release and
-// the node is Ready again (at most 5 minutes).
-const waitKubelet = `for i in $(seq 1 150); do
-  [ "$($k get node "$node" -o jsonpath='{.status.nodeInfo.kubeletVersion}' 2>/dev/null)" = "$want" ] &&
-    $k wait --for=condition=Ready node/"$node" --timeout=2s >/dev/null 2>&1 && break
-  [ "$i" = 150 ] && { echo "$node: its kubelet did not come back Ready at $want within 300s (journalctl -u kubelet on $node)" >&2; exit 1; }
-  sleep 2
-done
-`
 
 // upgrade registers the upgrade phase: the controller's step after it is
 // admitted, then each worker's after the previous one's, so one node at a

@@ -125,7 +125,7 @@ func ignitionHash(ign string) string {
 	return hex.EncodeToString(s[:])
 }
 
-func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, ign, identity string) error {
+func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, ign string, renderIdentity func() (string, error)) error {
 	l := p.args.Libvirt
 	pool := p.args.Controllers
 	if n.Role == config.RoleWorker {
@@ -140,6 +140,13 @@ func (p *libvirtProvider) node(ctx *pulumi.Context, node *Node, n config.Node, i
 	// machine. Controllers ignore the drift unless the stack opts in
 	// (typhoon PR #335): replacing the controller replaces the cluster.
 	followIgnition := n.Role == config.RoleWorker || l.ReplaceControllersOnIgnitionChange
+	var identity string
+	if followIgnition {
+		var err error
+		if identity, err = renderIdentity(); err != nil {
+			return err
+		}
+	}
 
 	// What replaces the machine is watched by its guard: `pulumi up` refuses
 	// it unless the stack acknowledges it (simlab:<role>s.replace). Every

@@ -39,7 +39,7 @@ if [ "$got" != "$SIMLAB_IGNITION_SHA256" ]; then
 fi`, shq(ipxe), shq(ign), node)
 }
 
-func (p *metalProvider) node(ctx *pulumi.Context, node *Node, n config.Node, ign, _ string) error {
+func (p *metalProvider) node(ctx *pulumi.Context, node *Node, n config.Node, ign string, _ func() (string, error)) error {
 	if n.MAC == "" || n.IP == "" {
 		return fmt.Errorf("metal machines need a MAC and an IP (simlab:metal.machines)")
 	}

@@ -164,15 +164,20 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		if err != nil {
 			return nil, fmt.Errorf("rendering Ignition for %s: %w", n.Name, err)
 		}
-		id, err := identity(n)
-		if err != nil {
-			return nil, fmt.Errorf("rendering Ignition for %s: %w", n.Name, err)
+		// Rendered only where a provider uses it (libvirt nodes whose
+		// Ignition change means a new machine).
+		id := func() (string, error) {
+			out, err := identity(n)
+			if err != nil {
+				return "", fmt.Errorf("rendering Ignition for %s: %w", n.Name, err)
+			}
+			return string(out), nil
 		}
 		node := &Node{Name: n.Name, Role: n.Role}
 		if err := ctx.RegisterComponentResource("simlab:nodes:Node", n.Name, node, pulumi.Parent(comp)); err != nil {
 			return nil, fmt.Errorf("registering node %s: %w", n.Name, err)
 		}
-		if err := p.node(ctx, node, n, string(ign), string(id)); err != nil {
+		if err := p.node(ctx, node, n, string(ign), id); err != nil {
 			return nil, fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		if err := ctx.RegisterResourceOutputs(node, pulumi.Map{
@@ -203,9 +208,9 @@ type provider interface {
 	// shared registers resources all nodes use (e.g. the base image).
 	shared(ctx *pulumi.Context, parent *Nodes) error
 	// node registers one node's children and fills its outputs; identity
-	// is the Ignition's part whose change needs a new machine
+	// renders the Ignition's part whose change needs a new machine
 	// (ignition.Renderer.Identity).
-	node(ctx *pulumi.Context, node *Node, n config.Node, ignition, identity string) error
+	node(ctx *pulumi.Context, node *Node, n config.Node, ignition string, identity func() (string, error)) error
 }
 
 // waitForSSH registers a command that succeeds once the node answers SSH,

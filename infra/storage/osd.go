@@ -6,6 +6,8 @@ import (
 
 	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra/cluster"
 )
 
 // Leaving workers: each Ceph storage node has a command on the controller,
@@ -34,9 +36,6 @@ type OSDLeaving struct {
 	Admitted map[string]pulumi.Resource
 }
 
-// adminKubectl is kubectl on the controller, as root with the admin kubeconfig.
-const adminKubectl = "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf"
-
 // operatorCeph runs the ceph CLI in Rook's operator with the admin config
 // the operator writes.
 func operatorCeph(kubectl string) string {
@@ -46,7 +45,7 @@ func operatorCeph(kubectl string) string {
 
 // osdDrainScript is the delete of a node's -ceph-osd command.
 func osdDrainScript(node string, timeoutSeconds int) string {
-	return osdDrainScriptWith(adminKubectl, operatorCeph(adminKubectl), node, timeoutSeconds, 10)
+	return osdDrainScriptWith(cluster.AdminKubectl, operatorCeph(cluster.AdminKubectl), node, timeoutSeconds, 10)
 }
 
 // osdDrainScriptWith is osdDrainScript with other kubectl and ceph commands

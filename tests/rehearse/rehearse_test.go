@@ -535,16 +535,22 @@ func (r *runner) createAll(tm *timings) {
 		if err != nil {
 			r.t.Fatalf("create %s: %v\n%s", next.Name, err, out)
 		}
-		if tail := strings.TrimSpace(out); tail != "" && !strings.Contains(next.Name, "kubeconfig") {
-			if len(tail) > 600 {
-				tail = "..." + tail[len(tail)-600:]
-			}
-			r.t.Logf("%s printed: %s", next.Name, tail)
+		if last := tail(out, 600); last != "" && !strings.Contains(next.Name, "kubeconfig") {
+			r.t.Logf("%s printed: %s", next.Name, last)
 		}
 		r.stdout[next.Name] = out
 		r.done = append(r.done, *next)
 		tm.mark("create "+next.Name, t0)
 	}
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
 }
 
 // ours: the commands that reach the rehearsal's nodes (SSH) or check the

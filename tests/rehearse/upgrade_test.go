@@ -46,12 +46,3 @@ func rehearseUpgradeDryRun(t *testing.T, run *runner, tm *timings) {
 	}
 	tm.mark("upgrade steps' dry run (real kubeadm)", t0)
 }
-
-// tail is the last n bytes of s.
-func tail(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
