@@ -44,9 +44,10 @@ func nodeResources(node string) []string {
 	return []string{node, node + "-guard", node + "-ignition", node + "-disks", node + "-domain", node + "-address", node + "-ssh"}
 }
 
-// joinResources are the cluster layer's resources for one worker.
+// joinResources are the cluster layer's resources for one worker (its
+// upgrade step aside).
 func joinResources(node string) []string {
-	return []string{node + "-join-token", node + "-kubeadm-join", node + "-admit"}
+	return []string{node + "-join-token", node + "-kubeadm-join", node + "-admit", node + "-settled"}
 }
 
 // upgradeStep is the cluster layer's upgrade phase step of one node.
@@ -214,6 +215,23 @@ func day2Rows() []day2Row {
 			create: []string{"dev-fcos-image-43.20251101.3.0"},
 			delete: []string{"dev-fcos-image-42.20251012.3.0"},
 			update: []string{"dev-controller-1-disks", "dev-worker-1-disks", "dev-worker-2-disks"},
+		},
+		{
+			name: "FCOS bump acknowledged",
+			change: func(c *config.Loaded, dir string, t *testing.T) {
+				fcosBump("43.20251101.3.0")(c, dir, t)
+				c.Workers.Replace = true
+			},
+			// The workers move to the new release: each from new disks on
+			// the new base image, one at a time (TestMockReplaceRollsOneWorkerAtATime);
+			// the controller keeps its disks and release. The guards record
+			// the acknowledgement.
+			create: []string{"dev-fcos-image-43.20251101.3.0"},
+			delete: []string{"dev-fcos-image-42.20251012.3.0"},
+			update: []string{"dev-controller-1-disks", "dev-worker-1-guard", "dev-worker-2-guard"},
+			replace: cat([]string{"dev-worker-1-disks", "dev-worker-2-disks"},
+				replacedMachine("dev-worker-1"), replacedMachine("dev-worker-2"),
+				joinResources("dev-worker-1"), joinResources("dev-worker-2")),
 		},
 		{
 			name:   "snippet change",
@@ -452,10 +470,10 @@ func TestMockUpgradeRollsOneNodeAtATime(t *testing.T) {
 }
 
 // TestMockLeavingWorkerDrainsItsOSDFirst: each Ceph worker's -ceph-osd step
-// depends on the worker's admit and on the CephCluster, so Pulumi deletes
-// it (draining and purging the OSD) before the worker is drained and reset
-// and before Ceph itself goes; its delete bounds the wait by
-// storage.readyTimeoutMinutes.
+// depends on the worker's settle step (after its admit) and on the
+// CephCluster, so Pulumi deletes it (draining and purging the OSD) before
+// the worker hands off, is drained and reset and before Ceph itself goes;
+// its delete bounds the wait by storage.readyTimeoutMinutes.
 func TestMockLeavingWorkerDrainsItsOSDFirst(t *testing.T) {
 	cfg := loadStack(t, "dev")
 	cfg.Storage.ReadyTimeoutMinutes = 7
@@ -470,7 +488,7 @@ func TestMockLeavingWorkerDrainsItsOSDFirst(t *testing.T) {
 			t.Fatalf("no %s-ceph-osd", w.Name)
 		}
 		deps := strings.Join(r.Dependencies, " ")
-		for _, on := range []string{w.Name + "-admit", "storage-ceph-cluster"} {
+		for _, on := range []string{w.Name + "-settled", "storage-ceph-cluster"} {
 			if urn[on] == "" || !strings.Contains(deps, urn[on]) {
 				t.Errorf("%s-ceph-osd does not depend on %s", w.Name, on)
 			}
@@ -479,4 +497,73 @@ func TestMockLeavingWorkerDrainsItsOSDFirst(t *testing.T) {
 			t.Errorf("%s-ceph-osd's delete does not drain within storage.readyTimeoutMinutes:\n%s", w.Name, del)
 		}
 	}
+}
+
+// TestMockReplaceRollsOneWorkerAtATime: with simlab:workers.replace set,
+// each worker's disks (the resource the engine replaces first, deleting
+// what is keyed on them before it) wait for the previous worker's settle
+// step, which waits for it to be back (Node Ready, its new OSD up, Ceph
+// healthy): worker N+1 is drained and recreated only after worker N
+// rejoined. Each settle step is keyed on its worker's admission, so it is
+// replaced with the machine: its delete hands the OSDs off (ok-to-stop,
+// out, purge) before the admit's delete drains the node. Without the
+// acknowledgement the workers do not wait for each other.
+func TestMockReplaceRollsOneWorkerAtATime(t *testing.T) {
+	cfg := loadStack(t, "dev")
+	cfg.Workers.Count = 3
+	cfg.Storage.ReadyTimeoutMinutes = 9
+	plain := runForPlan(t, cfg)
+	cfg.Workers.Replace = true
+	rolled := runForPlan(t, cfg)
+
+	for _, rec := range []*pulumimock.Recorder{plain, rolled} {
+		rolling := rec == rolled
+		urn := map[string]string{}
+		for _, r := range rec.Resources() {
+			urn[r.Name] = r.URN
+		}
+		for i := 1; i <= 3; i++ {
+			w := fmt.Sprintf("dev-worker-%d", i)
+			disks, ok := rec.Find("command:remote:Command", w+"-disks")
+			if !ok {
+				t.Fatalf("no %s-disks", w)
+			}
+			deps := strings.Join(disks.Dependencies, " ")
+			for j := 1; j <= 3; j++ {
+				other := fmt.Sprintf("dev-worker-%d-settled", j)
+				want := rolling && j == i-1
+				if got := strings.Contains(deps, urn[other]); got != want {
+					t.Errorf("replace=%v: %s-disks depends on %s: %v, want %v", rolling, w, other, got, want)
+				}
+			}
+			settled, ok := rec.Find("command:remote:Command", w+"-settled")
+			if !ok {
+				t.Fatalf("no %s-settled", w)
+			}
+			if !settled.DependsOn(mustFind(t, rec, w+"-admit")) {
+				t.Errorf("%s-settled does not depend on %s-admit", w, w)
+			}
+			create, del := pulumimock.String(settled.Inputs, "create"), pulumimock.String(settled.Inputs, "delete")
+			for _, s := range []string{"ceph health", "rook-ceph-osd", "(simlab:storage.readyTimeoutMinutes)", "after 540s"} {
+				if !strings.Contains(create, s) {
+					t.Errorf("%s-settled's create does not contain %q:\n%s", w, s, create)
+				}
+			}
+			for _, s := range []string{"ceph osd ok-to-stop", "ceph osd purge", "(at most 540s)"} {
+				if !strings.Contains(del, s) {
+					t.Errorf("%s-settled's delete does not contain %q:\n%s", w, s, del)
+				}
+			}
+		}
+	}
+}
+
+// mustFind is the remote command name in rec.
+func mustFind(t *testing.T, rec *pulumimock.Recorder, name string) pulumimock.Resource {
+	t.Helper()
+	r, ok := rec.Find("command:remote:Command", name)
+	if !ok {
+		t.Fatalf("no %s", name)
+	}
+	return r
 }

@@ -86,12 +86,26 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			return nil, err
 		}
 		sshKey = key
+		// An acknowledged replacement of workers rolls one worker at a
+		// time: each waits for the previous one's settle step (below).
+		var roll *nodes.Roll
+		if c.Provider == config.ProviderLibvirt && c.Workers.Replace {
+			var workers []string
+			for _, n := range c.Nodes() {
+				if n.Role == config.RoleWorker {
+					workers = append(workers, n.Name)
+				}
+			}
+			roll = nodes.NewRoll(ctx, workers)
+			defer roll.Abort(fmt.Errorf("the program failed before the workers' roll was ordered"))
+		}
 		st.Nodes, err = nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(),
 			Controllers: c.Controllers, Workers: c.Workers,
 			Libvirt: c.Libvirt, Metal: c.Metal,
 			SSH: c.SSH, SSHPrivateKey: key,
 			Artifacts: c.Artifacts, Versions: c.Versions, Ignition: c.Ignition, Manifest: manifest,
+			Roll: roll,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("nodes layer: %w", err)
@@ -100,9 +114,16 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			Cluster: c.Cluster, Nodes: st.Nodes.Nodes, SSHPrivateKey: key, Versions: c.Versions,
 			MetricsServerManifest: files[artifacts.ManifestMetricsServer],
 			Binaries:              st.Nodes.KubernetesBinaries,
-		}, pulumi.DependsOn(st.Nodes.Ready))
+			Settle:                storage.Settle(c.Storage),
+		})
 		if err != nil {
 			return nil, fmt.Errorf("cluster layer: %w", err)
+		}
+		// Each of the cluster's steps waits for the nodes it runs on, not for
+		// every node (the roll needs a worker's settle step before the next
+		// worker's machine).
+		if err := roll.Release(st.Cluster.Settled); err != nil {
+			return nil, err
 		}
 		kubeconfig = st.Cluster.Kubeconfig
 		ctx.Export("kubeconfig", st.Cluster.Kubeconfig)
@@ -132,7 +153,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	sargs := storage.ArgsFor(&c, st.Provider)
 	sargs.Mirrored = files.storage()
 	if st.Cluster != nil {
-		sargs.Leaving = &storage.OSDLeaving{Controller: st.Cluster.Controller, Admitted: st.Cluster.Admitted}
+		sargs.Leaving = &storage.OSDLeaving{Controller: st.Cluster.Controller, After: st.Cluster.Settled}
 	}
 	st.Storage, err = storage.New(ctx, "storage", sargs, onCluster...)
 	if err != nil {

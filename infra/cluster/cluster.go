@@ -15,7 +15,9 @@
 // Each remote step is a Phase (phase.go) built in its own file — init,
 // join (and its token), admit (and a worker's drain), upgrade; reset is the
 // undo of init and join — with its script, its "already done?" check, its
-// update and its undo.
+// update and its undo. A worker's last step, settle, waits for what it
+// holds (Ceph's OSDs) to be whole after it joined, and hands it off before
+// its machine goes: a replacement rolls one worker at a time on it.
 package cluster
 
 import (
@@ -53,6 +55,10 @@ type Args struct {
 	// phase (upgrade.go) installs them on running nodes. None: no upgrade
 	// phase.
 	Binaries []ignition.Download
+	// Settle is the storage layer's part of each worker's settle phase
+	// (settle.go): what a worker holds, made whole after it joined and
+	// handed off before it goes.
+	Settle Settle
 }
 
 // Cluster is the cluster layer.
@@ -73,6 +79,10 @@ type Cluster struct {
 	// the cluster with a serving certificate; what must happen before a
 	// node leaves depends on it (Pulumi deletes it first).
 	Admitted map[string]pulumi.Resource
+	// Settled is each worker's settle command, by node name (settle.go):
+	// created after its admission once what it holds is whole again
+	// (the next worker's replacement waits for it), deleted before.
+	Settled map[string]pulumi.Resource
 	// Ready are the resources that make the cluster usable: Flannel,
 	// metrics-server and every node admitted (joined, serving certificate
 	// approved). The layers above depend on Ready, not on the component (the
@@ -169,6 +179,7 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	}
 	comp.Ready = append(comp.Ready, admit)
 	admitted := map[string]pulumi.Resource{ctrl.Name: admit}
+	comp.Settled = map[string]pulumi.Resource{}
 
 	for _, w := range workers {
 		join, wadmit, err := joinWorker(ctx, comp, args, ctrl, w, token, caHash, fetch)
@@ -177,6 +188,16 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		}
 		comp.Joins = append(comp.Joins, join)
 		admitted[w.Name] = wadmit
+		// Replaced with its admission (a new machine), so deleted before
+		// it: the hand-off comes before the drain.
+		settled, err := settlePhase(w.Name, args.Settle).Command(ctx, w.Name+"-settled", Step{
+			Connection: ctrl.Connection, Triggers: pulumi.Array{wadmit.ID()},
+		}, parent, pulumi.DependsOn([]pulumi.Resource{wadmit}))
+		if err != nil {
+			return nil, fmt.Errorf("the settle step of %s: %w", w.Name, err)
+		}
+		comp.Settled[w.Name] = settled
+		comp.Ready = append(comp.Ready, settled)
 	}
 	comp.Controller, comp.Admitted = ctrl.Connection, admitted
 	// simlab:versions.kubernetes bumped: the nodes move to it in place.

@@ -31,7 +31,7 @@ func tokenPhase(node string) Phase { return Phase{Run: tokenScript(node)} }
 // worker, then approves its kubelet serving certificate. Deleting the
 // resources drains and deletes the Node first, then resets the worker.
 func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.Node,
-	token, caHash pulumi.StringOutput, fetch *remote.Command) (*remote.Command, pulumi.Resource, error) {
+	token, caHash pulumi.StringOutput, fetch *remote.Command) (join, admit *remote.Command, err error) {
 	parent := pulumi.Parent(comp)
 	// Tokens expire (24h); a worker added days later gets the same token
 	// refreshed for an hour.
@@ -47,7 +47,7 @@ func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.N
 			Token: v[0].(string), CACertHash: v[1].(string)})
 		return string(out), err
 	})).(pulumi.StringOutput)
-	join, err := joinPhase().Command(ctx, w.Name+"-kubeadm-join", Step{
+	join, err = joinPhase().Command(ctx, w.Name+"-kubeadm-join", Step{
 		Connection: w.Connection, Stdin: joinConfig, Triggers: pulumi.Array{w.InstanceID, comp.Init.ID()},
 	}, parent, pulumi.DependsOn(append([]pulumi.Resource{comp.Init, refresh}, w.Ready...)))
 	if err != nil {
@@ -56,7 +56,7 @@ func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.N
 
 	// Created after the join, so deleted before it: drain and delete the
 	// Node while the worker still runs, then the join's delete resets it.
-	admit, err := admitPhase(w.Name, true).Command(ctx, w.Name+"-admit", Step{
+	admit, err = admitPhase(w.Name, true).Command(ctx, w.Name+"-admit", Step{
 		Connection: ctrl.Connection, Triggers: pulumi.Array{join.ID()},
 	}, parent, pulumi.DependsOn([]pulumi.Resource{join}))
 	if err != nil {

@@ -98,7 +98,9 @@ type Pool struct {
 	// Replace acknowledges that `pulumi up` may replace this role's libvirt
 	// machines (new disks; for a controller, a new cluster) when a change
 	// needs it: disk sizes, the network, the Ignition. Without it such a
-	// change is refused, naming the key (docs/DAY2.md). Remove it afterwards.
+	// change is refused, naming the key (docs/DAY2.md). Workers are then
+	// replaced one at a time, and move to the current Fedora CoreOS
+	// release. Remove it afterwards.
 	Replace bool `json:"replace,omitempty"`
 }
 

@@ -179,6 +179,11 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 	if followIgnition {
 		diskTriggers = append(diskTriggers, pulumi.String(ignitionHash(identity)))
 	}
+	if n.Role == config.RoleWorker {
+		// A worker replaced moves to the current Fedora CoreOS release: an
+		// FCOS bump rolls the workers once simlab:workers.replace is set.
+		diskTriggers = append(diskTriggers, pulumi.String(p.basePath()))
+	}
 	made := []string{diskPath}
 	if withCeph {
 		made = append(made, cephPath)
@@ -195,6 +200,10 @@ if command -v selinuxenabled >/dev/null && selinuxenabled; then chcon --type svi
 	del += "\n" + gcBaseImages(l.ImageDir)
 	diskOpts := []pulumi.ResourceOption{pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{p.baseImage, keep}),
 		pulumi.DeleteBeforeReplace(true)}
+	if n.Role == config.RoleWorker {
+		// One worker at a time: after the previous one is back (roll.go).
+		diskOpts = append(diskOpts, p.args.Roll.after(n.Name)...)
+	}
 	if !pool.Replace {
 		// Disks are replaced only when the stack acknowledges it: the guard
 		// refuses every harmful change, and a trigger that changed meaning
@@ -296,9 +305,9 @@ func (p *libvirtProvider) guard(ctx *pulumi.Context, node *Node, n config.Node, 
 	safely := "the cluster is rebuilt from scratch"
 	if n.Role == config.RoleWorker {
 		role = "workers"
-		harm = "replace the worker: new empty root and Ceph disks (its OSD and data are lost), drained, reset and joined again"
-		safely = "safest one worker at a time: pulumi up --target <URN of its -disks> --target-dependents, " +
-			"waiting for ceph -s to report HEALTH_OK in between"
+		harm = "replace the worker: new empty root and Ceph disks (its OSDs purged, Ceph copies their data again), drained, reset and joined again"
+		safely = "the workers are replaced one at a time, each after its OSDs can stop (ceph osd ok-to-stop) and the previous " +
+			"one is back (Node Ready, its new OSD up, Ceph healthy)"
 	}
 	values := []guard.Value{
 		{Name: "simlab:" + role + ".diskGiB", Value: fmt.Sprint(pool.DiskGiB)},

@@ -52,6 +52,8 @@ type Args struct {
 	// renders it from these Args and Manifest (the artifact server, started
 	// with the same stack, serves the same bytes).
 	Render Renderer
+	// Roll, when set, replaces libvirt workers one at a time (roll.go).
+	Roll *Roll
 }
 
 // Node is one machine. Its children (disks, domain, PXE entry, SSH wait)

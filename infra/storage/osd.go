@@ -11,7 +11,7 @@ import (
 )
 
 // Leaving workers: each Ceph storage node has a command on the controller,
-// `<node>-ceph-osd`, that depends on the node's admission and on the
+// `<node>-ceph-osd`, that depends on the node's settle step and on the
 // CephCluster, so Pulumi deletes it before the node is drained, reset and
 // its machine removed. Its delete takes the node's OSDs out of Ceph as
 // Rook's OSD management guide does by hand: `ceph osd out`, wait until
@@ -31,9 +31,10 @@ import (
 type OSDLeaving struct {
 	// Controller reaches the controller, which has the admin kubeconfig.
 	Controller remote.ConnectionInput
-	// Admitted is each storage node's last cluster-layer resource (its
-	// admit): the drain comes before the node is drained and reset.
-	Admitted map[string]pulumi.Resource
+	// After is each storage node's last cluster-layer resource (its
+	// settle step, cluster.Cluster.Settled): the drain comes before the
+	// node hands off, is drained and reset.
+	After map[string]pulumi.Resource
 }
 
 // operatorCeph runs the ceph CLI in Rook's operator with the admin config
@@ -51,39 +52,55 @@ func osdDrainScript(node string, timeoutSeconds int) string {
 // osdDrainScriptWith is osdDrainScript with other kubectl and ceph commands
 // and poll interval (tests).
 func osdDrainScriptWith(kubectl, ceph, node string, timeoutSeconds, pollSeconds int) string {
-	return fmt.Sprintf(`set -eu
-k=%[1]s
-ns=%[2]s
-node=%[3]s
-ceph() { %[4]s "$@"; }
-if ! listed=$($k -n "$ns" get cephcluster %[5]s -o jsonpath='{.spec.storage.nodes[*].name}' 2>/dev/null); then
+	return osdShell(kubectl, ceph, node) + fmt.Sprintf(`
+if ! listed=$(storage_nodes); then
   echo "$node: no CephCluster: no OSD to drain"; exit 0
 fi
 case " $listed " in *" $node "*)
   echo "$node: still a storage node of the CephCluster (the stack is being destroyed): its OSDs go with the cluster"; exit 0;;
 esac
-ids=$($k -n "$ns" get deployment -l app=rook-ceph-osd \
-  -o jsonpath='{range .items[*]}{.metadata.labels.ceph-osd-id} {.spec.template.spec.nodeSelector.kubernetes\.io/hostname}{"\n"}{end}' |
-  awk -v n="$node" '$2 == n {printf "%%s ", $1}')
+ids=$(osds_on)
 if [ -z "$ids" ]; then echo "$node: no OSD on it"; exit 0; fi
 osds=
 for id in $ids; do osds="$osds osd.$id"; ceph osd out "osd.$id"; done
-echo "$node: OSD(s)$osds marked out; waiting for Ceph to move their data (at most %[6]ds)"
-deadline=$(( $(date +%%s) + %[6]d ))
+echo "$node: OSD(s)$osds marked out; waiting for Ceph to move their data (at most %[1]ds)"
+deadline=$(( $(date +%%s) + %[1]d ))
 until ceph osd safe-to-destroy $osds >/dev/null 2>&1; do
   if [ "$(date +%%s)" -ge "$deadline" ]; then
-    echo "$node: OSD(s)$osds are still not safe to destroy after %[6]ds: Ceph still needs their data (ceph -s). Nothing was purged; the worker stays. Wait and run pulumi up again (simlab:storage.readyTimeoutMinutes bounds the wait), or put them back with ceph osd in." >&2
+    echo "$node: OSD(s)$osds are still not safe to destroy after %[1]ds: Ceph still needs their data (ceph -s). Nothing was purged; the worker stays. Wait and run pulumi up again (simlab:storage.readyTimeoutMinutes bounds the wait), or put them back with ceph osd in." >&2
     exit 1
   fi
   echo "$node: $(ceph pg stat 2>&1 | head -n1)"
-  sleep %[7]d
+  sleep %[2]d
 done
-for id in $ids; do
-  $k -n "$ns" scale deployment "rook-ceph-osd-$id" --replicas=0
-  ceph osd purge "$id" --yes-i-really-mean-it
-  $k -n "$ns" delete deployment "rook-ceph-osd-$id" --ignore-not-found
-done
-echo "$node: OSD(s)$osds drained and purged"`, shq(kubectl), RookNamespace, shq(node), ceph, CephClusterName, timeoutSeconds, pollSeconds)
+purge_osds $ids
+echo "$node: OSD(s)$osds drained and purged"`, timeoutSeconds, pollSeconds)
+}
+
+// osdShell is the start of every script on a node's OSDs: set -eu; k
+// (kubectl), ns, node and ceph(); storage_nodes, which prints the nodes the
+// CephCluster lists (and fails without a CephCluster); osds_on, the ids of
+// the OSDs whose Deployment Rook pinned to $node; purge_osds ID..., which
+// scales each down, purges it from Ceph and deletes its Deployment.
+func osdShell(kubectl, ceph, node string) string {
+	return fmt.Sprintf(`set -eu
+k=%[1]s
+ns=%[2]s
+node=%[3]s
+ceph() { %[4]s "$@"; }
+storage_nodes() { $k -n "$ns" get cephcluster %[5]s -o jsonpath='{.spec.storage.nodes[*].name}' 2>/dev/null; }
+osd_deployments() {
+  $k -n "$ns" get deployment -l app=rook-ceph-osd \
+    -o jsonpath='{range .items[*]}{.metadata.labels.ceph-osd-id} {.spec.template.spec.nodeSelector.kubernetes\.io/hostname} {.status.readyReplicas}{"\n"}{end}'
+}
+osds_on() { osd_deployments | awk -v n="$node" '$2 == n {printf "%%s ", $1}'; }
+purge_osds() {
+  for id in "$@"; do
+    $k -n "$ns" scale deployment "rook-ceph-osd-$id" --replicas=0
+    ceph osd purge "$id" --yes-i-really-mean-it
+    $k -n "$ns" delete deployment "rook-ceph-osd-$id" --ignore-not-found
+  done
+}`, shq(kubectl), RookNamespace, shq(node), ceph, CephClusterName)
 }
 
 // osdSteps registers each storage node's -ceph-osd command (see above).
@@ -94,7 +111,7 @@ func (b *builder) osdSteps(cluster pulumi.Resource) error {
 	}
 	for _, node := range b.args.StorageNodes {
 		deps := []pulumi.Resource{cluster}
-		if a, ok := l.Admitted[node]; ok {
+		if a, ok := l.After[node]; ok {
 			deps = append(deps, a)
 		}
 		step, err := remote.NewCommand(b.ctx, node+"-ceph-osd", &remote.CommandArgs{

@@ -49,18 +49,23 @@ spec:
 }
 
 // cephStandIn writes a STAND-IN for the ceph CLI (Ceph cannot run here):
-// it logs each call to log, answers `osd safe-to-destroy` "not yet"
-// notSafe times before "safe" (-1: never), and prints a pg summary. What it
-// leaves unproven: Ceph's own answers and how long a real rebalance takes.
+// it logs each call to log, answers `osd safe-to-destroy`, `osd
+// ok-to-stop` and `health` "not yet" (an error, an error, HEALTH_WARN)
+// notSafe times before "yes" (HEALTH_OK) (-1: never), and prints a pg
+// summary. What it leaves unproven: Ceph's own answers and how long a real
+// rebalance or recovery takes.
 func cephStandIn(t *testing.T, notSafe int) (cmd, log string) {
 	dir := t.TempDir()
 	log = filepath.Join(dir, "ceph.log")
 	script := fmt.Sprintf(`#!/bin/sh
 echo "$*" >> %[1]s
 case "$1 $2" in
-"osd safe-to-destroy")
+"osd safe-to-destroy"|"osd ok-to-stop")
   n=$(cat %[2]s/count 2>/dev/null || echo 0); echo $((n + 1)) > %[2]s/count
   if [ %[3]d -lt 0 ] || [ "$n" -lt %[3]d ]; then echo "Error EBUSY: OSD(s) have pgs mapped to them" >&2; exit 16; fi;;
+"health "*|"health")
+  n=$(cat %[2]s/count 2>/dev/null || echo 0); echo $((n + 1)) > %[2]s/count
+  if [ %[3]d -lt 0 ] || [ "$n" -lt %[3]d ]; then echo "HEALTH_WARN Degraded data redundancy: 12/96 objects degraded"; else echo HEALTH_OK; fi;;
 "pg stat") echo "stand-in: 64 pgs: 60 active+clean, 4 active+remapped+backfilling";;
 esac
 `, log, dir, notSafe)

@@ -1,0 +1,150 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/tests/localcluster"
+)
+
+// TestOSDHandOffAndRejoinOnARealAPIServer runs a replaced worker's settle
+// scripts (Settle: the delete before its machine goes, the create after
+// its new machine joined) against a real kube-apiserver with kwok's nodes
+// and a stand-in for the ceph CLI (cephStandIn):
+//   - without a CephCluster both do nothing and call no ceph;
+//   - the hand-off waits for `ceph osd ok-to-stop`, then marks the OSD out,
+//     purges it and deletes its Deployment, the other node's untouched; when
+//     Ceph never agrees it fails naming the node and purges nothing;
+//   - the rejoin fails, naming what is missing, until an OSD of the node is
+//     up, then waits for the health level (HEALTH_OK; HEALTH_WARN accepted
+//     when configured) and leaves a node the CephCluster does not list alone.
+//
+// What it leaves unproven: that Rook brings an OSD up on the new disk by
+// itself, and how long Ceph's recovery takes.
+func TestOSDHandOffAndRejoinOnARealAPIServer(t *testing.T) {
+	c := localcluster.StartT(t, localcluster.Options{Nodes: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	replaced, other := c.Nodes[0], c.Nodes[1]
+	kubectl := c.Bin.Kubectl + " --kubeconfig " + c.Kubeconfig
+	apply := func(doc string) {
+		t.Helper()
+		if _, err := c.KubectlContext(ctx, strings.NewReader(doc), "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(script string) (string, error) {
+		out, err := exec.CommandContext(ctx, "sh", "-c", script).CombinedOutput()
+		return string(out), err
+	}
+	calls := func(log string) string {
+		b, _ := os.ReadFile(log)
+		return string(b)
+	}
+	deployments := func() string {
+		out, _ := c.Kubectl("-n", RookNamespace, "get", "deployment", "-o", "name")
+		return out
+	}
+	handOff := func(ceph string, timeout int) (string, error) {
+		return run(osdReplacedScriptWith(kubectl, ceph, replaced, timeout, 0))
+	}
+	rejoin := func(ceph, health string, timeout int) (string, error) {
+		return run(osdJoinedScriptWith(kubectl, ceph, replaced, health, timeout, 0))
+	}
+
+	// No CephCluster: the first `up` (the cluster layer comes first) and
+	// destroy (the storage layer went first).
+	ceph, log := cephStandIn(t, 0)
+	if out, err := handOff(ceph, 60); err != nil || !strings.Contains(out, "no CephCluster: no OSD to take out") {
+		t.Fatalf("hand-off without a CephCluster: %v\n%s", err, out)
+	}
+	if out, err := rejoin(ceph, config.CephHealthOK, 60); err != nil || !strings.Contains(out, "no CephCluster yet") {
+		t.Fatalf("rejoin without a CephCluster: %v\n%s", err, out)
+	}
+	if l := calls(log); l != "" {
+		t.Fatalf("ceph was called without a CephCluster:\n%s", l)
+	}
+
+	apply(cephCRD)
+	if _, err := c.KubectlContext(ctx, nil, "wait", "--for=condition=Established", "crd/cephclusters.ceph.rook.io", "--timeout=60s"); err != nil {
+		t.Fatal(err)
+	}
+	apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: " + RookNamespace + "}\n")
+	cluster := func(nodes ...string) string {
+		return fmt.Sprintf("apiVersion: ceph.rook.io/v1\nkind: CephCluster\nmetadata: {name: %s, namespace: %s}\nspec:\n  storage:\n    nodes: [%s]\n",
+			CephClusterName, RookNamespace, "{name: "+strings.Join(nodes, "}, {name: ")+"}")
+	}
+	apply(cluster(replaced, other))
+	apply(osdDeployment(0, replaced))
+	apply(osdDeployment(1, other))
+
+	// Ceph never agrees: nothing is purged, the machine stays.
+	never, neverLog := cephStandIn(t, -1)
+	out, err := handOff(never, 0)
+	if err == nil || !strings.Contains(out, replaced+": stopping OSD(s) osd.0 would leave placement groups without enough copies") {
+		t.Errorf("a hand-off Ceph refuses: %v\n%s", err, out)
+	}
+	if l := calls(neverLog); strings.Contains(l, "purge") || strings.Contains(l, "osd out") {
+		t.Errorf("changed Ceph although it refused:\n%s", l)
+	}
+	if !strings.Contains(deployments(), "rook-ceph-osd-0") {
+		t.Error("the OSD's Deployment was deleted although Ceph refused")
+	}
+
+	// Ceph agrees on the third ask.
+	ceph, log = cephStandIn(t, 2)
+	if out, err = handOff(ceph, 60); err != nil {
+		t.Fatalf("hand-off: %v\n%s", err, out)
+	}
+	want := "osd ok-to-stop osd.0\npg stat\nosd ok-to-stop osd.0\npg stat\nosd ok-to-stop osd.0\nosd out osd.0\nosd purge 0 --yes-i-really-mean-it\n"
+	if l := calls(log); l != want {
+		t.Errorf("ceph calls:\n%s\nwant:\n%s", l, want)
+	}
+	if d := deployments(); strings.Contains(d, "rook-ceph-osd-0") || !strings.Contains(d, "rook-ceph-osd-1") {
+		t.Errorf("deployments after the hand-off: %s (want osd-0 gone, osd-1 kept)", d)
+	}
+	if !strings.Contains(out, "out and purged before its machine is replaced") {
+		t.Errorf("the hand-off does not say what it did:\n%s", out)
+	}
+	if out, err = handOff(ceph, 60); err != nil || !strings.Contains(out, "no OSD on it") {
+		t.Errorf("a retried hand-off: %v\n%s", err, out)
+	}
+
+	// The new machine joined; Rook has made no OSD on it yet.
+	ceph, log = cephStandIn(t, 2)
+	out, err = rejoin(ceph, config.CephHealthOK, 0)
+	if err == nil || !strings.Contains(out, replaced+": no OSD of it is up") || !strings.Contains(out, "simlab:storage.readyTimeoutMinutes") {
+		t.Errorf("a rejoin with no OSD up: %v\n%s", err, out)
+	}
+	// Its new OSD (kwok runs its pod): then Ceph's health, HEALTH_OK on the third ask.
+	apply(osdDeployment(2, replaced))
+	if out, err = rejoin(ceph, config.CephHealthOK, 60); err != nil {
+		t.Fatalf("rejoin: %v\n%s", err, out)
+	}
+	if l := calls(log); strings.Count(l, "health") != 3 {
+		t.Errorf("ceph calls: want three health checks:\n%s", l)
+	}
+	if !strings.Contains(out, replaced+": its OSD(s) 2 up and Ceph healthy (HEALTH_OK)") {
+		t.Errorf("the rejoin does not say it is done:\n%s", out)
+	}
+	// HEALTH_WARN accepted when the stack says so.
+	warn, _ := cephStandIn(t, -1)
+	if out, err = rejoin(warn, config.CephHealthWarn, 0); err != nil || !strings.Contains(out, "HEALTH_WARN Degraded") {
+		t.Errorf("a rejoin accepting HEALTH_WARN: %v\n%s", err, out)
+	}
+	if out, err = rejoin(warn, config.CephHealthOK, 0); err == nil || !strings.Contains(out, "Ceph is not healthy (HEALTH_WARN") {
+		t.Errorf("a rejoin waiting for HEALTH_OK past its deadline: %v\n%s", err, out)
+	}
+	// A node the CephCluster does not list (a worker added before the
+	// CephCluster lists it) waits for nothing.
+	apply(cluster(other))
+	if out, err = rejoin(never, config.CephHealthOK, 0); err != nil || !strings.Contains(out, "not a storage node") {
+		t.Errorf("a rejoin of a node the CephCluster does not list: %v\n%s", err, out)
+	}
+}
