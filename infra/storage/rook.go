@@ -85,7 +85,11 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 
 	// The sizing guard comes before the CephCluster and its pools, so a
 	// refused shrink stops `pulumi up` before Rook sees it.
-	clusterDeps := []pulumi.Resource{operator}
+	policies, err := b.shrinkPolicies(ns, crds)
+	if err != nil {
+		return cephOut{}, err
+	}
+	clusterDeps := append([]pulumi.Resource{operator}, policies...)
 	if a.ShrinkGuard {
 		g, err := b.shrinkGuard()
 		if err != nil {
@@ -97,7 +101,7 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 		ApiVersion: pulumi.String("ceph.rook.io/v1"),
 		Kind:       pulumi.String("CephCluster"),
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(CephClusterName), Namespace: pulumi.String(RookNamespace), Labels: labels("ceph"),
-			Annotations: b.readiness(CephReady(a.Storage.Ceph))},
+			Annotations: b.shrinkAnnotations(b.readiness(CephReady(a.Storage.Ceph)))},
 		OtherFields: kubernetes.UntypedArgs{
 			"spec": CephClusterSpec(b.size, v.Ceph, a.StorageNodes, a.CephDisk),
 		},
@@ -128,7 +132,8 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 		pool, err := apiextensions.NewCustomResource(b.ctx, b.name+"-"+p.resource, &apiextensions.CustomResourceArgs{
 			ApiVersion:  pulumi.String("ceph.rook.io/v1"),
 			Kind:        pulumi.String("CephBlockPool"),
-			Metadata:    &metav1.ObjectMetaArgs{Name: pulumi.String(p.name), Namespace: pulumi.String(RookNamespace), Labels: labels("ceph")},
+			Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(p.name), Namespace: pulumi.String(RookNamespace), Labels: labels("ceph"),
+				Annotations: b.shrinkAnnotations(nil)},
 			OtherFields: kubernetes.UntypedArgs{"spec": spec},
 		}, b.opts(cluster)...)
 		if err != nil {

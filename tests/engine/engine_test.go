@@ -376,6 +376,68 @@ func TestEngineLocalStack(t *testing.T) {
 		}
 	})
 
+	// Ceph's sizing never shrinks silently, in existing mode too: the API
+	// server's no-shrink policies (infra/storage/shrink.go) refuse it
+	// unless simlab:storage.ceph.allowShrink is set.
+	poolPath := "/apis/ceph.rook.io/v1/namespaces/" + storage.RookNamespace + "/cephblockpools/" + storage.CephPoolName
+	sizing := func() (size, mons float64, domain string) {
+		t.Helper()
+		var pool, cl obj
+		if !kube(ctx, t, c, poolPath, &pool) || !kube(ctx, t, c, "/apis/ceph.rook.io/v1/namespaces/"+storage.RookNamespace+"/cephclusters/"+storage.CephClusterName, &cl) {
+			t.Fatal("CephBlockPool or CephCluster missing")
+		}
+		size, _ = pool.Spec["replicated"].(map[string]any)["size"].(float64)
+		mons, _ = cl.Spec["mon"].(map[string]any)["count"].(float64)
+		domain, _ = pool.Spec["failureDomain"].(string)
+		return size, mons, domain
+	}
+	if err := lab.SetConfig(ctx, map[string]string{"simlab:workers.count": "3"}); err != nil {
+		t.Fatal(err)
+	}
+	up("ceph grows")
+	if size, mons, domain := sizing(); size != 3 || mons != 3 || domain != "host" {
+		t.Fatalf("3 workers: pool size %v, %v mons, failure domain %q; want 3, 3, host", size, mons, domain)
+	}
+	if err := lab.SetConfig(ctx, map[string]string{"simlab:workers.count": "2"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a Ceph shrink is refused by the API server, naming the key", func(t *testing.T) {
+		_, err := lab.Stack.Up(ctx, optup.ProgressStreams(&progress))
+		if err == nil {
+			t.Fatal("up shrank Ceph (3 -> 2 workers: pool size 3 -> 1) without simlab:storage.ceph.allowShrink")
+		}
+		// The CephCluster comes first (the pools depend on it): its update
+		// is the one refused, and the engine goes no further.
+		for _, want := range []string{"refused by the simlab no-shrink policy", "simlab:storage.ceph.allowShrink", "CephCluster rook-ceph: mon.count 3 -> 1"} {
+			if !strings.Contains(progress.String(), want) {
+				t.Errorf("the refusal does not say %q: %v", want, err)
+			}
+		}
+		if size, mons, domain := sizing(); size != 3 || mons != 3 || domain != "host" {
+			t.Errorf("after the refusal: pool size %v, %v mons, failure domain %q; want them unchanged (3, 3, host)", size, mons, domain)
+		}
+		// A shrink by hand meets the same policies.
+		for patch, want := range map[string]string{
+			`{"spec":{"replicated":{"size":1}}}`: "CephBlockPool " + storage.CephPoolName + ": replicated.size 3 -> 1",
+			`{"spec":{"failureDomain":"osd"}}`:   "CephBlockPool " + storage.CephPoolName + ": failureDomain host -> osd",
+		} {
+			out, err := c.KubectlContext(ctx, nil, "-n", storage.RookNamespace, "patch", "cephblockpool", storage.CephPoolName, "--type=merge", "-p", patch)
+			if err == nil || !strings.Contains(out+err.Error(), want) {
+				t.Errorf("kubectl patch %s: %v\n%s\nwant it denied with %q", patch, err, out, want)
+			}
+		}
+		if size, _, domain := sizing(); size != 3 || domain != "host" {
+			t.Errorf("after the patches: pool size %v, failure domain %q; want 3, host", size, domain)
+		}
+	})
+	if err := lab.SetConfig(ctx, map[string]string{"simlab:storage.ceph.allowShrink": "true"}); err != nil {
+		t.Fatal(err)
+	}
+	up("ceph shrink acknowledged")
+	if size, mons, domain := sizing(); size != 1 || mons != 1 || domain != "osd" {
+		t.Errorf("acknowledged: pool size %v, %v mons, failure domain %q; want 1, 1, osd", size, mons, domain)
+	}
+
 	// Record what the stack made, then destroy and check nothing is left.
 	made := append(append(created, change.Of(apitype.OpCreate)...), ceph.Of(apitype.OpCreate)...)
 	dSteps := engine.NewSteps()
@@ -408,7 +470,7 @@ func TestEngineLocalStack(t *testing.T) {
 	})
 
 	var b strings.Builder
-	for _, n := range []string{"preview", "up", "second up", "change up", "ceph up", "destroy"} {
+	for _, n := range []string{"preview", "up", "second up", "change up", "ceph up", "ceph grows", "ceph shrink acknowledged", "destroy"} {
 		fmt.Fprintf(&b, "| %s | %.1f |\n", n, times[n].Seconds())
 	}
 	t.Logf("engine timings (s), %d resources:\n%s", len(made), b.String())
