@@ -90,13 +90,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		// time: each waits for the previous one's settle step (below).
 		var roll *nodes.Roll
 		if c.Provider == config.ProviderLibvirt && c.Workers.Replace {
-			var workers []string
-			for _, n := range c.Nodes() {
-				if n.Role == config.RoleWorker {
-					workers = append(workers, n.Name)
-				}
-			}
-			roll = nodes.NewRoll(ctx, workers)
+			roll = nodes.NewRoll(ctx, c.Nodes())
 			defer roll.Abort(fmt.Errorf("the program failed before the workers' roll was ordered"))
 		}
 		st.Nodes, err = nodes.New(ctx, "nodes", &nodes.Args{

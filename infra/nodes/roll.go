@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/simlab/simlab/infra/config"
 )
 
 // Roll orders the replacement of workers one at a time: with
@@ -26,11 +28,16 @@ type Roll struct {
 	done    bool
 }
 
-// NewRoll makes the gates of workers, in rolling order.
-func NewRoll(ctx *pulumi.Context, workers []string) *Roll {
-	r := &Roll{order: workers, gates: map[string]pulumi.ResourceArrayOutput{},
+// NewRoll makes the gates of the workers among nodes, in their order.
+func NewRoll(ctx *pulumi.Context, nodes []config.Node) *Roll {
+	r := &Roll{gates: map[string]pulumi.ResourceArrayOutput{},
 		resolve: map[string]func(any){}, reject: map[string]func(error){}}
-	for _, w := range workers[min(1, len(workers)):] {
+	for _, n := range nodes {
+		if n.Role == config.RoleWorker {
+			r.order = append(r.order, n.Name)
+		}
+	}
+	for _, w := range r.order[min(1, len(r.order)):] {
 		out, resolve, reject := ctx.NewOutput()
 		r.gates[w] = out.ApplyT(func(v any) []pulumi.Resource { return v.([]pulumi.Resource) }).(pulumi.ResourceArrayOutput)
 		r.resolve[w], r.reject[w] = resolve, reject

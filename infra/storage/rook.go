@@ -130,8 +130,8 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 			spec["name"] = p.poolName
 		}
 		pool, err := apiextensions.NewCustomResource(b.ctx, b.name+"-"+p.resource, &apiextensions.CustomResourceArgs{
-			ApiVersion:  pulumi.String("ceph.rook.io/v1"),
-			Kind:        pulumi.String("CephBlockPool"),
+			ApiVersion: pulumi.String("ceph.rook.io/v1"),
+			Kind:       pulumi.String("CephBlockPool"),
 			Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(p.name), Namespace: pulumi.String(RookNamespace), Labels: labels("ceph"),
 				Annotations: b.shrinkAnnotations(nil)},
 			OtherFields: kubernetes.UntypedArgs{"spec": spec},
