@@ -104,6 +104,9 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nodes layer: %w", err)
 		}
+		// Not DependsOn(st.Nodes.Ready): each of the cluster's steps waits
+		// for the nodes it runs on, not for every node (the roll needs a
+		// worker's settle step before the next worker's machine).
 		st.Cluster, err = cluster.New(ctx, "cluster", &cluster.Args{
 			Cluster: c.Cluster, Nodes: st.Nodes.Nodes, SSHPrivateKey: key, Versions: c.Versions,
 			MetricsServerManifest: files[artifacts.ManifestMetricsServer],
@@ -113,9 +116,6 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster layer: %w", err)
 		}
-		// Each of the cluster's steps waits for the nodes it runs on, not for
-		// every node (the roll needs a worker's settle step before the next
-		// worker's machine).
 		if err := roll.Release(st.Cluster.Settled); err != nil {
 			return nil, err
 		}

@@ -52,7 +52,7 @@ func osdDrainScript(node string, timeoutSeconds int) string {
 // osdDrainScriptWith is osdDrainScript with other kubectl and ceph commands
 // and poll interval (tests).
 func osdDrainScriptWith(kubectl, ceph, node string, timeoutSeconds, pollSeconds int) string {
-	return osdShell(kubectl, ceph, node) + fmt.Sprintf(`
+	return osdShell(kubectl, ceph, node, timeoutSeconds, pollSeconds) + fmt.Sprintf(`
 if ! listed=$(storage_nodes); then
   echo "$node: no CephCluster: no OSD to drain"; exit 0
 fi
@@ -64,25 +64,21 @@ if [ -z "$ids" ]; then echo "$node: no OSD on it"; exit 0; fi
 osds=
 for id in $ids; do osds="$osds osd.$id"; ceph osd out "osd.$id"; done
 echo "$node: OSD(s)$osds marked out; waiting for Ceph to move their data (at most %[1]ds)"
-deadline=$(( $(date +%%s) + %[1]d ))
-until ceph osd safe-to-destroy $osds >/dev/null 2>&1; do
-  if [ "$(date +%%s)" -ge "$deadline" ]; then
-    echo "$node: OSD(s)$osds are still not safe to destroy after %[1]ds: Ceph still needs their data (ceph -s). Nothing was purged; the worker stays. Wait and run pulumi up again (simlab:storage.readyTimeoutMinutes bounds the wait), or put them back with ceph osd in." >&2
-    exit 1
-  fi
-  echo "$node: $(ceph pg stat 2>&1 | head -n1)"
-  sleep %[2]d
-done
+wait_ceph "$node: OSD(s)$osds are still not safe to destroy after %[1]ds: Ceph still needs their data (ceph -s). Nothing was purged; the worker stays. Wait and run pulumi up again (simlab:storage.readyTimeoutMinutes bounds the wait), or put them back with ceph osd in." \
+  osd safe-to-destroy $osds
 purge_osds $ids
-echo "$node: OSD(s)$osds drained and purged"`, timeoutSeconds, pollSeconds)
+echo "$node: OSD(s)$osds drained and purged"`, timeoutSeconds)
 }
 
 // osdShell is the start of every script on a node's OSDs: set -eu; k
 // (kubectl), ns, node and ceph(); storage_nodes, which prints the nodes the
 // CephCluster lists (and fails without a CephCluster); osds_on, the ids of
 // the OSDs whose Deployment Rook pinned to $node; purge_osds ID..., which
-// scales each down, purges it from Ceph and deletes its Deployment.
-func osdShell(kubectl, ceph, node string) string {
+// scales each down, purges it from Ceph and deletes its Deployment;
+// wait_ceph MESSAGE ARG..., which repeats `ceph ARG...` every pollSeconds
+// (printing `ceph pg stat`) until it succeeds, and after timeoutSeconds
+// prints MESSAGE on stderr and exits 1.
+func osdShell(kubectl, ceph, node string, timeoutSeconds, pollSeconds int) string {
 	return fmt.Sprintf(`set -eu
 k=%[1]s
 ns=%[2]s
@@ -100,7 +96,16 @@ purge_osds() {
     ceph osd purge "$id" --yes-i-really-mean-it
     $k -n "$ns" delete deployment "rook-ceph-osd-$id" --ignore-not-found
   done
-}`, shq(kubectl), RookNamespace, shq(node), ceph, CephClusterName)
+}
+wait_ceph() {
+  msg=$1; shift
+  deadline=$(( $(date +%%s) + %[6]d ))
+  until ceph "$@" >/dev/null 2>&1; do
+    if [ "$(date +%%s)" -ge "$deadline" ]; then echo "$msg" >&2; exit 1; fi
+    echo "$node: $(ceph pg stat 2>&1 | head -n1)"
+    sleep %[7]d
+  done
+}`, shq(kubectl), RookNamespace, shq(node), ceph, CephClusterName, timeoutSeconds, pollSeconds)
 }
 
 // osdSteps registers each storage node's -ceph-osd command (see above).

@@ -42,7 +42,7 @@ func Settle(s config.Storage) cluster.Settle {
 // osdReplacedScriptWith is Settle's Leaving with other kubectl and ceph
 // commands and poll interval (tests).
 func osdReplacedScriptWith(kubectl, ceph, node string, timeoutSeconds, pollSeconds int) string {
-	return osdShell(kubectl, ceph, node) + fmt.Sprintf(`
+	return osdShell(kubectl, ceph, node, timeoutSeconds, pollSeconds) + fmt.Sprintf(`
 if ! listed=$(storage_nodes); then
   echo "$node: no CephCluster: no OSD to take out"; exit 0
 fi
@@ -51,18 +51,11 @@ if [ -z "$ids" ]; then echo "$node: no OSD on it"; exit 0; fi
 osds=
 for id in $ids; do osds="$osds osd.$id"; done
 echo "$node: its machine is being replaced: waiting until OSD(s)$osds can stop with every placement group available (at most %[1]ds)"
-deadline=$(( $(date +%%s) + %[1]d ))
-until ceph osd ok-to-stop $osds >/dev/null 2>&1; do
-  if [ "$(date +%%s)" -ge "$deadline" ]; then
-    echo "$node: stopping OSD(s)$osds would leave placement groups without enough copies (ceph osd ok-to-stop, for %[1]ds): nothing was changed and its machine is not replaced. Wait for ceph -s to report HEALTH_OK and run pulumi up again; with pools of size 1 (fewer than 3 workers) their data has no other copy: to lose it, purge them by hand first (docs/STORAGE.md)." >&2
-    exit 1
-  fi
-  echo "$node: $(ceph pg stat 2>&1 | head -n1)"
-  sleep %[2]d
-done
+wait_ceph "$node: stopping OSD(s)$osds would leave placement groups without enough copies (ceph osd ok-to-stop, for %[1]ds): nothing was changed and its machine is not replaced. Wait for ceph -s to report HEALTH_OK and run pulumi up again; with pools of size 1 (fewer than 3 workers) their data has no other copy: to lose it, purge them by hand first (docs/STORAGE.md)." \
+  osd ok-to-stop $osds
 for id in $ids; do ceph osd out "osd.$id"; done
 purge_osds $ids
-echo "$node: OSD(s)$osds out and purged before its machine is replaced; Ceph copies their data again onto the new machine's disk"`, timeoutSeconds, pollSeconds)
+echo "$node: OSD(s)$osds out and purged before its machine is replaced; Ceph copies their data again onto the new machine's disk"`, timeoutSeconds)
 }
 
 // osdJoinedScriptWith is Settle's Joined with other kubectl and ceph
@@ -72,7 +65,7 @@ func osdJoinedScriptWith(kubectl, ceph, node, health string, timeoutSeconds, pol
 	if health == config.CephHealthWarn {
 		accept = "HEALTH_OK|HEALTH_WARN"
 	}
-	return osdShell(kubectl, ceph, node) + fmt.Sprintf(`
+	return osdShell(kubectl, ceph, node, timeoutSeconds, pollSeconds) + fmt.Sprintf(`
 if ! listed=$(storage_nodes); then
   echo "$node: no CephCluster yet: nothing to wait for"; exit 0
 fi

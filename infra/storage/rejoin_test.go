@@ -1,16 +1,10 @@
 package storage
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/simlab/simlab/infra/config"
-	"github.com/simlab/simlab/tests/localcluster"
 )
 
 // TestOSDHandOffAndRejoinOnARealAPIServer runs a replaced worker's settle
@@ -28,34 +22,13 @@ import (
 // What it leaves unproven: that Rook brings an OSD up on the new disk by
 // itself, and how long Ceph's recovery takes.
 func TestOSDHandOffAndRejoinOnARealAPIServer(t *testing.T) {
-	c := localcluster.StartT(t, localcluster.Options{Nodes: 2})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	replaced, other := c.Nodes[0], c.Nodes[1]
-	kubectl := c.Bin.Kubectl + " --kubeconfig " + c.Kubeconfig
-	apply := func(doc string) {
-		t.Helper()
-		if _, err := c.KubectlContext(ctx, strings.NewReader(doc), "apply", "-f", "-"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	run := func(script string) (string, error) {
-		out, err := exec.CommandContext(ctx, "sh", "-c", script).CombinedOutput()
-		return string(out), err
-	}
-	calls := func(log string) string {
-		b, _ := os.ReadFile(log)
-		return string(b)
-	}
-	deployments := func() string {
-		out, _ := c.Kubectl("-n", RookNamespace, "get", "deployment", "-o", "name")
-		return out
-	}
+	r := newRookAPI(t, 2)
+	replaced, other := r.c.Nodes[0], r.c.Nodes[1]
 	handOff := func(ceph string, timeout int) (string, error) {
-		return run(osdReplacedScriptWith(kubectl, ceph, replaced, timeout, 0))
+		return r.run(osdReplacedScriptWith(r.kubectl, ceph, replaced, timeout, 0))
 	}
 	rejoin := func(ceph, health string, timeout int) (string, error) {
-		return run(osdJoinedScriptWith(kubectl, ceph, replaced, health, timeout, 0))
+		return r.run(osdJoinedScriptWith(r.kubectl, ceph, replaced, health, timeout, 0))
 	}
 
 	// No CephCluster: the first `up` (the cluster layer comes first) and
@@ -67,22 +40,14 @@ func TestOSDHandOffAndRejoinOnARealAPIServer(t *testing.T) {
 	if out, err := rejoin(ceph, config.CephHealthOK, 60); err != nil || !strings.Contains(out, "no CephCluster yet") {
 		t.Fatalf("rejoin without a CephCluster: %v\n%s", err, out)
 	}
-	if l := calls(log); l != "" {
+	if l := cephCalls(log); l != "" {
 		t.Fatalf("ceph was called without a CephCluster:\n%s", l)
 	}
 
-	apply(cephCRD)
-	if _, err := c.KubectlContext(ctx, nil, "wait", "--for=condition=Established", "crd/cephclusters.ceph.rook.io", "--timeout=60s"); err != nil {
-		t.Fatal(err)
-	}
-	apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: " + RookNamespace + "}\n")
-	cluster := func(nodes ...string) string {
-		return fmt.Sprintf("apiVersion: ceph.rook.io/v1\nkind: CephCluster\nmetadata: {name: %s, namespace: %s}\nspec:\n  storage:\n    nodes: [%s]\n",
-			CephClusterName, RookNamespace, "{name: "+strings.Join(nodes, "}, {name: ")+"}")
-	}
-	apply(cluster(replaced, other))
-	apply(osdDeployment(0, replaced))
-	apply(osdDeployment(1, other))
+	r.installRook()
+	r.apply(cephClusterOf(replaced, other))
+	r.apply(osdDeployment(0, replaced))
+	r.apply(osdDeployment(1, other))
 
 	// Ceph never agrees: nothing is purged, the machine stays.
 	never, neverLog := cephStandIn(t, -1)
@@ -90,10 +55,10 @@ func TestOSDHandOffAndRejoinOnARealAPIServer(t *testing.T) {
 	if err == nil || !strings.Contains(out, replaced+": stopping OSD(s) osd.0 would leave placement groups without enough copies") {
 		t.Errorf("a hand-off Ceph refuses: %v\n%s", err, out)
 	}
-	if l := calls(neverLog); strings.Contains(l, "purge") || strings.Contains(l, "osd out") {
+	if l := cephCalls(neverLog); strings.Contains(l, "purge") || strings.Contains(l, "osd out") {
 		t.Errorf("changed Ceph although it refused:\n%s", l)
 	}
-	if !strings.Contains(deployments(), "rook-ceph-osd-0") {
+	if !strings.Contains(r.deployments(), "rook-ceph-osd-0") {
 		t.Error("the OSD's Deployment was deleted although Ceph refused")
 	}
 
@@ -103,10 +68,10 @@ func TestOSDHandOffAndRejoinOnARealAPIServer(t *testing.T) {
 		t.Fatalf("hand-off: %v\n%s", err, out)
 	}
 	want := "osd ok-to-stop osd.0\npg stat\nosd ok-to-stop osd.0\npg stat\nosd ok-to-stop osd.0\nosd out osd.0\nosd purge 0 --yes-i-really-mean-it\n"
-	if l := calls(log); l != want {
+	if l := cephCalls(log); l != want {
 		t.Errorf("ceph calls:\n%s\nwant:\n%s", l, want)
 	}
-	if d := deployments(); strings.Contains(d, "rook-ceph-osd-0") || !strings.Contains(d, "rook-ceph-osd-1") {
+	if d := r.deployments(); strings.Contains(d, "rook-ceph-osd-0") || !strings.Contains(d, "rook-ceph-osd-1") {
 		t.Errorf("deployments after the hand-off: %s (want osd-0 gone, osd-1 kept)", d)
 	}
 	if !strings.Contains(out, "out and purged before its machine is replaced") {
@@ -123,11 +88,11 @@ func TestOSDHandOffAndRejoinOnARealAPIServer(t *testing.T) {
 		t.Errorf("a rejoin with no OSD up: %v\n%s", err, out)
 	}
 	// Its new OSD (kwok runs its pod): then Ceph's health, HEALTH_OK on the third ask.
-	apply(osdDeployment(2, replaced))
+	r.apply(osdDeployment(2, replaced))
 	if out, err = rejoin(ceph, config.CephHealthOK, 60); err != nil {
 		t.Fatalf("rejoin: %v\n%s", err, out)
 	}
-	if l := calls(log); strings.Count(l, "health") != 3 {
+	if l := cephCalls(log); strings.Count(l, "health") != 3 {
 		t.Errorf("ceph calls: want three health checks:\n%s", l)
 	}
 	if !strings.Contains(out, replaced+": its OSD(s) 2 up and Ceph healthy (HEALTH_OK)") {
@@ -143,7 +108,7 @@ func TestOSDHandOffAndRejoinOnARealAPIServer(t *testing.T) {
 	}
 	// A node the CephCluster does not list (a worker added before the
 	// CephCluster lists it) waits for nothing.
-	apply(cluster(other))
+	r.apply(cephClusterOf(other))
 	if out, err = rejoin(never, config.CephHealthOK, 0); err != nil || !strings.Contains(out, "not a storage node") {
 		t.Errorf("a rejoin of a node the CephCluster does not list: %v\n%s", err, out)
 	}
