@@ -84,8 +84,8 @@ type Cluster struct {
 	// (the next worker's replacement waits for it), deleted before.
 	Settled map[string]pulumi.Resource
 	// Ready are the resources that make the cluster usable: Flannel,
-	// metrics-server and every node admitted (joined, serving certificate
-	// approved). The layers above depend on Ready, not on the component (the
+	// metrics-server, every node admitted (joined, serving certificate
+	// approved), every worker settled and every node's upgrade step. The layers above depend on Ready, not on the component (the
 	// Go SDK expands a component into the children registered so far, and
 	// children register asynchronously), so destroy removes them first.
 	Ready []pulumi.Resource
