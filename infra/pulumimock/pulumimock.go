@@ -37,6 +37,9 @@ type Resource struct {
 	URN string
 	// Inputs and Outputs keep secrets as secrets.
 	Inputs, Outputs resource.PropertyMap
+	// ReadID is the ID a read resource (a Get... function) was read with;
+	// empty for a registered one.
+	ReadID string
 	// IgnoreChanges, ReplaceOnChanges and DeleteBeforeReplace are the options sent.
 	IgnoreChanges, ReplaceOnChanges []string
 	DeleteBeforeReplace             bool
@@ -75,12 +78,19 @@ func WithState(f StateFunc) func(*Recorder) { return func(r *Recorder) { r.State
 // NewResource records the resource; its outputs are its inputs merged with State's.
 func (r *Recorder) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
 	res := Resource{Type: args.TypeToken, Name: args.Name, Custom: args.Custom, Provider: args.Provider, Inputs: args.Inputs}
+	if args.ReadRPC != nil {
+		res.ReadID = args.ID
+	}
 	id := args.Name + "-id"
 	if r.replacementIDs && args.RegisterRPC != nil {
 		id = replacementID(args, args.RegisterRPC.GetReplaceOnChanges(), args.RegisterRPC.GetIgnoreChanges())
 		args.ID = id
 	}
 	state := args.Inputs.Copy()
+	if args.TypeToken == "pulumi:pulumi:StackReference" {
+		// A stack with no previous deployment has no outputs (a State may add some).
+		state["outputs"] = resource.NewObjectProperty(resource.PropertyMap{})
+	}
 	if r.State != nil {
 		for k, v := range r.State(args) {
 			state[k] = v
