@@ -146,6 +146,9 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	}
 	sargs := storage.ArgsFor(&c, st.Provider)
 	sargs.Mirrored = files.storage()
+	if sargs.Prior, err = priorCharts(ctx); err != nil {
+		return nil, err
+	}
 	if st.Cluster != nil {
 		sargs.Leaving = &storage.OSDLeaving{Controller: st.Cluster.Controller, After: st.Cluster.Settled}
 	}
@@ -170,6 +173,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		names = append(names, pulumi.String(n.Name))
 	}
 	ctx.Export("provider", pulumi.String(c.Provider))
+	ctx.Export(storage.ChartsOutput, st.Storage.Charts)
 	ctx.Export("nodes", names)
 	return st, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -345,7 +346,10 @@ func TestMockChartsAndManifestsComeFromTheMirror(t *testing.T) {
 			for _, r := range rec.Resources() {
 				var key string
 				switch r.Type {
-				case "kubernetes:helm.sh/v3:Release":
+				case "kubernetes:helm.sh/v4:Chart":
+					if r.Name == "workloads-simulator" {
+						continue // the repo's own chart (charts/simulator)
+					}
 					key = "chart"
 				case "kubernetes:yaml/v2:ConfigFile":
 					key = "file"
@@ -402,7 +406,12 @@ func TestMockMirrorProblemsAreNamedBeforeAnythingRegisters(t *testing.T) {
 func TestMockSimulatorRunsTheMirroredImageByDigest(t *testing.T) {
 	cfg := loadStack(t, "local")
 	rec := deployMock(t, "local", cfg)
-	charts := rec.OfType("kubernetes:helm.sh/v4:Chart")
+	var charts []pulumimock.Resource
+	for _, c := range rec.OfType("kubernetes:helm.sh/v4:Chart") {
+		if c.Name == "workloads-simulator" {
+			charts = append(charts, c)
+		}
+	}
 	if len(charts) != 1 {
 		t.Fatalf("want the simulator chart, got %d", len(charts))
 	}
@@ -450,5 +459,59 @@ func TestMockServedIgnitionIsWhatUpRenders(t *testing.T) {
 		if up := pulumimock.String(cmd.Inputs, "stdin"); up != string(served) {
 			t.Errorf("%s: the Ignition `pulumi up` gives the domain differs from what the artifact server serves", n.Name)
 		}
+	}
+}
+
+// TestMockPreviousDeploymentDecidesTheAdoption: the program reads its own
+// previous deployment through a StackReference to the stack itself, and
+// reads (adopts) the storage Releases only when that deployment had them: a
+// stack deployed before the storageCharts output, or one that recorded
+// Releases. A stack never deployed, or one with Charts, reads none.
+func TestMockPreviousDeploymentDecidesTheAdoption(t *testing.T) {
+	cfg := loadStack(t, "local")
+	obj := func(m map[string]any) resource.PropertyMap { return resource.NewPropertyMapFromMap(m) }
+	for _, tc := range []struct {
+		name    string
+		outputs resource.PropertyMap
+		reads   []string
+	}{
+		{"never deployed", nil, nil},
+		{"deployed before storageCharts", obj(map[string]any{"provider": "existing"}), []string{"kafka/strimzi", "simlab-nfs/csi-driver-nfs"}},
+		{"Releases recorded", obj(map[string]any{"provider": "existing", "storageCharts": map[string]any{"kind": "helm.sh/v3:Release", "releases": []any{"kafka/strimzi"}}}), []string{"kafka/strimzi"}},
+		{"Charts recorded", obj(map[string]any{"provider": "existing", "storageCharts": map[string]any{"kind": "helm.sh/v4:Chart", "releases": []any{}}}), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var refName string
+			rec, err := pulumimock.Run("simlab", "local", func(ctx *pulumi.Context) error {
+				_, err := infra.Deploy(ctx, cfg)
+				return err
+			}, pulumimock.WithState(func(args pulumi.MockResourceArgs) resource.PropertyMap {
+				if args.TypeToken != "pulumi:pulumi:StackReference" {
+					return nil
+				}
+				refName = args.Inputs["name"].StringValue()
+				if tc.outputs == nil {
+					return nil
+				}
+				return resource.PropertyMap{"outputs": resource.NewObjectProperty(tc.outputs)}
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(refName, "/simlab/local") {
+				t.Errorf("the StackReference reads %q, want the stack itself (.../simlab/local)", refName)
+			}
+			var reads []string
+			for _, r := range rec.OfType("kubernetes:helm.sh/v3:Release") {
+				if r.ReadID == "" {
+					t.Errorf("Release %s registered, want only reads", r.Name)
+				}
+				reads = append(reads, r.ReadID)
+			}
+			sort.Strings(reads)
+			if strings.Join(reads, " ") != strings.Join(tc.reads, " ") {
+				t.Errorf("Releases read %v, want %v", reads, tc.reads)
+			}
+		})
 	}
 }

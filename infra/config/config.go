@@ -201,6 +201,13 @@ type Storage struct {
 	// DefaultReadyTimeoutMinutes. What depends on them (the simulator) is
 	// only installed once they are.
 	ReadyTimeoutMinutes int `json:"readyTimeoutMinutes,omitempty"`
+	// HelmReleases installs the third-party charts (Rook, Strimzi,
+	// csi-driver-nfs) as helm.sh/v3 Releases, visible to `helm list`, instead
+	// of helm.sh/v4 Charts (the default: one Pulumi resource, with its own
+	// preview, per object). Turning it off adopts the releases' objects
+	// without reinstalling anything; turning it on for a stack whose charts
+	// are Charts is refused (helm cannot adopt them). docs/DAY2.md.
+	HelmReleases bool `json:"helmReleases,omitempty"`
 }
 
 // DefaultReadyTimeoutMinutes is Storage.ReadyTimeoutMinutes's default.

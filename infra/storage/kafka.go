@@ -8,7 +8,6 @@ import (
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
-	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	yamlv2 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/yaml/v2"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -75,17 +74,14 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 	if err != nil {
 		return kafkaOut{}, fmt.Errorf("strimzi CRDs: %w", err)
 	}
-	operator, err := helmv3.NewRelease(b.ctx, b.name+"-strimzi-operator", &helmv3.ReleaseArgs{
-		Name:      pulumi.String("strimzi"),
-		Chart:     pulumi.String(a.Mirrored.StrimziChart),
-		Version:   pulumi.String(v.Strimzi),
-		Namespace: pulumi.String(KafkaNamespace),
-		SkipCrds:  pulumi.Bool(true),
-		Values: pulumi.Map{
+	operator, err := b.chart(chartSpec{
+		resource: b.name + "-strimzi-operator", release: "strimzi", namespace: KafkaNamespace,
+		chart: a.Mirrored.StrimziChart, version: v.Strimzi, skipCrds: true,
+		values: pulumi.Map{
 			// The operator watches its own namespace only.
 			"watchAnyNamespace": pulumi.Bool(false),
 		},
-	}, b.opts(ns, crds)...)
+	}, ns, crds)
 	if err != nil {
 		return kafkaOut{}, fmt.Errorf("strimzi operator: %w", err)
 	}
@@ -101,7 +97,7 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 			Name: pulumi.String(KafkaNodePoolName), Namespace: pulumi.String(KafkaNamespace), Labels: clusterLabel,
 		},
 		OtherFields: kubernetes.UntypedArgs{"spec": KafkaNodePoolSpec(b.size, a.Storage.Kafka.StorageGiB, ceph.className)},
-	}, b.opts(operator, ceph.class)...)
+	}, b.after(operator, ceph.class)...)
 	if err != nil {
 		return kafkaOut{}, fmt.Errorf("KafkaNodePool: %w", err)
 	}
@@ -118,7 +114,7 @@ func (b *builder) kafka(given []pulumi.Resource, ceph cephOut) (kafkaOut, error)
 			}(),
 		},
 		OtherFields: kubernetes.UntypedArgs{"spec": KafkaSpec(b.size, v.Kafka)},
-	}, b.opts(operator, pool)...)
+	}, b.after(operator, pool)...)
 	if err != nil {
 		return kafkaOut{}, fmt.Errorf("Kafka: %w", err)
 	}

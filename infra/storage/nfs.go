@@ -6,7 +6,6 @@ import (
 
 	appsv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apps/v1"
 	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
-	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	storagev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/storage/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -45,22 +44,20 @@ func (b *builder) nfs(given []pulumi.Resource, ceph cephOut) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	driver, err := helmv3.NewRelease(b.ctx, b.name+"-csi-driver-nfs", &helmv3.ReleaseArgs{
-		Name:      pulumi.String("csi-driver-nfs"),
-		Chart:     pulumi.String(a.Mirrored.CSIDriverNFSChart),
-		Version:   pulumi.String(v.CSIDriverNFS),
-		Namespace: pulumi.String(NFSNamespace),
-		Values: pulumi.Map{
+	driver, err := b.chart(chartSpec{
+		resource: b.name + "-csi-driver-nfs", release: "csi-driver-nfs", namespace: NFSNamespace,
+		chart: a.Mirrored.CSIDriverNFSChart, version: v.CSIDriverNFS,
+		values: pulumi.Map{
 			// No snapshot controller and no snapshot CRDs: nothing to outlive the release.
 			"externalSnapshotter": pulumi.Map{"enabled": pulumi.Bool(false)},
 		},
-	}, b.opts(ns)...)
+	}, ns)
 	if err != nil {
 		return "", fmt.Errorf("csi-driver-nfs: %w", err)
 	}
 
 	server, share := a.Storage.NFS.Server, a.Storage.NFS.Path
-	var backend pulumi.Resource = driver
+	var backend pulumi.Resource = driver.res
 	if server == "" {
 		var err error
 		backend, err = b.nfsServer(ns, ceph)
@@ -77,7 +74,7 @@ func (b *builder) nfs(given []pulumi.Resource, ceph cephOut) (string, error) {
 		ReclaimPolicy:     pulumi.String("Delete"),
 		VolumeBindingMode: pulumi.String("Immediate"),
 		MountOptions:      nfsMountOptions,
-	}, b.opts(driver, backend)...)
+	}, b.after(driver, backend)...)
 	if err != nil {
 		return "", fmt.Errorf("StorageClass %s: %w", NFSStorageClass, err)
 	}

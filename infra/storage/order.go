@@ -21,7 +21,7 @@ package storage
 //     node pool; the dataset claim and volume; the NFS server and its volume,
 //  3. the Ceph StorageClass, the pools (empty by now) and the CephCluster,
 //     while the Rook operator still runs to remove their finalizers,
-//  4. the operators (helm releases),
+//  4. the operators (their charts' objects: helm.sh/v4 Charts, charts.go),
 //  5. the CRDs (own resources, not part of the charts),
 //  6. the namespaces.
 //

@@ -8,7 +8,6 @@ import (
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
-	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	storagev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/storage/v1"
 	yamlv2 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/yaml/v2"
@@ -62,13 +61,10 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 	if err != nil {
 		return cephOut{}, fmt.Errorf("rook CRDs: %w", err)
 	}
-	operator, err := helmv3.NewRelease(b.ctx, b.name+"-rook-operator", &helmv3.ReleaseArgs{
-		Name:      pulumi.String("rook-ceph"),
-		Chart:     pulumi.String(a.Mirrored.RookChart),
-		Version:   pulumi.String(v.Rook),
-		Namespace: pulumi.String(RookNamespace),
-		SkipCrds:  pulumi.Bool(true),
-		Values: pulumi.Map{
+	operator, err := b.chart(chartSpec{
+		resource: b.name + "-rook-operator", release: "rook-ceph", namespace: RookNamespace,
+		chart: a.Mirrored.RookChart, version: v.Rook, skipCrds: true,
+		values: pulumi.Map{
 			"crds": pulumi.Map{"enabled": pulumi.Bool(false)},
 			// Rook deploys the Ceph CSI driver itself (rook-ceph.rbd.csi.ceph.com)
 			// instead of through the ceph-csi-operator subchart, whose CRDs
@@ -78,7 +74,7 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 				"tag": pulumi.String(v.Rook),
 			},
 		},
-	}, b.opts(ns, crds)...)
+	}, ns, crds)
 	if err != nil {
 		return cephOut{}, fmt.Errorf("rook operator: %w", err)
 	}
@@ -89,7 +85,7 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 	if err != nil {
 		return cephOut{}, err
 	}
-	clusterDeps := append([]pulumi.Resource{operator}, policies...)
+	clusterDeps := policies
 	if a.ShrinkGuard {
 		g, err := b.shrinkGuard()
 		if err != nil {
@@ -105,7 +101,7 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 		OtherFields: kubernetes.UntypedArgs{
 			"spec": CephClusterSpec(b.size, v.Ceph, a.StorageNodes, a.CephDisk),
 		},
-	}, b.opts(clusterDeps...)...)
+	}, b.after(operator, clusterDeps...)...)
 	if err != nil {
 		return cephOut{}, fmt.Errorf("CephCluster: %w", err)
 	}

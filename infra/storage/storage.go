@@ -72,6 +72,10 @@ type Args struct {
 	// Leaving drains a worker's OSDs before it leaves the stack (osd.go);
 	// nil (existing mode) drains nothing.
 	Leaving *OSDLeaving
+	// Prior is how the stack's previous deployment installed the charts
+	// (its ChartsOutput): Releases it had are adopted by the Charts
+	// (charts.go). The zero value is a stack never deployed.
+	Prior PriorCharts
 }
 
 // Mirrored are local paths of the deploy artifacts the storage layer applies
@@ -139,6 +143,9 @@ type Storage struct {
 	// expands a dependency on a component into the children registered so far,
 	// and children register asynchronously.
 	Ready []pulumi.Resource
+	// Charts is ChartsOutput's value: {kind, releases}. Export it as the
+	// stack output ChartsOutput, so the next `up` reads it back (Args.Prior).
+	Charts pulumi.MapOutput
 }
 
 // builder carries what every service file needs while registering children.
@@ -151,6 +158,8 @@ type builder struct {
 	child []pulumi.ResourceOption
 	// ready collects what consumers use (see Storage.Ready).
 	ready []pulumi.Resource
+	// releases are the IDs of the helm.sh/v3 Releases registered (Charts).
+	releases pulumi.StringArray
 }
 
 // offer records resources the layer's consumers use.
@@ -262,6 +271,15 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	}
 
 	comp.Ready = b.ready
+	kind := ChartsAsCharts
+	if a.Storage.HelmReleases {
+		kind = ChartsAsReleases
+	}
+	releases := b.releases
+	if releases == nil {
+		releases = pulumi.StringArray{}
+	}
+	comp.Charts = pulumi.Map{"kind": pulumi.String(kind), "releases": releases}.ToMapOutput()
 	comp.KafkaBootstrap = pulumi.String(kafka.bootstrap).ToStringOutput()
 	comp.DatasetClaim = pulumi.String(claim).ToStringOutput()
 	comp.BlockStorageClass = pulumi.String(ceph.className).ToStringOutput()
@@ -302,6 +320,9 @@ func (a *Args) validate() error {
 		if src.Instances < 1 {
 			return fmt.Errorf("storage: simlab:simulator.sources[%s].instances must be >= 1 (one partition per source), got %d", src.Type, src.Instances)
 		}
+	}
+	if s.HelmReleases && a.Prior.Kind == ChartsAsCharts {
+		return fmt.Errorf("storage: simlab:storage.helmReleases: true is refused: this stack's charts are helm.sh/v4 Charts, whose objects helm cannot adopt (helm install fails on objects it did not make); remove the key, or destroy the stack and deploy it again with it (docs/DAY2.md)")
 	}
 	return a.Mirrored.check(s)
 }

@@ -30,6 +30,7 @@ const (
 	tKafka       = "kubernetes:kafka.strimzi.io/v1beta2:Kafka"
 	tNodePool    = "kubernetes:kafka.strimzi.io/v1beta2:KafkaNodePool"
 	tTopic       = "kubernetes:kafka.strimzi.io/v1beta2:KafkaTopic"
+	tChart       = "kubernetes:helm.sh/v4:Chart"
 	tRelease     = "kubernetes:helm.sh/v3:Release"
 	tConfigFile  = "kubernetes:yaml/v2:ConfigFile"
 	tNamespace   = "kubernetes:core/v1:Namespace"
@@ -161,7 +162,7 @@ func TestMockDestroyOrder(t *testing.T) {
 			g := newGraph(rec)
 			k := func(typ, name string) string { return named(t, rec, typ, name).Key() }
 			ns := func(n string) string { return k(tNamespace, n) }
-			rel := func(n string) string { return k(tRelease, n) }
+			rel := func(n string) string { return k(tChart, n) }
 			crds := func(n string) string { return "kubernetes:yaml/v2:ConfigFile::storage-" + n + "-crds" }
 			must := func(from, to string) {
 				t.Helper()
@@ -205,7 +206,7 @@ func TestMockDestroyOrder(t *testing.T) {
 					continue
 				}
 				for _, op := range []string{rel("strimzi"), rel("rook-ceph"), rel("csi-driver-nfs"), crds("rook"), crds("strimzi")} {
-					if r.Type != tRelease && r.Type != tConfigFile && r.Type != tNamespace {
+					if r.Type != tConfigFile && r.Type != tNamespace {
 						mustNot(op, r.Key())
 					}
 				}
@@ -340,19 +341,19 @@ func TestMockVersionsComeFromConfig(t *testing.T) {
 		a.Versions = v
 		rec := run(t, a).rec
 		for name, want := range map[string]string{"rook-ceph": v.Rook, "strimzi": v.Strimzi, "csi-driver-nfs": v.CSIDriverNFS} {
-			if got := get(t, named(t, rec, tRelease, name), "version"); got != want {
-				t.Errorf("release %s version %v, want %s", name, got, want)
+			if got := get(t, named(t, rec, tChart, name), "version"); got != want {
+				t.Errorf("chart %s version %v, want %s", name, got, want)
 			}
 		}
-		if got := get(t, named(t, rec, tRelease, "rook-ceph"), "values.csi.rookUseCsiOperator"); got != false {
+		if got := get(t, named(t, rec, tChart, "rook-ceph"), "values.csi.rookUseCsiOperator"); got != false {
 			t.Errorf("rook chart: csi.rookUseCsiOperator = %v, want false (the StorageClass uses Rook's own CSI driver)", got)
 		}
-		if got := get(t, named(t, rec, tRelease, "rook-ceph"), "values.image.tag"); got != v.Rook {
+		if got := get(t, named(t, rec, tChart, "rook-ceph"), "values.image.tag"); got != v.Rook {
 			t.Errorf("rook image tag %v, want %s", got, v.Rook)
 		}
-		for _, r := range rec.OfType(tRelease) {
+		for _, r := range rec.OfType(tChart) {
 			if get(t, r, "version") == "" {
-				t.Errorf("release %s unpinned", r.Name)
+				t.Errorf("chart %s unpinned", r.Name)
 			}
 		}
 		files := map[string]bool{}

@@ -274,9 +274,11 @@ func TestEngineLocalStack(t *testing.T) {
 		}
 	})
 
+	// The program reads its own previous deployment (infra/prior.go) at
+	// every up: that read is all a no-op up does besides same.
 	noop := up("second up")
 	for op, n := range noop.Ops() {
-		if op != apitype.OpSame {
+		if op != apitype.OpSame && (op != apitype.OpRead || strings.Join(noop.Of(op), " ") != "pulumi:pulumi:StackReference::previous-deployment") {
 			t.Errorf("a second up with no change did %d %s: %v", n, op, noop.Of(op))
 		}
 	}
@@ -338,7 +340,8 @@ func TestEngineLocalStack(t *testing.T) {
 		got := strings.Join(ceph.Of(apitype.OpCreate), "\n")
 		for _, want := range []string{
 			"kubernetes:core/v1:Namespace::storage-ns-rook-ceph",
-			"kubernetes:helm.sh/v3:Release::storage-rook-operator",
+			"kubernetes:helm.sh/v4:Chart::storage-rook-operator",
+			"kubernetes:apps/v1:Deployment::storage-rook-operator:rook-ceph/rook-ceph-operator",
 			"kubernetes:ceph.rook.io/v1:CephCluster::storage-ceph-cluster",
 			"kubernetes:ceph.rook.io/v1:CephBlockPool::storage-ceph-pool",
 			"kubernetes:storage.k8s.io/v1:StorageClass::storage-ceph-block",
