@@ -16,13 +16,21 @@ import (
 )
 
 // runForPlan runs the whole program for cfg under the mock engine with IDs
-// that change exactly when a resource is replaced (pulumimock.Diff).
+// that change exactly when a resource is replaced (pulumimock.Diff), as
+// the lab runs it: an `up` after one with the same config.
 func runForPlan(t *testing.T, cfg *config.Loaded) *pulumimock.Recorder {
+	t.Helper()
+	return runAfter(t, cfg, cfg)
+}
+
+// runAfter is runForPlan for an `up` of cfg after one of last (the stack
+// outputs it reads back are last's: infra.RecordedOutputs).
+func runAfter(t *testing.T, cfg, last *config.Loaded) *pulumimock.Recorder {
 	t.Helper()
 	rec, err := pulumimock.Run("simlab", "dev", func(ctx *pulumi.Context) error {
 		_, err := infra.Deploy(ctx, cfg)
 		return err
-	}, withCommandOutputs, pulumimock.WithReplacementIDs())
+	}, withCommandOutputs, pulumimock.WithReplacementIDs(), pulumimock.WithPreviousOutputs(infra.RecordedOutputs(&last.Config)))
 	if err != nil {
 		t.Fatalf("under mocks: %v", err)
 	}
@@ -45,9 +53,19 @@ func nodeResources(node string) []string {
 }
 
 // joinResources are the cluster layer's resources for one worker (its
-// upgrade step aside).
+// upgrade step and its drained step aside).
 func joinResources(node string) []string {
 	return []string{node + "-join-token", node + "-kubeadm-join", node + "-admit", node + "-settled"}
+}
+
+// drainedStep is the cluster layer's drained step of each libvirt worker
+// (cluster/drained.go).
+func drainedStep(nodes ...string) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n+"-drained")
+	}
+	return out
 }
 
 // upgradeStep is the cluster layer's upgrade phase step of one node.
@@ -129,7 +147,7 @@ func day2Rows() []day2Row {
 		{
 			name:   "workers 2->3",
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 3 },
-			create: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
+			create: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), drainedStep("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
 			// Sizing grows: 3 mons, size-3 pools across hosts; the guard
 			// records it and lets it through.
 			update: cat(ceph, []string{"storage-ceph-guard"}),
@@ -138,13 +156,13 @@ func day2Rows() []day2Row {
 			name:   "workers 3->2 without Ceph",
 			base:   func(c *config.Loaded) { noCeph(c); c.Workers.Count = 3 },
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 2 },
-			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3")),
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), drainedStep("dev-worker-3"), upgradeStep("dev-worker-3")),
 		},
 		{
 			name:   "workers 3->2 with Ceph",
 			base:   func(c *config.Loaded) { c.Workers.Count = 3 },
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.Count = 2 },
-			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), drainedStep("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
 			// The plan shrinks the pools to size 1 and the mons to 1; the
 			// Ceph guard refuses before the CephCluster or a pool changes.
 			update:  cat(ceph, []string{"storage-ceph-guard"}),
@@ -157,7 +175,7 @@ func day2Rows() []day2Row {
 				c.Workers.Count = 2
 				c.Storage.Ceph.AllowShrink = true
 			},
-			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
+			delete: cat(nodeResources("dev-worker-3"), joinResources("dev-worker-3"), drainedStep("dev-worker-3"), upgradeStep("dev-worker-3"), cephOSD("dev-worker-3")),
 			update: cat(ceph, []string{"storage-ceph-guard"}),
 		},
 		{
@@ -168,7 +186,7 @@ func day2Rows() []day2Row {
 			// nothing is refused. The CephCluster stops listing the worker,
 			// then its -ceph-osd delete drains and purges its OSD before
 			// the worker is drained, reset and removed.
-			delete: cat(nodeResources("dev-worker-4"), joinResources("dev-worker-4"), upgradeStep("dev-worker-4"), cephOSD("dev-worker-4")),
+			delete: cat(nodeResources("dev-worker-4"), joinResources("dev-worker-4"), drainedStep("dev-worker-4"), upgradeStep("dev-worker-4"), cephOSD("dev-worker-4")),
 			update: []string{"storage-ceph-cluster"},
 		},
 		{
@@ -181,7 +199,13 @@ func day2Rows() []day2Row {
 		{
 			name:   "worker memory 8192->16384",
 			change: func(c *config.Loaded, _ string, _ *testing.T) { c.Workers.MemoryMiB = 16384 },
-			update: []string{"dev-worker-1-domain", "dev-worker-2-domain"},
+			// In place, one worker at a time (TestMockResizeRollsOneWorkerAtATime):
+			// each worker's drained step is keyed on the size, so replaced
+			// (its create drains the worker), then its domain's update
+			// resizes and restarts it, then its settle step's update brings
+			// it back before the next worker's drained step.
+			update:  cat([]string{"dev-worker-1-domain", "dev-worker-2-domain", "dev-worker-1-settled", "dev-worker-2-settled"}),
+			replace: drainedStep("dev-worker-1", "dev-worker-2"),
 		},
 		{
 			name:   "controller diskGiB 30->40",
@@ -280,7 +304,7 @@ func day2Rows() []day2Row {
 			update: cat([]string{"dev-fcos-image-42.20251012.3.0"},
 				remoteCommands("dev-controller-1", "dev-worker-1", "dev-worker-2"),
 				[]string{"dev-controller-1-kubeadm-init", "dev-controller-1-admin-kubeconfig", "dev-controller-1-admit"},
-				joinResources("dev-worker-1"), joinResources("dev-worker-2"), []string{"workloads-sftp-host-key"},
+				joinResources("dev-worker-1"), joinResources("dev-worker-2"), drainedStep("dev-worker-1", "dev-worker-2"), []string{"workloads-sftp-host-key"},
 				upgradeStep("dev-controller-1", "dev-worker-1", "dev-worker-2"), cephOSD("dev-worker-1", "dev-worker-2")),
 		},
 		{
@@ -351,7 +375,7 @@ func TestMockDay2Changes(t *testing.T) {
 			}
 			oldRun := runForPlan(t, oldCfg)
 			row.change(newCfg, newCfg.Artifacts.Dir, t)
-			newRun := runForPlan(t, newCfg)
+			newRun := runAfter(t, newCfg, oldCfg)
 			plan := pulumimock.Diff(oldRun, newRun)
 
 			replace := row.replace
@@ -566,4 +590,74 @@ func mustFind(t *testing.T, rec *pulumimock.Recorder, name string) pulumimock.Re
 		t.Fatalf("no %s", name)
 	}
 	return r
+}
+
+// TestMockResizeRollsOneWorkerAtATime: when the workers' size differs from
+// the one the last `up` recorded (the stack output workerSize), each
+// worker that last `up` had is resized one at a time: its domain (whose
+// update restarts it) waits for its drained step (whose create, run again
+// for the new size, pauses its OSDs and drains it), which waits for the
+// previous worker's settle step (whose update waits for that worker's new
+// boot, uncordons it and resumes its OSDs). A worker added in the same
+// `up`, and every worker of an `up` that resizes nothing, waits for no
+// other: machines are created side by side. A stack whose last `up`
+// recorded no size resizes none one at a time.
+func TestMockResizeRollsOneWorkerAtATime(t *testing.T) {
+	old := loadStack(t, "dev")
+	old.Workers.Count = 3
+	resized := loadStack(t, "dev")
+	resized.Artifacts.Dir = old.Artifacts.Dir
+	resized.Workers.Count = 4
+	resized.Workers.CPUs = old.Workers.CPUs + 2
+	rolled := runAfter(t, resized, old)
+	steady := runForPlan(t, resized)
+
+	find := func(rec *pulumimock.Recorder, name string) pulumimock.Resource { return mustFind(t, rec, name) }
+	for _, rec := range []*pulumimock.Recorder{rolled, steady} {
+		rolling := rec == rolled
+		for i := 1; i <= 4; i++ {
+			w := fmt.Sprintf("dev-worker-%d", i)
+			gated := rolling && i <= 3 // dev-worker-4 is new
+			domain, drained, settled := find(rec, w+"-domain"), find(rec, w+"-drained"), find(rec, w+"-settled")
+			if got := domain.DependsOn(drained); got != gated {
+				t.Errorf("resizing=%v: %s-domain depends on %s-drained: %v, want %v", rolling, w, w, got, gated)
+			}
+			if i > 1 {
+				prev := find(rec, fmt.Sprintf("dev-worker-%d-settled", i-1))
+				if got := drained.DependsOn(prev); got != (gated && i > 1) {
+					t.Errorf("resizing=%v: %s-drained depends on the previous worker's settle step: %v, want %v", rolling, w, got, gated)
+				}
+			}
+			if !drained.DependsOn(find(rec, "dev-controller-1-admit")) || !settled.DependsOn(drained) {
+				t.Errorf("%s-drained must wait for the controller's admission and %s-settled for it", w, w)
+			}
+			size := resized.Workers.Size()
+			create := pulumimock.String(drained.Inputs, "create")
+			for _, s := range []string{"size='" + size + "'", `drain "$node"`, "ceph osd ok-to-stop", "ceph osd add-noout", "simlab.io/restart-from-boot"} {
+				if !strings.Contains(create, s) {
+					t.Errorf("%s-drained's create does not contain %q:\n%s", w, s, create)
+				}
+			}
+			update := pulumimock.String(settled.Inputs, "update")
+			for _, s := range []string{"size='" + size + "'", `uncordon "$node"`, "ceph osd rm-noout", "nodeInfo.bootID", "simlab.io/restart-from-boot-"} {
+				if !strings.Contains(update, s) {
+					t.Errorf("%s-settled's update does not contain %q:\n%s", w, s, update)
+				}
+			}
+		}
+	}
+
+	// A last `up` that recorded no size (a stack deployed before it was).
+	unknown := infra.RecordedOutputs(&old.Config)
+	delete(unknown, config.WorkerSizeOutput)
+	rec, err := pulumimock.Run("simlab", "dev", func(ctx *pulumi.Context) error {
+		_, err := infra.Deploy(ctx, resized)
+		return err
+	}, withCommandOutputs, pulumimock.WithPreviousOutputs(unknown))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if find(rec, "dev-worker-2-domain").DependsOn(find(rec, "dev-worker-2-drained")) {
+		t.Error("with no size recorded, dev-worker-2-domain waits for its drained step")
+	}
 }

@@ -5,34 +5,96 @@ import (
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
 )
 
-// priorCharts reads, from the stack's own previous deployment, how its
-// storage charts were installed (storage.ChartsOutput), so that a stack whose
-// charts were helm.sh/v3 Releases moves to helm.sh/v4 Charts without helm
-// uninstalling anything (docs/DAY2.md). A program cannot see its state; a
-// StackReference to the stack itself reads the outputs of its last update
-// (none for a stack never deployed; the mock engine has none either).
-func priorCharts(ctx *pulumi.Context) (storage.PriorCharts, error) {
+// previous is what the stack's own previous deployment recorded in its
+// outputs. A program cannot see its state; a StackReference to the stack
+// itself reads the outputs of its last successful update (none for a stack
+// never deployed; the mock engine has none unless a test gives them).
+type previous struct {
+	// charts says how the storage charts were installed
+	// (storage.ChartsOutput), so that a stack whose charts were helm.sh/v3
+	// Releases moves to helm.sh/v4 Charts without helm uninstalling
+	// anything (docs/DAY2.md).
+	charts storage.PriorCharts
+	// nodes are the node names it had (the output nodes).
+	nodes []string
+	// workerSize is the workers' config.Pool.Size it had
+	// (config.WorkerSizeOutput; "" when it recorded none).
+	workerSize string
+}
+
+// readPrevious reads the stack's previous deployment.
+func readPrevious(ctx *pulumi.Context) (previous, error) {
 	self := ctx.Organization() + "/" + ctx.Project() + "/" + ctx.Stack()
 	ref, err := pulumi.NewStackReference(ctx, "previous-deployment", &pulumi.StackReferenceArgs{Name: pulumi.String(self)})
 	if err != nil {
-		return storage.PriorCharts{}, fmt.Errorf("reading the previous deployment of %s: %w", self, err)
+		return previous{}, fmt.Errorf("reading the previous deployment of %s: %w", self, err)
 	}
-	charts, err := ref.GetOutputDetails(storage.ChartsOutput)
-	if err != nil {
-		return storage.PriorCharts{}, fmt.Errorf("reading output %s of %s: %w", storage.ChartsOutput, self, err)
+	out := map[string]any{}
+	for _, name := range []string{storage.ChartsOutput, "provider", "nodes", config.WorkerSizeOutput} {
+		d, err := ref.GetOutputDetails(name)
+		if err != nil {
+			return previous{}, fmt.Errorf("reading output %s of %s: %w", name, self, err)
+		}
+		out[name] = d.Value
 	}
+	var p previous
 	// Every deployment of the program exports provider: its absence means
 	// the stack was never deployed.
-	deployed, err := ref.GetOutputDetails("provider")
-	if err != nil {
-		return storage.PriorCharts{}, fmt.Errorf("reading output provider of %s: %w", self, err)
+	if p.charts, err = storage.PriorChartsFrom(out[storage.ChartsOutput], out["provider"] != nil); err != nil {
+		return previous{}, fmt.Errorf("previous deployment of %s: %w", self, err)
 	}
-	p, err := storage.PriorChartsFrom(charts.Value, deployed.Value != nil)
-	if err != nil {
-		return storage.PriorCharts{}, fmt.Errorf("previous deployment of %s: %w", self, err)
+	nodes, _ := out["nodes"].([]any)
+	for _, n := range nodes {
+		if s, ok := n.(string); ok {
+			p.nodes = append(p.nodes, s)
+		}
 	}
+	p.workerSize, _ = out[config.WorkerSizeOutput].(string)
 	return p, nil
+}
+
+// resizing are the workers whose machines this `up` resizes in place, in
+// order: the previous deployment's workers still in the stack, when the
+// workers' size (cpus, memoryMiB) differs from the one it recorded. A
+// stack deployed before the size was recorded resizes none one at a time
+// (its first `up` with this program records it).
+func (p previous) resizing(c *config.Config) []string {
+	if c.Provider != config.ProviderLibvirt || p.workerSize == "" || p.workerSize == c.Workers.Size() {
+		return nil
+	}
+	had := map[string]bool{}
+	for _, n := range p.nodes {
+		had[n] = true
+	}
+	var out []string
+	for _, n := range c.NodesByRole(config.RoleWorker) {
+		if had[n.Name] {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// RecordedOutputs are the stack outputs a deployment of c records that the
+// next `up` reads back (readPrevious): what `simlab plan` and the day-2
+// tests give the mock engine as the previous deployment of c.
+func RecordedOutputs(c *config.Config) map[string]any {
+	var names []any
+	for _, n := range c.Nodes() {
+		names = append(names, n.Name)
+	}
+	out := map[string]any{"provider": c.Provider, "nodes": names}
+	if c.Provider == config.ProviderLibvirt {
+		out[config.WorkerSizeOutput] = c.Workers.Size()
+	}
+	if !c.Storage.HelmReleases {
+		// With Releases the output lists the Releases registered; left out,
+		// every enabled chart's Release counts (storage.PriorChartsFrom).
+		out[storage.ChartsOutput] = map[string]any{"kind": storage.ChartsAsCharts, "releases": []any{}}
+	}
+	return out
 }

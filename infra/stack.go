@@ -60,6 +60,12 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			return nil, err
 		}
 	}
+	// What the last `up` recorded: how the charts were installed, the
+	// nodes and the workers' size.
+	prev, err := readPrevious(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var kubeconfig pulumi.StringInput
 	var kubeContext pulumi.StringPtrInput
 	var sshKey pulumi.StringInput // nil: the stack has none (an existing cluster may not)
@@ -86,12 +92,18 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			return nil, err
 		}
 		sshKey = key
-		// An acknowledged replacement of workers rolls one worker at a
-		// time: each waits for the previous one's settle step (below).
+		// An acknowledged replacement of workers, and a resize of their
+		// machines, roll one worker at a time: each waits for the previous
+		// one's settle step (below).
 		var roll *nodes.Roll
-		if c.Provider == config.ProviderLibvirt && c.Workers.Replace {
-			roll = nodes.NewRoll(ctx, c.Nodes())
-			defer roll.Abort(fmt.Errorf("the program failed before the workers' roll was ordered"))
+		var machineSize string
+		resizing := prev.resizing(&c)
+		if c.Provider == config.ProviderLibvirt {
+			machineSize = c.Workers.Size()
+			if c.Workers.Replace || len(resizing) > 0 {
+				roll = nodes.NewRoll(ctx, c.Nodes(), c.Workers.Replace, resizing)
+				defer roll.Abort(fmt.Errorf("the program failed before the workers' roll was ordered"))
+			}
 		}
 		st.Nodes, err = nodes.New(ctx, "nodes", &nodes.Args{
 			Cluster: c.Cluster, Provider: c.Provider, Nodes: c.Nodes(),
@@ -112,15 +124,20 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			MetricsServerManifest: files[artifacts.ManifestMetricsServer],
 			Binaries:              st.Nodes.KubernetesBinaries,
 			Settle:                storage.Settle(c.Storage),
+			MachineSize:           machineSize,
+			Resizing:              resizing,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("cluster layer: %w", err)
 		}
-		if err := roll.Release(st.Cluster.Settled); err != nil {
+		if err := roll.Release(st.Cluster.Settled, st.Cluster.Drained); err != nil {
 			return nil, err
 		}
 		kubeconfig = st.Cluster.Kubeconfig
 		ctx.Export("kubeconfig", st.Cluster.Kubeconfig)
+		if machineSize != "" {
+			ctx.Export(config.WorkerSizeOutput, pulumi.String(machineSize))
+		}
 	}
 
 	if st.Cluster != nil && st.Cluster.Provider != nil {
@@ -146,9 +163,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	}
 	sargs := storage.ArgsFor(&c, st.Provider)
 	sargs.Mirrored = files.storage()
-	if sargs.Prior, err = priorCharts(ctx); err != nil {
-		return nil, err
-	}
+	sargs.Prior = prev.charts
 	if st.Cluster != nil {
 		sargs.Leaving = &storage.OSDLeaving{Controller: st.Cluster.Controller, After: st.Cluster.Settled}
 	}

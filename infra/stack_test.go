@@ -217,6 +217,7 @@ func TestMockScalingWorkersChangesOnlyWorkerResources(t *testing.T) {
 		w := fmt.Sprintf("dev-worker-%d", i)
 		want = append(want, nodeResources(w)...)
 		want = append(want, joinResources(w)...)
+		want = append(want, drainedStep(w)...)
 		want = append(want, upgradeStep(w)...)
 		want = append(want, cephOSD(w)...)
 	}

@@ -17,7 +17,10 @@
 // undo of init and join — with its script, its "already done?" check, its
 // update and its undo. A worker's last step, settle, waits for what it
 // holds (Ceph's OSDs) to be whole after it joined, and hands it off before
-// its machine goes: a replacement rolls one worker at a time on it.
+// its machine goes: a replacement rolls one worker at a time on it. A
+// worker's drained step (libvirt) drains it before its machine restarts in
+// place (a resize), and its settle step's update brings it back: a resize
+// rolls one worker at a time on those.
 package cluster
 
 import (
@@ -57,8 +60,18 @@ type Args struct {
 	Binaries []ignition.Download
 	// Settle is the storage layer's part of each worker's settle phase
 	// (settle.go): what a worker holds, made whole after it joined and
-	// handed off before it goes.
+	// handed off before it goes; paused and resumed around a restart in
+	// place (drained.go).
 	Settle Settle
+	// MachineSize is the workers' machine size (config.Pool.Size) where the
+	// stack sizes them (libvirt), "" elsewhere: each worker then has a
+	// drained step (drained.go), and its settle step records the size on
+	// its Node and brings it back from a restart in place.
+	MachineSize string
+	// Resizing are the workers whose machines this `up` resizes in place,
+	// in order: each one's drained step waits for the previous one's settle
+	// step, so one worker at a time is drained, restarted and brought back.
+	Resizing []string
 }
 
 // Cluster is the cluster layer.
@@ -83,6 +96,10 @@ type Cluster struct {
 	// created after its admission once what it holds is whole again
 	// (the next worker's replacement waits for it), deleted before.
 	Settled map[string]pulumi.Resource
+	// Drained is each worker's drained command, by node name (drained.go):
+	// what a worker's restart in place (its domain's update) waits for.
+	// Empty when Args.MachineSize is.
+	Drained map[string]pulumi.Resource
 	// Ready are the resources that make the cluster usable: Flannel,
 	// metrics-server, every node admitted (joined, serving certificate
 	// approved), every worker settled and every node's upgrade step. The layers above depend on Ready, not on the component (the
@@ -179,7 +196,12 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 	}
 	comp.Ready = append(comp.Ready, admit)
 	admitted := map[string]pulumi.Resource{ctrl.Name: admit}
-	comp.Settled = map[string]pulumi.Resource{}
+	comp.Settled, comp.Drained = map[string]pulumi.Resource{}, map[string]pulumi.Resource{}
+	resizing := map[string]bool{}
+	for _, w := range args.Resizing {
+		resizing[w] = true
+	}
+	prevResized := ""
 
 	for _, w := range workers {
 		join, wadmit, err := joinWorker(ctx, comp, args, ctrl, w, token, caHash, fetch)
@@ -188,16 +210,37 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		}
 		comp.Joins = append(comp.Joins, join)
 		admitted[w.Name] = wadmit
+		settleDeps := []pulumi.Resource{wadmit}
+		if args.MachineSize != "" {
+			// Keyed on the size: a new size replaces it, and its create
+			// drains the worker before its domain restarts it. Resized
+			// workers go one at a time: after the previous one is back.
+			deps := []pulumi.Resource{admit}
+			if resizing[w.Name] && prevResized != "" {
+				deps = append(deps, comp.Settled[prevResized])
+			}
+			drained, err := drainedPhase(w.Name, args.MachineSize, args.Settle).Command(ctx, w.Name+"-drained", Step{
+				Connection: ctrl.Connection, Triggers: pulumi.Array{pulumi.String(args.MachineSize)},
+			}, parent, pulumi.DependsOn(deps))
+			if err != nil {
+				return nil, fmt.Errorf("the drained step of %s: %w", w.Name, err)
+			}
+			comp.Drained[w.Name] = drained
+			settleDeps = append(settleDeps, drained)
+		}
 		// Replaced with its admission (a new machine), so deleted before
 		// it: the hand-off comes before the drain.
-		settled, err := settlePhase(w.Name, args.Settle).Command(ctx, w.Name+"-settled", Step{
+		settled, err := settlePhase(w.Name, args.MachineSize, args.Settle).Command(ctx, w.Name+"-settled", Step{
 			Connection: ctrl.Connection, Triggers: pulumi.Array{wadmit.ID()},
-		}, parent, pulumi.DependsOn([]pulumi.Resource{wadmit}))
+		}, parent, pulumi.DependsOn(settleDeps))
 		if err != nil {
 			return nil, fmt.Errorf("the settle step of %s: %w", w.Name, err)
 		}
 		comp.Settled[w.Name] = settled
 		comp.Ready = append(comp.Ready, settled)
+		if resizing[w.Name] {
+			prevResized = w.Name
+		}
 	}
 	comp.Controller, comp.Admitted = ctrl.Connection, admitted
 	// simlab:versions.kubernetes bumped: the nodes move to it in place.

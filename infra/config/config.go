@@ -104,6 +104,17 @@ type Pool struct {
 	Replace bool `json:"replace,omitempty"`
 }
 
+// Size is a libvirt machine's size as the stack records it, "<cpus>
+// vCPUs, <memoryMiB> MiB": the stack output WorkerSizeOutput and each
+// worker's Node annotation simlab.io/size hold it, so an `up` knows which
+// machines it resizes (docs/DAY2.md).
+func (p Pool) Size() string { return fmt.Sprintf("%d vCPUs, %d MiB", p.CPUs, p.MemoryMiB) }
+
+// WorkerSizeOutput is the stack output recording the workers' Pool.Size at
+// the last `up` (libvirt stacks): the next `up` reads it back and, when the
+// size changed, resizes the workers one at a time, each drained first.
+const WorkerSizeOutput = "workerSize"
+
 // Libvirt describes the hypervisor host for the libvirt provider.
 type Libvirt struct {
 	// Host is the hypervisor's address, reached over SSH.

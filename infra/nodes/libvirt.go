@@ -263,7 +263,9 @@ fi
 		// its state rather than forgetting a domain that is still there.
 		Delete:   pulumi.String("set -eu\n" + libvirtReachable(virsh, l, "node "+n.Name+" not deleted: start libvirtd and run the destroy again") + undefine(virsh, n.Name)),
 		Triggers: pulumi.Array{disks.ID(), pulumi.String(l.Network)},
-	}, pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{ignFile, disks, keep}), pulumi.DeleteBeforeReplace(true))
+	}, append([]pulumi.ResourceOption{pulumi.Parent(node), pulumi.DependsOn([]pulumi.Resource{ignFile, disks, keep}), pulumi.DeleteBeforeReplace(true)},
+		// A resized worker restarts only once it is drained (roll.go).
+		p.args.Roll.beforeRestart(n.Name)...)...)
 	if err != nil {
 		return fmt.Errorf("domain: %w", err)
 	}

@@ -8,70 +8,126 @@ import (
 	"github.com/simlab/simlab/infra/config"
 )
 
-// Roll orders the replacement of workers one at a time: with
-// simlab:workers.replace set, each libvirt worker's disks (and so its
-// domain, join and admission after them) wait for the previous worker's
-// last step in a layer above this one (the cluster's settle phase: joined
-// again, Ceph whole again). Under deleteBeforeReplace the engine replaces
-// a worker's disks when it registers them, so worker N+1 is drained,
-// reset and recreated only after worker N is back.
+// Roll orders the workers' machines one at a time, on steps of the layer
+// above this one (the cluster's), in two cases:
+//
+//   - a replacement (simlab:workers.replace set): each libvirt worker's
+//     disks (and so its domain, join and admission after them) wait for
+//     the previous worker's settle step (joined again, Ceph whole again).
+//     Under deleteBeforeReplace the engine replaces a worker's disks when
+//     it registers them, so worker N+1 is drained, reset and recreated
+//     only after worker N is back;
+//   - a resize (the workers' cpus or memoryMiB changed since the last
+//     `up`): each resized worker's domain, whose update restarts it, waits
+//     for the worker's own drained step (cluster/drained.go), and that
+//     step for the previous resized worker's settle step, whose update
+//     brings that worker back (uncordoned, Ceph whole again).
 //
 // The gates are outputs resolved once the layer above registered its
-// steps (Release); Abort rejects them when the program fails before, so
-// no registration waits forever. Without a replacement to acknowledge the
-// stack has no Roll, and workers are created side by side.
+// steps (Release); Abort rejects them when the program fails before, so no
+// registration waits forever. Without a replacement or a resize the stack
+// has no Roll, and workers are created and changed side by side.
 type Roll struct {
-	order   []string
-	gates   map[string]pulumi.ResourceArrayOutput
-	resolve map[string]func(any)
-	reject  map[string]func(error)
+	order   []string         // the workers, in order
+	disks   map[string]*gate // worker -> the previous worker's settle step (replacement)
+	domains map[string]*gate // worker -> its own drained step (resize)
 	done    bool
 }
 
-// NewRoll makes the gates of the workers among nodes, in their order.
-func NewRoll(ctx *pulumi.Context, nodes []config.Node) *Roll {
-	r := &Roll{gates: map[string]pulumi.ResourceArrayOutput{},
-		resolve: map[string]func(any){}, reject: map[string]func(error){}}
+// gate is a dependency on a resource registered later, above this layer.
+type gate struct {
+	out     pulumi.ResourceArrayOutput
+	resolve func(any)
+	reject  func(error)
+}
+
+func newGate(ctx *pulumi.Context) *gate {
+	out, resolve, reject := ctx.NewOutput()
+	return &gate{
+		out:     out.ApplyT(func(v any) []pulumi.Resource { return v.([]pulumi.Resource) }).(pulumi.ResourceArrayOutput),
+		resolve: resolve, reject: reject,
+	}
+}
+
+// NewRoll makes the gates of the workers among nodes: with replace, each
+// worker's disks after the previous worker's settle step; for each worker
+// in resizing, its domain after its drained step.
+func NewRoll(ctx *pulumi.Context, nodes []config.Node, replace bool, resizing []string) *Roll {
+	r := &Roll{disks: map[string]*gate{}, domains: map[string]*gate{}}
 	for _, n := range nodes {
 		if n.Role == config.RoleWorker {
 			r.order = append(r.order, n.Name)
 		}
 	}
-	for _, w := range r.order[min(1, len(r.order)):] {
-		out, resolve, reject := ctx.NewOutput()
-		r.gates[w] = out.ApplyT(func(v any) []pulumi.Resource { return v.([]pulumi.Resource) }).(pulumi.ResourceArrayOutput)
-		r.resolve[w], r.reject[w] = resolve, reject
+	if replace {
+		for _, w := range r.order[min(1, len(r.order)):] {
+			r.disks[w] = newGate(ctx)
+		}
+	}
+	for _, w := range resizing {
+		r.domains[w] = newGate(ctx)
 	}
 	return r
 }
 
-// after is the option that makes worker wait for its predecessor (none for
-// the first worker or without a Roll).
+// after is the option that makes a worker's disks wait for its predecessor
+// (none for the first worker, without a replacement or without a Roll).
 func (r *Roll) after(worker string) []pulumi.ResourceOption {
 	if r == nil {
 		return nil
 	}
-	if g, ok := r.gates[worker]; ok {
-		return []pulumi.ResourceOption{pulumi.DependsOnInputs(g)}
+	if g, ok := r.disks[worker]; ok {
+		return []pulumi.ResourceOption{pulumi.DependsOnInputs(g.out)}
 	}
 	return nil
 }
 
-// Release opens the gates: each worker after the first waits for
-// last[previous worker], its last step above this layer.
-func (r *Roll) Release(last map[string]pulumi.Resource) error {
+// beforeRestart is the option that makes a resized worker's domain wait for
+// the worker to be drained (none for a worker not resized).
+func (r *Roll) beforeRestart(worker string) []pulumi.ResourceOption {
+	if r == nil {
+		return nil
+	}
+	if g, ok := r.domains[worker]; ok {
+		return []pulumi.ResourceOption{pulumi.DependsOnInputs(g.out)}
+	}
+	return nil
+}
+
+// Release opens the gates: each worker's disks wait for settled[previous
+// worker], each resized worker's domain for drained[worker] (the steps
+// the layer above registered, by node name).
+func (r *Roll) Release(settled, drained map[string]pulumi.Resource) error {
 	if r == nil || r.done {
 		return nil
 	}
-	for i, w := range r.order[min(1, len(r.order)):] {
-		prev := r.order[i]
-		res, ok := last[prev]
-		if !ok {
-			err := fmt.Errorf("rolling the workers: no last step of %s for %s to wait for", prev, w)
-			r.Abort(err)
-			return err
+	for i, w := range r.order {
+		if g, ok := r.disks[w]; ok {
+			prev := r.order[i-1]
+			res, ok := settled[prev]
+			if !ok {
+				err := fmt.Errorf("rolling the workers: no settle step of %s for %s to wait for", prev, w)
+				r.Abort(err)
+				return err
+			}
+			g.resolve([]pulumi.Resource{res})
+			delete(r.disks, w)
 		}
-		r.resolve[w]([]pulumi.Resource{res})
+		if g, ok := r.domains[w]; ok {
+			res, ok := drained[w]
+			if !ok {
+				err := fmt.Errorf("resizing the workers: no drained step of %s for its domain to wait for", w)
+				r.Abort(err)
+				return err
+			}
+			g.resolve([]pulumi.Resource{res})
+			delete(r.domains, w)
+		}
+	}
+	if len(r.domains) > 0 {
+		err := fmt.Errorf("resizing the workers: %d of them are not workers of the stack", len(r.domains))
+		r.Abort(err)
+		return err
 	}
 	r.done = true
 	return nil
@@ -82,8 +138,10 @@ func (r *Roll) Abort(err error) {
 	if r == nil || r.done {
 		return
 	}
-	for _, w := range r.order[min(1, len(r.order)):] {
-		r.reject[w](err)
+	for _, gates := range []map[string]*gate{r.disks, r.domains} {
+		for _, g := range gates {
+			g.reject(err)
+		}
 	}
 	r.done = true
 }

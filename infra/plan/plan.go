@@ -74,12 +74,14 @@ func placeholderKey() (string, error) {
 }
 
 // Record runs the program for cfg under the mock engine, with IDs that change
-// exactly when a resource is replaced (pulumimock.Diff needs it).
-func Record(stack string, cfg *config.Loaded) (*pulumimock.Recorder, error) {
+// exactly when a resource is replaced (pulumimock.Diff needs it), as an `up`
+// after one with config last (what that one recorded: infra.RecordedOutputs).
+func Record(stack string, cfg, last *config.Loaded) (*pulumimock.Recorder, error) {
 	return pulumimock.Run("simlab", stack, func(ctx *pulumi.Context) error {
 		_, err := infra.Deploy(ctx, cfg)
 		return err
-	}, pulumimock.WithState(pulumimock.CommandOutputs), pulumimock.WithReplacementIDs())
+	}, pulumimock.WithState(pulumimock.CommandOutputs), pulumimock.WithReplacementIDs(),
+		pulumimock.WithPreviousOutputs(infra.RecordedOutputs(&last.Config)))
 }
 
 // Compute plans the move of stack from config old to config new. Their SSH
@@ -97,11 +99,13 @@ func Compute(stack string, old, new *config.Loaded) (*Plan, error) {
 	if n.Provider != config.ProviderExisting {
 		n.SSHPrivateKey = key
 	}
-	oldRun, err := Record(stack, &o)
+	// The old config as the lab runs it (an `up` with it after one with
+	// it), then the new one's `up` after it.
+	oldRun, err := Record(stack, &o, &o)
 	if err != nil {
 		return nil, fmt.Errorf("the program with the old config: %w", err)
 	}
-	newRun, err := Record(stack, &n)
+	newRun, err := Record(stack, &n, &o)
 	if err != nil {
 		return nil, fmt.Errorf("the program with the new config: %w", err)
 	}
@@ -114,7 +118,7 @@ func Compute(stack string, old, new *config.Loaded) (*Plan, error) {
 	// ignore their triggers until acknowledged): the changes listed are
 	// what `pulumi up` would do once the refusals' keys are set.
 	if acked, ok := acknowledged(n, p.Refused); ok {
-		ackRun, err := Record(stack, acked)
+		ackRun, err := Record(stack, acked, &o)
 		if err != nil {
 			return nil, fmt.Errorf("the program with the new config, acknowledged: %w", err)
 		}

@@ -70,6 +70,15 @@ type Recorder struct {
 	State StateFunc
 	// replacementIDs: see WithReplacementIDs.
 	replacementIDs bool
+	// previous: see WithPreviousOutputs.
+	previous resource.PropertyMap
+}
+
+// WithPreviousOutputs makes every StackReference read outputs, as a
+// stack's reference to itself reads its previous deployment's (a State
+// may still add to them).
+func WithPreviousOutputs(outputs map[string]any) func(*Recorder) {
+	return func(r *Recorder) { r.previous = resource.NewPropertyMapFromMap(outputs) }
 }
 
 // WithState sets the Recorder's State (see Run).
@@ -89,7 +98,11 @@ func (r *Recorder) NewResource(args pulumi.MockResourceArgs) (string, resource.P
 	state := args.Inputs.Copy()
 	if args.TypeToken == "pulumi:pulumi:StackReference" {
 		// A stack with no previous deployment has no outputs (a State may add some).
-		state["outputs"] = resource.NewObjectProperty(resource.PropertyMap{})
+		prev := r.previous
+		if prev == nil {
+			prev = resource.PropertyMap{}
+		}
+		state["outputs"] = resource.NewObjectProperty(prev)
 	}
 	if r.State != nil {
 		for k, v := range r.State(args) {

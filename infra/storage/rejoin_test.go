@@ -113,3 +113,83 @@ func TestOSDHandOffAndRejoinOnARealAPIServer(t *testing.T) {
 		t.Errorf("a rejoin of a node the CephCluster does not list: %v\n%s", err, out)
 	}
 }
+
+// TestOSDPauseAndResumeOnARealAPIServer runs a resized worker's Ceph
+// scripts (Settle.Pausing before its drain, Settle.Resumed once it is back
+// and uncordoned) against a real kube-apiserver with kwok's nodes and a
+// stand-in for the ceph CLI (cephStandIn):
+//   - without a CephCluster both do nothing and call no ceph;
+//   - the pause waits for `ceph osd ok-to-stop` of the node's OSDs only,
+//     then sets them noout; when Ceph never agrees it fails naming the
+//     node and sets nothing;
+//   - the resume fails, leaving noout, until an OSD of the node is up,
+//     then removes noout and waits for Ceph's health.
+//
+// What it leaves unproven: Ceph's own answers, and that its OSDs come back
+// by themselves after a real restart.
+func TestOSDPauseAndResumeOnARealAPIServer(t *testing.T) {
+	r := newRookAPI(t, 2)
+	node, other := r.c.Nodes[0], r.c.Nodes[1]
+	pause := func(ceph string, timeout int) (string, error) {
+		return r.run(osdPausingScriptWith(r.kubectl, ceph, node, timeout, 0))
+	}
+	resume := func(ceph string, timeout int) (string, error) {
+		return r.run(osdResumedScriptWith(r.kubectl, ceph, node, config.CephHealthOK, timeout, 0))
+	}
+
+	ceph, log := cephStandIn(t, 0)
+	if out, err := pause(ceph, 60); err != nil || !strings.Contains(out, "no CephCluster: no OSD to pause") {
+		t.Fatalf("pause without a CephCluster: %v\n%s", err, out)
+	}
+	if out, err := resume(ceph, 60); err != nil || !strings.Contains(out, "no CephCluster yet") {
+		t.Fatalf("resume without a CephCluster: %v\n%s", err, out)
+	}
+	if l := cephCalls(log); l != "" {
+		t.Fatalf("ceph was called without a CephCluster:\n%s", l)
+	}
+
+	r.installRook()
+	r.apply(cephClusterOf(node, other))
+	r.apply(osdDeployment(0, node))
+	r.apply(osdDeployment(1, other))
+
+	never, neverLog := cephStandIn(t, -1)
+	if out, err := pause(never, 0); err == nil || !strings.Contains(out, node+": stopping OSD(s) osd.0 would leave placement groups without enough copies") ||
+		!strings.Contains(out, "its machine is not restarted") {
+		t.Errorf("a pause Ceph refuses: %v\n%s", err, out)
+	}
+	if l := cephCalls(neverLog); strings.Contains(l, "noout") {
+		t.Errorf("set noout although Ceph refused:\n%s", l)
+	}
+
+	ceph, log = cephStandIn(t, 1)
+	out, err := pause(ceph, 60)
+	if err != nil || !strings.Contains(out, "OSD(s) osd.0 set noout") {
+		t.Fatalf("pause: %v\n%s", err, out)
+	}
+	if l, want := cephCalls(log), "osd ok-to-stop osd.0\npg stat\nosd ok-to-stop osd.0\nosd add-noout osd.0\n"; l != want {
+		t.Errorf("ceph calls:\n%s\nwant:\n%s", l, want)
+	}
+
+	// Back, but its OSD is not up yet (its pod not running again).
+	if _, err := r.c.KubectlContext(r.ctx, nil, "-n", RookNamespace, "scale", "deployment", "rook-ceph-osd-0", "--replicas=0"); err != nil {
+		t.Fatal(err)
+	}
+	ceph, log = cephStandIn(t, 0)
+	out, err = resume(ceph, 0)
+	if err == nil || !strings.Contains(out, node+": no OSD of it is up") || !strings.Contains(out, "it stays noout") {
+		t.Errorf("a resume with no OSD up: %v\n%s", err, out)
+	}
+	if l := cephCalls(log); strings.Contains(l, "rm-noout") {
+		t.Errorf("removed noout before its OSD was up:\n%s", l)
+	}
+	if _, err := r.c.KubectlContext(r.ctx, nil, "-n", RookNamespace, "scale", "deployment", "rook-ceph-osd-0", "--replicas=1"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = resume(ceph, 60); err != nil || !strings.Contains(out, "noout removed") || !strings.Contains(out, "Ceph healthy (HEALTH_OK)") {
+		t.Fatalf("resume: %v\n%s", err, out)
+	}
+	if l, want := cephCalls(log), "osd rm-noout osd.0\nhealth\n"; l != want {
+		t.Errorf("ceph calls:\n%s\nwant:\n%s", l, want)
+	}
+}

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
 
+	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
 	"github.com/simlab/simlab/infra/storage"
@@ -167,6 +169,37 @@ func TestEngineLocalStack(t *testing.T) {
 		}
 	}
 	t.Logf("up created %d resources", len(created))
+
+	// What `simlab plan` and the day-2 tests give the mock engine as a
+	// stack's previous deployment (infra.RecordedOutputs) is what an `up`
+	// records: the next `up` reads these back (infra/prior.go).
+	t.Run("the stack records the outputs the next up reads back", func(t *testing.T) {
+		cfg, err := config.LoadStackFile(filepath.Join(root, "stacks", "Pulumi.local.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs, err := lab.Stack.Outputs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		norm := func(v any) string {
+			b, _ := json.Marshal(v)
+			if s := string(b); s != "null" {
+				return s
+			}
+			return "[]"
+		}
+		for key, want := range infra.RecordedOutputs(&cfg.Config) {
+			got, ok := outs[key]
+			if !ok {
+				t.Errorf("the stack has no output %s", key)
+				continue
+			}
+			if norm(got.Value) != norm(want) {
+				t.Errorf("output %s is %s, infra.RecordedOutputs says %s", key, norm(got.Value), norm(want))
+			}
+		}
+	})
 
 	t.Run("objects exist with the config's values", func(t *testing.T) {
 		for _, ns := range []string{storage.KafkaNamespace, storage.NFSNamespace, "simulator"} {

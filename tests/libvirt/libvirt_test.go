@@ -232,6 +232,9 @@ type report struct {
 	dirs   map[string]string    // path -> mode
 	links  map[string]string    // path -> target
 	passwd []string
+	// boot is the kernel's boot ID, the CPUs it sees and its MemTotal (KiB).
+	boot         string
+	cpus, memKiB int
 }
 
 // readReport reads the domain's serial console (its pty) until one whole
@@ -278,6 +281,10 @@ func readReport(t *testing.T, h *hv, domain string, within time.Duration) (repor
 					r.links[fs[1]] = fs[2]
 				case len(fs) >= 2 && fs[0] == "passwd":
 					r.passwd = append(r.passwd, fs[1])
+				case len(fs) == 4 && fs[0] == "boot":
+					r.boot = fs[1]
+					r.cpus, _ = strconv.Atoi(fs[2])
+					r.memKiB, _ = strconv.Atoi(fs[3])
 				case fs[0] == "log:":
 					t.Logf("%s: %s", domain, line)
 				}
@@ -506,6 +513,7 @@ func TestLibvirtNodesForReal(t *testing.T) {
 	}
 	t.Logf("all creates: %.1f s", time.Since(start).Seconds())
 
+	booted := map[string]report{} // each node's first report
 	for _, n := range l.Nodes() {
 		n := n
 		t.Run(n.Name, func(t *testing.T) {
@@ -571,6 +579,7 @@ func TestLibvirtNodesForReal(t *testing.T) {
 				t.Fatalf("the node's Ignition: %v", err)
 			}
 			r, waited := readReport(t, h, n.Name, 5*time.Minute)
+			booted[n.Name] = r
 			checkApplied(t, n.Name, cfg, r)
 			t.Logf("%s: defined -> Ignition applied (report read) %.1f s after its domain create began (read took %.1f s)",
 				n.Name, time.Since(defined[n.Name]).Seconds(), waited.Seconds())
@@ -592,6 +601,64 @@ func TestLibvirtNodesForReal(t *testing.T) {
 			}
 		}
 	}
+
+	// A worker resized in place (docs/DAY2.md): its domain's update, as the
+	// program declares it for the new size, shuts the machine down over
+	// ACPI, sets the new vCPUs and memory and starts it again, keeping its
+	// UUID (nothing keyed on it runs again); the node boots anew with them.
+	// Run again, it changes nothing.
+	t.Run("a worker resized in place restarts with its new size and UUID", func(t *testing.T) {
+		worker := l.NodesByRole(config.RoleWorker)[0].Name
+		bigger := *l
+		bigger.Workers.CPUs, bigger.Workers.MemoryMiB = l.Workers.CPUs+1, l.Workers.MemoryMiB+256
+		rec, err := pulumimock.Run("simlab", "libvirttest", func(ctx *pulumi.Context) error {
+			_, err := infra.Deploy(ctx, &bigger)
+			return err
+		}, pulumimock.WithState(pulumimock.CommandOutputs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var domain pulumimock.Command
+		for _, c := range rec.Commands() {
+			if c.Name == worker+"-domain" {
+				domain = c
+			}
+		}
+		before, ok := booted[worker]
+		if domain.Update == "" || !ok {
+			t.Fatalf("no update script for %s-domain, or no first report of %s", worker, worker)
+		}
+		t0 := time.Now()
+		out, err := exec1(domain, domain.Update)
+		if err != nil {
+			t.Fatalf("the domain's update: %v\n%s", err, out)
+		}
+		t.Logf("%s resized and restarted in %.1f s", worker, time.Since(t0).Seconds())
+		if strings.TrimSpace(out) != strings.TrimSpace(stdout[worker+"-domain"]) {
+			t.Errorf("the update printed %q, want the domain's UUID %q", out, stdout[worker+"-domain"])
+		}
+		var d domainXML
+		if err := xml.Unmarshal([]byte(h.sh(t, "virsh --connect qemu:///system dumpxml "+worker)), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.VCPU != bigger.Workers.CPUs || d.Memory.Value != int64(bigger.Workers.MemoryMiB)*1024 {
+			t.Errorf("after the resize the domain has %d vCPUs and %d KiB, want %d and %d MiB", d.VCPU, d.Memory.Value, bigger.Workers.CPUs, bigger.Workers.MemoryMiB)
+		}
+		after, _ := readReport(t, h, worker, 5*time.Minute)
+		if after.boot == "" || after.boot == before.boot {
+			t.Errorf("boot ID %q after the resize, %q before: the machine did not boot again", after.boot, before.boot)
+		}
+		if after.cpus != bigger.Workers.CPUs || after.memKiB <= before.memKiB {
+			t.Errorf("the node sees %d CPUs and %d KiB after the resize (%d and %d before), want %d CPUs and more memory",
+				after.cpus, after.memKiB, before.cpus, before.memKiB, bigger.Workers.CPUs)
+		}
+		if out, err := exec1(domain, domain.Update); err != nil {
+			t.Errorf("a second update: %v\n%s", err, out)
+		}
+		if again, _ := readReport(t, h, worker, time.Minute); again.boot != after.boot {
+			t.Errorf("a second update restarted the machine (boot %s -> %s)", after.boot, again.boot)
+		}
+	})
 
 	// The base image stays while an overlay uses it (docs/DAY2.md): its
 	// delete run first, with both nodes' overlays still there, keeps it.

@@ -5,8 +5,9 @@
 # (github.com/coreos/ignition/v2, platform qemu). On boot it brings up the
 # first NIC with DHCP, runs Ignition's fetch stage (the config from QEMU's
 # fw_cfg, opt/com.coreos/config) and files stage into a scratch root that has
-# FCOS's users (root, core), then prints a report of what Ignition applied on
-# the serial console, again and again, until the domain is stopped.
+# FCOS's users (root, core), then prints a report of what Ignition applied
+# (and its boot ID, CPUs and memory) on the serial console, again and again,
+# until the domain is stopped; ACPI's power button powers it off.
 #
 # usage: standin-image.sh IGNITION_BINARY OUT.qcow2
 set -euo pipefail
@@ -30,9 +31,10 @@ for bin in "$ign" /usr/sbin/useradd /usr/sbin/usermod /usr/sbin/groupadd; do
     [ -e "$root$lib" ] || cp -L "$lib" "$root$lib"
   done
 done
-# virtio (PCI, net) and fw_cfg are modules in Debian's kernel.
+# virtio (PCI, net) and fw_cfg are modules in Debian's kernel; so are ACPI's
+# power button and evdev, which the stand-in powers off on (virsh shutdown).
 : > "$root/modules.order"
-for m in virtio_pci virtio_net qemu_fw_cfg; do
+for m in virtio_pci virtio_net qemu_fw_cfg button evdev; do
   modprobe -S "$kver" --show-depends "$m" | awk '/^insmod/ {print $2}' | while read -r ko; do
     base=$(basename "$ko")
     grep -qx "$base" "$root/modules.order" || { cp "$ko" "$root/lib/modules/$base"; echo "$base" >> "$root/modules.order"; }
@@ -80,6 +82,14 @@ ip link set lo up
 ip link set eth0 up
 udhcpc -i eth0 -s /udhcpc.sh -t 30 -T 2 -n -q || echo "simlab-standin: no DHCP lease"
 ip -4 addr show eth0 | sed 's/^/simlab-standin: /'
+# FCOS powers off when ACPI's power button is pressed (virsh shutdown, as a
+# resize in place does): so does the stand-in, on the first event of a
+# "Power Button" input device.
+for e in /sys/class/input/event*; do
+  if grep -q "Power Button" "$e/device/name" 2>/dev/null; then
+    (head -c 1 "/dev/input/${e##*/}" > /dev/null && echo "simlab-standin: power button: powering off" && poweroff -f) &
+  fi
+done
 status=applied
 ignition -platform qemu -stage fetch -log-to-stdout > /run/fetch.log 2>&1 || status=fetch-failed
 [ "$status" = applied ] && { ignition -platform qemu -stage files -root /sysroot -log-to-stdout > /run/files.log 2>&1 || status=files-failed; }
@@ -92,6 +102,7 @@ while :; do
     else echo "file ${f#.} $(stat -c %a "$f") $(sha512sum "$f" | cut -d' ' -f1)"; fi
   done)
   sed 's/^/passwd /' /sysroot/etc/passwd
+  echo "boot $(cat /proc/sys/kernel/random/boot_id) $(grep -c ^processor /proc/cpuinfo) $(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
   echo "SIMLAB-REPORT-END"
   sleep 3
 done

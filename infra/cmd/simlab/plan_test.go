@@ -48,3 +48,32 @@ func TestPlanCommandShowsTheRefusedResizeFirst(t *testing.T) {
 		t.Fatalf("without --from: exit %d, %s", code, errOut)
 	}
 }
+
+// A worker resize is shown as it rolls: per worker, its drained step
+// replaced (its create drains the worker), its domain and its settle step
+// updated (restart, then back); nothing else.
+func TestPlanCommandShowsAResizeDrainingEachWorker(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	dir := t.TempDir()
+	mirror := standin.MirrorT(t, filepath.Join("..", "..", ".."))
+	old := stackCopy(t, dir, "old.yaml", mirror, nil)
+	cur := stackCopy(t, dir, "Pulumi.dev.yaml", mirror, func(s string) string {
+		return strings.Replace(s, "    memoryMiB: 8192\n", "    memoryMiB: 16384\n", 1)
+	})
+	out, errOut, code := runCLI("plan", cur, "--from", old, "--fail-on-refusal")
+	if code != 0 {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	t.Logf("simlab plan:\n%s", out)
+	for _, w := range []string{"dev-worker-1", "dev-worker-2"} {
+		for _, want := range []string{"+- replace  command:remote:Command  " + w + "-drained",
+			"~  update   command:remote:Command  " + w + "-domain", "~  update   command:remote:Command  " + w + "-settled"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the plan does not show %q", want)
+			}
+		}
+	}
+	if !strings.Contains(out, "2 to replace, 0 to delete, 4 to update, 0 to create.") {
+		t.Errorf("the plan's counts are not those of a rolling resize of two workers:\n%s", out)
+	}
+}
