@@ -288,8 +288,11 @@ func day2Rows() []day2Row {
 			// Ignition files name the new binaries for machines made later,
 			// but their identity (and so their guards and disks) is
 			// unchanged: no machine is replaced. kubeadm init's config
-			// changes too (an update whose create skips: the cluster exists).
-			update: cat([]string{"dev-controller-1-kubeadm-init", "dev-worker-1-ignition", "dev-worker-2-ignition"},
+			// changes too (an update whose create skips: the cluster exists),
+			// and so does each join token's (it names the release, so that
+			// kubeadm looks none up): the token is refreshed.
+			update: cat([]string{"dev-controller-1-kubeadm-init", "dev-worker-1-ignition", "dev-worker-2-ignition",
+				"dev-worker-1-join-token", "dev-worker-2-join-token"},
 				upgradeStep("dev-controller-1", "dev-worker-1", "dev-worker-2")),
 		},
 		{

@@ -10,7 +10,9 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,13 +100,27 @@ func TestAdmitAndDrainScriptsOnARealAPIServer(t *testing.T) {
 
 // TestTokenScriptOnARealAPIServer runs the join-token refresh with the real
 // kubeadm against the local control plane: the first run creates the token,
-// a second run (token exists) replaces it with a fresh TTL.
+// a second run (token exists) replaces it with a fresh TTL; kubeadm never
+// gets the token (nor its secret half) as an argument, where `ps` would
+// show it, and no copy of its config is left behind.
 func TestTokenScriptOnARealAPIServer(t *testing.T) {
-	kubeadm := kubeadmBinary(t)
+	real := kubeadmBinary(t)
 	c := localcluster.StartT(t, localcluster.Options{Nodes: 1})
 	token := DeriveToken("seed", "dev")
-	id := strings.Split(token, ".")[0]
-	script := tokenScriptWith(kubeadm, "--kubeconfig "+c.Kubeconfig, "dev-worker-1")
+	id, secret, _ := strings.Cut(token, ".")
+	// kubeadm as the script runs it, logging its arguments first.
+	dir := t.TempDir()
+	argv := filepath.Join(dir, "argv.log")
+	kubeadm := filepath.Join(dir, "kubeadm")
+	if err := os.WriteFile(kubeadm, []byte(fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n", argv, real)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	config, err := RenderTokenRefresh("dev-worker-1", token, "v1.34.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := tokenScriptWith(kubeadm, "--kubeconfig "+c.Kubeconfig)
 	expiry := func() string {
 		out, err := c.Kubectl("-n", "kube-system", "get", "secret", "bootstrap-token-"+id, "-o", "jsonpath={.data.expiration}")
 		if err != nil {
@@ -118,9 +134,14 @@ func TestTokenScriptOnARealAPIServer(t *testing.T) {
 	}
 	for i := 1; i <= 2; i++ {
 		cmd := exec.Command("sh", "-c", script)
-		cmd.Stdin = strings.NewReader(token) // no trailing newline, as Pulumi sends it
-		if out, err := cmd.CombinedOutput(); err != nil {
+		cmd.Stdin = strings.NewReader(string(config))
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
 			t.Fatalf("run %d: %v\n%s", i, err, out)
+		}
+		if strings.Contains(string(out), "internet") {
+			t.Errorf("run %d: kubeadm looked for a release on the internet:\n%s", i, out)
 		}
 		exp, err := time.Parse(time.RFC3339, expiry())
 		if err != nil {
@@ -136,5 +157,15 @@ func TestTokenScriptOnARealAPIServer(t *testing.T) {
 	}
 	if d, _ := base64.StdEncoding.DecodeString(out); !strings.Contains(string(d), "dev-worker-1") {
 		t.Errorf("token description %q does not name the worker", d)
+	}
+	args, err := os.ReadFile(argv)
+	if err != nil || !strings.Contains(string(args), "token create --config ") {
+		t.Fatalf("kubeadm was not run as expected (%v):\n%s", err, args)
+	}
+	if strings.Contains(string(args), secret) {
+		t.Errorf("the token's secret is on kubeadm's command line:\n%s", args)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("the script left %d file(s) in its scratch directory's parent (the token's config)", len(left))
 	}
 }

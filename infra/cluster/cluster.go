@@ -4,7 +4,8 @@
 //
 // Everything runs over SSH with pulumi-command. The bootstrap token is
 // derived from the secret SSH key (an HMAC), so it is the same on every `up`
-// and never stored in plain text; kubeadm init skips
+// and never stored in plain text; it reaches kubeadm in config files on
+// stdin, never as an argument (`ps`). kubeadm init skips
 // itself when /etc/kubernetes/admin.conf exists, join when kubelet.conf
 // exists, and no trigger changes between two `up`s, so a second `up` on a
 // healthy cluster runs nothing. Removing a worker from config drains it,

@@ -23,9 +23,9 @@ func joinPhase() Phase {
 	}
 }
 
-// tokenPhase (re)creates the bootstrap token read from stdin on the
-// controller, for one worker's join.
-func tokenPhase(node string) Phase { return Phase{Run: tokenScript(node)} }
+// tokenPhase (re)creates the bootstrap token on the controller, for one
+// worker's join, from its kubeadm config on stdin (RenderTokenRefresh).
+func tokenPhase() Phase { return Phase{Run: tokenScript()} }
 
 // joinWorker refreshes the bootstrap token on the controller, joins the
 // worker, then approves its kubelet serving certificate. Deleting the
@@ -35,8 +35,12 @@ func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.N
 	parent := pulumi.Parent(comp)
 	// Tokens expire (24h); a worker added days later gets the same token
 	// refreshed for an hour.
-	refresh, err := tokenPhase(w.Name).Command(ctx, w.Name+"-join-token", Step{
-		Connection: ctrl.Connection, Stdin: token, Triggers: pulumi.Array{w.InstanceID, comp.Init.ID()},
+	tokenConfig := pulumi.ToSecret(token.ApplyT(func(tok string) (string, error) {
+		out, err := RenderTokenRefresh(w.Name, tok, args.Versions.Kubernetes)
+		return string(out), err
+	})).(pulumi.StringOutput)
+	refresh, err := tokenPhase().Command(ctx, w.Name+"-join-token", Step{
+		Connection: ctrl.Connection, Stdin: tokenConfig, Triggers: pulumi.Array{w.InstanceID, comp.Init.ID()},
 	}, parent, pulumi.DependsOn([]pulumi.Resource{fetch}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("refreshing the join token for %s: %w", w.Name, err)
@@ -66,16 +70,23 @@ func joinWorker(ctx *pulumi.Context, comp *Cluster, args *Args, ctrl, w *nodes.N
 	return join, admit, nil
 }
 
-// tokenScript (re)creates the bootstrap token read from stdin with a fresh
-// one-hour TTL, using the controller's admin.conf.
-func tokenScript(node string) string { return tokenScriptWith("sudo kubeadm", "", node) }
+// tokenScript (re)creates the bootstrap token whose kubeadm config
+// (RenderTokenRefresh) it reads from stdin, using the controller's
+// admin.conf. The config goes to a file in a private scratch directory,
+// removed on exit: the token is never an argument of any program.
+func tokenScript() string { return tokenScriptWith("sudo kubeadm", "") }
 
 // tokenScriptWith is tokenScript with another kubeadm command and extra
 // flags such as --kubeconfig (tests).
-func tokenScriptWith(kubeadm, flags, node string) string {
+func tokenScriptWith(kubeadm, flags string) string {
 	return fmt.Sprintf(`set -eu
-tok=$(cat)
-create() { %[1]s token create "$tok" --ttl 1h --description %[3]s %[2]s >/dev/null; }
-create 2>/dev/null || { %[1]s token delete "${tok%%%%.*}" %[2]s >/dev/null 2>&1 || true; create; }`,
-		kubeadm, flags, shq("simlab: join "+node))
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cat > "$dir/token.yaml"
+create() { %[1]s token create --config "$dir/token.yaml" %[2]s >/dev/null; }
+create 2>/dev/null || {
+  id=$(sed -n 's/^[- ]*token: *"\{0,1\}\([a-z0-9]\{6\}\)\..*/\1/p' "$dir/token.yaml")
+  %[1]s token delete "$id" %[2]s >/dev/null 2>&1 || true
+  create
+}`, kubeadm, flags)
 }

@@ -240,6 +240,33 @@ func RenderInit(p InitParams) ([]byte, error) {
 	return marshalDocs(ic, cc, kc)
 }
 
+// RenderTokenRefresh renders what `kubeadm token create --config` reads to
+// (re)create the bootstrap token for node's join with a fresh one-hour TTL:
+// an InitConfiguration holding only the token, so that the token reaches
+// kubeadm in a file, never on a command line (`ps` on the controller), and
+// a ClusterConfiguration naming the release, without which kubeadm looks
+// the stable release up on the internet.
+func RenderTokenRefresh(node, token, kubernetesVersion string) ([]byte, error) {
+	if !ValidToken(token) {
+		return nil, fmt.Errorf("token config for %s: bootstrap token does not match [a-z0-9]{6}.[a-z0-9]{16}", node)
+	}
+	type release struct {
+		APIVersion        string `yaml:"apiVersion"`
+		Kind              string `yaml:"kind"`
+		KubernetesVersion string `yaml:"kubernetesVersion"`
+	}
+	return marshalDocs(release{APIVersion: kubeadmAPIVersion, Kind: "ClusterConfiguration", KubernetesVersion: kubernetesVersion}, InitConfiguration{
+		APIVersion: kubeadmAPIVersion, Kind: "InitConfiguration",
+		BootstrapTokens: []BootstrapToken{{
+			Token:       token,
+			Description: "simlab: join " + node,
+			TTL:         "1h0m0s",
+			Usages:      []string{"signing", "authentication"},
+			Groups:      []string{"system:bootstrappers:kubeadm:default-node-token"},
+		}},
+	})
+}
+
 // JoinDocument builds a worker's typed join document.
 func JoinDocument(p JoinParams) (JoinConfiguration, error) {
 	if !ValidToken(p.Token) {
