@@ -11,6 +11,7 @@ import (
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 	"github.com/simlab/simlab/infra/plan"
 	"github.com/simlab/simlab/infra/pulumimock"
 )
@@ -662,5 +663,83 @@ func TestMockResizeRollsOneWorkerAtATime(t *testing.T) {
 	}
 	if find(rec, "dev-worker-2-domain").DependsOn(find(rec, "dev-worker-2-drained")) {
 		t.Error("with no size recorded, dev-worker-2-domain waits for its drained step")
+	}
+}
+
+// deployed runs cfg as an `up` after one of last under the mock engine,
+// with the previous deployment's outputs being last's and the guards'
+// records prior (nil: none); it returns the run's guard records and the
+// program's error.
+func deployed(t *testing.T, stack string, cfg, last *config.Loaded, prior map[string]string) (map[string]string, error) {
+	t.Helper()
+	outs := infra.RecordedOutputs(&last.Config)
+	if prior != nil {
+		m := map[string]any{}
+		for k, v := range prior {
+			m[k] = v
+		}
+		outs[guard.Output] = m
+	}
+	var records map[string]string
+	_, err := pulumimock.Run("simlab", stack, func(ctx *pulumi.Context) error {
+		st, err := infra.Deploy(ctx, cfg)
+		if st != nil {
+			records = st.Guards
+		}
+		return err
+	}, withCommandOutputs, pulumimock.WithPreviousOutputs(outs))
+	return records, err
+}
+
+// TestMockPreviewRefusesWhatUpWould: the program itself checks every
+// guard against the records its previous deployment left (the stack output
+// guards), so `pulumi preview` fails, with the guard's message naming the
+// acknowledgement key, where `up` would be refused — in existing mode too,
+// where no guard command runs (the Ceph sizing). Acknowledged, or without
+// records (a stack deployed before they were kept), the program runs.
+func TestMockPreviewRefusesWhatUpWould(t *testing.T) {
+	for _, tc := range []struct {
+		name, stack string
+		base        func(*config.Loaded)
+		change      func(*config.Loaded)
+		refused     string // the message's start; "": runs
+	}{
+		{"controller disk", "dev", nil, func(c *config.Loaded) { c.Controllers.DiskGiB = 40 },
+			"simlab:controllers.replace: refusing to change dev-controller-1"},
+		{"controller disk acknowledged", "dev", nil, func(c *config.Loaded) { c.Controllers.DiskGiB, c.Controllers.Replace = 40, true }, ""},
+		{"worker snippet", "dev", nil, func(c *config.Loaded) { snippets(c, "two") },
+			"simlab:workers.replace: refusing to change dev-worker-1"},
+		{"Ceph shrink", "dev", func(c *config.Loaded) { c.Workers.Count = 3 }, func(c *config.Loaded) { c.Workers.Count = 2 },
+			"simlab:storage.ceph.allowShrink: refusing to change Ceph"},
+		{"Ceph shrink in existing mode", "local", func(c *config.Loaded) { c.Storage.Ceph.Enabled, c.Workers.Count = true, 3 },
+			func(c *config.Loaded) { c.Workers.Count = 2 }, "simlab:storage.ceph.allowShrink: refusing to change Ceph"},
+		{"Ceph shrink acknowledged", "dev", func(c *config.Loaded) { c.Workers.Count = 3 },
+			func(c *config.Loaded) { c.Workers.Count, c.Storage.Ceph.AllowShrink = 2, true }, ""},
+		{"growth", "dev", nil, func(c *config.Loaded) { c.Workers.Count = 3 }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, cur := loadStack(t, tc.stack), loadStack(t, tc.stack)
+			cur.Artifacts.Dir = old.Artifacts.Dir
+			if tc.base != nil {
+				tc.base(old)
+				tc.base(cur)
+			}
+			records, err := deployed(t, tc.stack, old, old, nil)
+			if err != nil || len(records) == 0 {
+				t.Fatalf("the old config: %v (records %v)", err, records)
+			}
+			tc.change(cur)
+			_, err = deployed(t, tc.stack, cur, old, records)
+			switch {
+			case tc.refused == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.refused != "" && (err == nil || !strings.Contains(err.Error(), tc.refused)):
+				t.Fatalf("got %v, want the program to refuse with %q", err, tc.refused)
+			}
+			// A stack that kept no records: only `up`'s guards refuse.
+			if _, err := deployed(t, tc.stack, cur, old, nil); err != nil {
+				t.Errorf("without records: %v", err)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 	"github.com/simlab/simlab/infra/storage"
 )
 
@@ -24,6 +25,8 @@ type previous struct {
 	// workerSize is the workers' config.Pool.Size it had
 	// (config.WorkerSizeOutput; "" when it recorded none).
 	workerSize string
+	// guards are its guards' records (guard.Output), by guard name.
+	guards map[string]string
 }
 
 // readPrevious reads the stack's previous deployment.
@@ -34,7 +37,7 @@ func readPrevious(ctx *pulumi.Context) (previous, error) {
 		return previous{}, fmt.Errorf("reading the previous deployment of %s: %w", self, err)
 	}
 	out := map[string]any{}
-	for _, name := range []string{storage.ChartsOutput, "provider", "nodes", config.WorkerSizeOutput} {
+	for _, name := range []string{storage.ChartsOutput, "provider", "nodes", config.WorkerSizeOutput, guard.Output} {
 		d, err := ref.GetOutputDetails(name)
 		if err != nil {
 			return previous{}, fmt.Errorf("reading output %s of %s: %w", name, self, err)
@@ -54,6 +57,14 @@ func readPrevious(ctx *pulumi.Context) (previous, error) {
 		}
 	}
 	p.workerSize, _ = out[config.WorkerSizeOutput].(string)
+	if g, ok := out[guard.Output].(map[string]any); ok {
+		p.guards = map[string]string{}
+		for name, v := range g {
+			if s, ok := v.(string); ok {
+				p.guards[name] = s
+			}
+		}
+	}
 	return p, nil
 }
 
@@ -80,8 +91,10 @@ func (p previous) resizing(c *config.Config) []string {
 }
 
 // RecordedOutputs are the stack outputs a deployment of c records that the
-// next `up` reads back (readPrevious): what `simlab plan` and the day-2
-// tests give the mock engine as the previous deployment of c.
+// next `up` reads back (readPrevious), but the guards' records
+// (guard.Output, which only a run of the program makes: Stack.Guards): what
+// `simlab plan` and the day-2 tests give the mock engine as the previous
+// deployment of c, whose guards they run themselves (plan.Guards).
 func RecordedOutputs(c *config.Config) map[string]any {
 	var names []any
 	for _, n := range c.Nodes() {

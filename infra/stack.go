@@ -18,6 +18,7 @@ import (
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/cluster"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 	"github.com/simlab/simlab/infra/nodes"
 	"github.com/simlab/simlab/infra/storage"
 	"github.com/simlab/simlab/infra/workloads"
@@ -42,6 +43,9 @@ type Stack struct {
 	Provider  *kubernetes.Provider
 	Storage   *storage.Storage
 	Workloads *workloads.Workloads
+	// Guards are the guards' records this run made (the stack output
+	// guard.Output): what the next `up` checks against.
+	Guards map[string]string
 }
 
 // Deploy registers every layer for a loaded configuration.
@@ -66,6 +70,9 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every guard checks its change against what the last `up` recorded,
+	// here, so `pulumi preview` refuses what `up` would.
+	guards := guard.NewBook(prev.guards)
 	var kubeconfig pulumi.StringInput
 	var kubeContext pulumi.StringPtrInput
 	var sshKey pulumi.StringInput // nil: the stack has none (an existing cluster may not)
@@ -111,7 +118,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			Libvirt: c.Libvirt, Metal: c.Metal,
 			SSH: c.SSH, SSHPrivateKey: key,
 			Artifacts: c.Artifacts, Versions: c.Versions, Ignition: c.Ignition, Manifest: manifest,
-			Roll: roll,
+			Roll: roll, Guards: guards,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("nodes layer: %w", err)
@@ -164,6 +171,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	sargs := storage.ArgsFor(&c, st.Provider)
 	sargs.Mirrored = files.storage()
 	sargs.Prior = prev.charts
+	sargs.Guards = guards
 	if st.Cluster != nil {
 		sargs.Leaving = &storage.OSDLeaving{Controller: st.Cluster.Controller, After: st.Cluster.Settled}
 	}
@@ -190,6 +198,8 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	ctx.Export("provider", pulumi.String(c.Provider))
 	ctx.Export(storage.ChartsOutput, st.Storage.Charts)
 	ctx.Export("nodes", names)
+	ctx.Export(guard.Output, pulumi.ToStringMap(guards.Records()))
+	st.Guards = guards.Records()
 	return st, nil
 }
 

@@ -12,11 +12,22 @@
 // Guards run on the Pulumi host (pulumi-command's local provider), so they
 // are only registered where the stack already uses pulumi-command (libvirt
 // and metal, not existing mode).
+//
+// A Book refuses the same changes earlier, at `pulumi preview` as at `up`
+// and in every mode: the stack records every guard's values in its output
+// Output, the program reads them back from its previous deployment, and
+// each guard's update script runs in the program itself against them
+// (Book.Check), so the program stops, with the guard's own message, before
+// the engine plans anything.
 package guard
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
+	"sync"
 
 	"github.com/pulumi/pulumi-command/sdk/go/command/local"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -61,6 +72,80 @@ type Args struct {
 	Safely string
 	// Values are what the guard watches.
 	Values []Value
+	// Book, when set, checks the change at program time too (Book.Check).
+	Book *Book
+}
+
+// Output is the stack output holding every guard's record (RecordText),
+// by guard name: what the next `up` or preview checks its values against.
+const Output = "guards"
+
+// Book holds a stack's guard records: those its previous deployment
+// recorded (its Output) and those this run records. A nil Book checks and
+// records nothing.
+type Book struct {
+	prior map[string]string
+	mu    sync.Mutex
+	now   map[string]string
+}
+
+// NewBook is a Book whose previous deployment recorded prior (nil: none,
+// or a stack deployed before guards were recorded).
+func NewBook(prior map[string]string) *Book {
+	return &Book{prior: prior, now: map[string]string{}}
+}
+
+// Check runs guard name's update script (Script) in the program, with the
+// record the previous deployment left for it as PULUMI_COMMAND_STDOUT, as
+// pulumi-command runs it at `up`: a refused change is this error (the
+// guard's message, its acknowledgement key first) at `pulumi preview` as
+// at `up`. It records args' values for this run's Output. Without a
+// previous record it only records.
+func (b *Book) Check(name string, args *Args) error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	b.now[name] = RecordText(args.Values)
+	prev, ok := b.prior[name]
+	b.mu.Unlock()
+	if !ok || args.Acked {
+		return nil
+	}
+	cmd := exec.Command("sh", "-c", Script(args))
+	cmd.Env = append(os.Environ(), "PULUMI_COMMAND_STDOUT="+prev)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = nil, &stderr
+	if err := cmd.Run(); err != nil {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			return fmt.Errorf("%s", msg)
+		}
+		return fmt.Errorf("guard %s: checking its values: %w", name, err)
+	}
+	return nil
+}
+
+// Records are the records this run made, by guard name (Output's value).
+func (b *Book) Records() map[string]string {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]string, len(b.now))
+	for k, v := range b.now {
+		out[k] = v
+	}
+	return out
+}
+
+// RecordText is what Record prints: one name=value a line, in order.
+func RecordText(values []Value) string {
+	lines := make([]string, len(values))
+	for i, v := range values {
+		lines[i] = v.Name + "=" + v.Value
+	}
+	return strings.Join(lines, "\n")
 }
 
 // New registers a guard named name. Make the resources it protects depend on it.
@@ -72,6 +157,9 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		if strings.ContainsAny(v.Name, "=\n") || strings.Contains(v.Value, "\n") {
 			return nil, fmt.Errorf("guard %s: value %q: names hold no '=' or newline, values no newline", name, v.Name)
 		}
+	}
+	if err := args.Book.Check(name, args); err != nil {
+		return nil, err
 	}
 	return local.NewCommand(ctx, name, &local.CommandArgs{
 		Create: pulumi.String(Record(args.Values)),

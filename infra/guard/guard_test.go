@@ -77,3 +77,45 @@ func TestGuardScripts(t *testing.T) {
 		})
 	}
 }
+
+// A Book checks at program time what the guard's update would refuse at
+// `up`, against the record the previous deployment left: the same message;
+// it records every guard's values (what the command itself prints) for the
+// next run, and checks nothing without a previous record or when
+// acknowledged.
+func TestBookRefusesAtProgramTime(t *testing.T) {
+	first := guard.NewBook(nil)
+	if err := first.Check("dev-controller-1-guard", args("30", "default", "3", "host", false)); err != nil {
+		t.Fatalf("a first record refused: %v", err)
+	}
+	printed, _, err := run(t, guard.Record(args("30", "default", "3", "host", false).Values), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := first.Records()
+	if got := rec["dev-controller-1-guard"]; got != strings.TrimSuffix(printed, "\n") {
+		t.Fatalf("recorded %q, the command prints %q", got, printed)
+	}
+
+	next := guard.NewBook(rec)
+	err = next.Check("dev-controller-1-guard", args("40", "default", "1", "host", false))
+	if err == nil {
+		t.Fatal("a disk change and a pool shrink went through")
+	}
+	_, want, _ := run(t, guard.Script(args("40", "default", "1", "host", false)), printed)
+	if err.Error() != strings.TrimSpace(want) || !strings.HasPrefix(err.Error(), "simlab:controllers.replace: ") {
+		t.Errorf("the program's refusal:\n%s\nthe guard's at up:\n%s", err, want)
+	}
+	for _, ok := range []*guard.Args{args("30", "default", "5", "host", false), args("40", "lab", "1", "osd", true)} {
+		if err := guard.NewBook(rec).Check("dev-controller-1-guard", ok); err != nil {
+			t.Errorf("refused %+v: %v", ok.Values, err)
+		}
+	}
+	if err := guard.NewBook(rec).Check("another-guard", args("40", "lab", "1", "osd", false)); err != nil {
+		t.Errorf("a guard with no previous record refused: %v", err)
+	}
+	var none *guard.Book
+	if err := none.Check("x", args("1", "a", "1", "osd", false)); err != nil || none.Records() != nil {
+		t.Error("a nil Book checks or records")
+	}
+}

@@ -328,6 +328,7 @@ func (p *libvirtProvider) guard(ctx *pulumi.Context, node *Node, n config.Node, 
 	}
 	g, err := guard.New(ctx, n.Name+"-guard", &guard.Args{
 		Subject: n.Name, Harm: harm, Ack: "simlab:" + role + ".replace", Acked: pool.Replace, Safely: safely, Values: values,
+		Book: p.args.Guards,
 	}, pulumi.Parent(node))
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/simlab/simlab/ignition"
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 )
 
 // Renderer returns a node's Ignition config (JSON).
@@ -54,6 +55,9 @@ type Args struct {
 	Render Renderer
 	// Roll, when set, replaces libvirt workers one at a time (roll.go).
 	Roll *Roll
+	// Guards checks each libvirt node's guard against the previous
+	// deployment's record at program time (guard.Book); nil checks nothing.
+	Guards *guard.Book
 }
 
 // Node is one machine. Its children (disks, domain, PXE entry, SSH wait)

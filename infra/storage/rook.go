@@ -86,11 +86,11 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 		return cephOut{}, err
 	}
 	clusterDeps := policies
-	if a.ShrinkGuard {
-		g, err := b.shrinkGuard()
-		if err != nil {
-			return cephOut{}, err
-		}
+	g, err := b.shrinkGuard()
+	if err != nil {
+		return cephOut{}, err
+	}
+	if g != nil {
 		clusterDeps = append(clusterDeps, g)
 	}
 	cluster, err := apiextensions.NewCustomResource(b.ctx, b.name+"-ceph-cluster", &apiextensions.CustomResourceArgs{
@@ -177,11 +177,13 @@ func (b *builder) rook(given []pulumi.Resource) (cephOut, error) {
 // shrinkGuard registers the guard over what the worker count decides for
 // Ceph (Sizing): none of it may go down without simlab:storage.ceph.allowShrink.
 // It is a local command, parented to the layer but not managed by its
-// Kubernetes provider.
+// Kubernetes provider. Without one (Args.ShrinkGuard false: existing mode)
+// the program still checks the change against the previous deployment's
+// record (guard.Book: at preview too) and returns no resource.
 func (b *builder) shrinkGuard() (pulumi.Resource, error) {
 	s := b.size
 	from := " (from simlab:workers.count)"
-	g, err := guard.New(b.ctx, b.name+"-ceph-guard", &guard.Args{
+	args := &guard.Args{
 		Subject: "Ceph",
 		Harm: "shrink Ceph: fewer copies of every object or fewer monitors " +
 			"(with size-1 pools a removed worker's data has no other copy)",
@@ -196,7 +198,13 @@ func (b *builder) shrinkGuard() (pulumi.Resource, error) {
 			{Name: "failure domain" + from, Value: s.FailureDomain, Rule: guard.OnDecrease, Order: []string{"osd", "host"}},
 			{Name: "monitors" + from, Value: fmt.Sprint(s.Mons), Rule: guard.OnDecrease},
 		},
-	}, pulumi.Parent(b.comp))
+		Book: b.args.Guards,
+	}
+	name := b.name + "-ceph-guard"
+	if !b.args.ShrinkGuard {
+		return nil, b.args.Guards.Check(name, args)
+	}
+	g, err := guard.New(b.ctx, name, args, pulumi.Parent(b.comp))
 	if err != nil {
 		return nil, fmt.Errorf("Ceph sizing guard: %w", err)
 	}

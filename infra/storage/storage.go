@@ -21,6 +21,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 )
 
 // Namespaces of the storage services.
@@ -69,6 +70,10 @@ type Args struct {
 	// Storage.Ceph.AllowShrink. ArgsFor sets it on libvirt and metal, where
 	// the stack runs pulumi-command anyway; existing mode has none.
 	ShrinkGuard bool
+	// Guards checks the guards' changes against the previous deployment's
+	// records at program time (preview included), in every mode, and
+	// collects this run's records (guard.Book); nil checks nothing.
+	Guards *guard.Book
 	// Leaving drains a worker's OSDs before it leaves the stack (osd.go);
 	// nil (existing mode) drains nothing.
 	Leaving *OSDLeaving

@@ -20,6 +20,7 @@ import (
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/artifacts"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 	"github.com/simlab/simlab/infra/storage"
 	"github.com/simlab/simlab/tests/engine"
 	"github.com/simlab/simlab/tests/localcluster"
@@ -412,9 +413,11 @@ func TestEngineLocalStack(t *testing.T) {
 		}
 	})
 
-	// Ceph's sizing never shrinks silently, in existing mode too: the API
-	// server's no-shrink policies (infra/storage/shrink.go) refuse it
-	// unless simlab:storage.ceph.allowShrink is set.
+	// Ceph's sizing never shrinks silently, in existing mode too: the
+	// program refuses it at preview and at up, from the Ceph guard's record
+	// in the stack's outputs (guard.Book), and the API server's no-shrink
+	// policies (infra/storage/shrink.go) refuse it for a stack without that
+	// record and for kubectl, unless simlab:storage.ceph.allowShrink is set.
 	poolPath := "/apis/ceph.rook.io/v1/namespaces/" + storage.RookNamespace + "/cephblockpools/" + storage.CephPoolName
 	sizing := func() (size, mons float64, domain string) {
 		t.Helper()
@@ -437,8 +440,48 @@ func TestEngineLocalStack(t *testing.T) {
 	if err := lab.SetConfig(ctx, map[string]string{"simlab:workers.count": "2"}); err != nil {
 		t.Fatal(err)
 	}
+	t.Run("a Ceph shrink is refused at preview and up by the program, naming the key", func(t *testing.T) {
+		var out strings.Builder
+		_, err := lab.Stack.Preview(ctx, optpreview.ProgressStreams(&out))
+		if err == nil {
+			t.Fatal("preview of a Ceph shrink (3 -> 2 workers: pool size 3 -> 1) passed without simlab:storage.ceph.allowShrink")
+		}
+		for _, want := range []string{"simlab:storage.ceph.allowShrink: refusing to change Ceph", "pool size (from simlab:workers.count): 3 -> 1"} {
+			if !strings.Contains(out.String()+err.Error(), want) {
+				t.Errorf("the preview's refusal does not say %q:\n%s", want, out.String())
+			}
+		}
+		out.Reset()
+		if _, err := lab.Stack.Up(ctx, optup.ProgressStreams(&out)); err == nil || !strings.Contains(out.String()+err.Error(), "simlab:storage.ceph.allowShrink: refusing to change Ceph") {
+			t.Errorf("up of the shrink: %v\n%s", err, out.String())
+		}
+		if size, mons, domain := sizing(); size != 3 || mons != 3 || domain != "host" {
+			t.Errorf("after the refusal: pool size %v, %v mons, failure domain %q; want them unchanged (3, 3, host)", size, mons, domain)
+		}
+	})
 	t.Run("a Ceph shrink is refused by the API server, naming the key", func(t *testing.T) {
-		_, err := lab.Stack.Up(ctx, optup.ProgressStreams(&progress))
+		// A stack whose last up kept no guard records (deployed before
+		// they were): the program has nothing to check against.
+		dep, err := lab.Stack.Export(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d map[string]any
+		if err := json.Unmarshal(dep.Deployment, &d); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range d["resources"].([]any) {
+			if m := r.(map[string]any); m["type"] == "pulumi:pulumi:Stack" {
+				delete(m["outputs"].(map[string]any), guard.Output)
+			}
+		}
+		if dep.Deployment, err = json.Marshal(d); err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Stack.Import(ctx, dep); err != nil {
+			t.Fatal(err)
+		}
+		_, err = lab.Stack.Up(ctx, optup.ProgressStreams(&progress))
 		if err == nil {
 			t.Fatal("up shrank Ceph (3 -> 2 workers: pool size 3 -> 1) without simlab:storage.ceph.allowShrink")
 		}
