@@ -76,10 +76,7 @@ func (r *Roll) after(worker string) []pulumi.ResourceOption {
 	if r == nil {
 		return nil
 	}
-	if g, ok := r.disks[worker]; ok {
-		return []pulumi.ResourceOption{pulumi.DependsOnInputs(g.out)}
-	}
-	return nil
+	return r.wait(r.disks, worker)
 }
 
 // beforeRestart is the option that makes a resized worker's domain wait for
@@ -88,7 +85,12 @@ func (r *Roll) beforeRestart(worker string) []pulumi.ResourceOption {
 	if r == nil {
 		return nil
 	}
-	if g, ok := r.domains[worker]; ok {
+	return r.wait(r.domains, worker)
+}
+
+// wait is the option that waits for worker's gate in gates, if it has one.
+func (r *Roll) wait(gates map[string]*gate, worker string) []pulumi.ResourceOption {
+	if g, ok := gates[worker]; ok {
 		return []pulumi.ResourceOption{pulumi.DependsOnInputs(g.out)}
 	}
 	return nil

@@ -58,22 +58,35 @@ func Settle(s config.Storage) cluster.Settle {
 //     (simlab:storage.ceph.readyHealth), each bounded by
 //     simlab:storage.readyTimeoutMinutes, before the next worker restarts.
 
-// osdPausingScriptWith is Settle's Pausing with other kubectl and ceph
-// commands and poll interval (tests).
-func osdPausingScriptWith(kubectl, ceph, node string, timeoutSeconds, pollSeconds int) string {
+// osdStoppable is the start of a script that stops node's OSDs: osdShell,
+// then nothing to do (exit 0, saying so) without a CephCluster (noOSD
+// says what is not done) or an OSD on the node; otherwise it waits (at
+// most timeoutSeconds) until `ceph osd ok-to-stop` says they can stop with
+// every placement group available, saying why (what happens to the
+// machine), and fails with refused (what stays, how to do it by hand) when
+// Ceph never agrees. The OSDs are then $ids (ids) and $osds (osd.ID ...).
+func osdStoppable(kubectl, ceph, node string, timeoutSeconds, pollSeconds int, noOSD, why, refused string) string {
 	return osdShell(kubectl, ceph, node, timeoutSeconds, pollSeconds) + fmt.Sprintf(`
 if ! listed=$(storage_nodes); then
-  echo "$node: no CephCluster: no OSD to pause"; exit 0
+  echo "$node: no CephCluster: %[2]s"; exit 0
 fi
 ids=$(osds_on)
 if [ -z "$ids" ]; then echo "$node: no OSD on it"; exit 0; fi
 osds=
 for id in $ids; do osds="$osds osd.$id"; done
-echo "$node: its machine restarts: waiting until OSD(s)$osds can stop with every placement group available (at most %[1]ds)"
-wait_ceph "$node: stopping OSD(s)$osds would leave placement groups without enough copies (ceph osd ok-to-stop, for %[1]ds): nothing was changed and its machine is not restarted. Wait for ceph -s to report HEALTH_OK and run pulumi up again; with pools of size 1 (fewer than 3 workers) their data has no other copy while it restarts: resize it by hand then (docs/DAY2.md)." \
-  osd ok-to-stop $osds
+echo "$node: %[3]s: waiting until OSD(s)$osds can stop with every placement group available (at most %[1]ds)"
+wait_ceph "$node: stopping OSD(s)$osds would leave placement groups without enough copies (ceph osd ok-to-stop, for %[1]ds): %[4]s" \
+  osd ok-to-stop $osds`, timeoutSeconds, noOSD, why, refused)
+}
+
+// osdPausingScriptWith is Settle's Pausing with other kubectl and ceph
+// commands and poll interval (tests).
+func osdPausingScriptWith(kubectl, ceph, node string, timeoutSeconds, pollSeconds int) string {
+	return osdStoppable(kubectl, ceph, node, timeoutSeconds, pollSeconds, "no OSD to pause", "its machine restarts",
+		"nothing was changed and its machine is not restarted. Wait for ceph -s to report HEALTH_OK and run pulumi up again; "+
+			"with pools of size 1 (fewer than 3 workers) their data has no other copy while it restarts: resize it by hand then (docs/DAY2.md).") + `
 ceph osd add-noout $osds
-echo "$node: OSD(s)$osds set noout: Ceph waits for them while the machine restarts"`, timeoutSeconds)
+echo "$node: OSD(s)$osds set noout: Ceph waits for them while the machine restarts"`
 }
 
 // osdResumedScriptWith is Settle's Resumed with other kubectl and ceph
@@ -90,20 +103,12 @@ echo "$node: OSD(s)$noout up again, noout removed"`)
 // osdReplacedScriptWith is Settle's Leaving with other kubectl and ceph
 // commands and poll interval (tests).
 func osdReplacedScriptWith(kubectl, ceph, node string, timeoutSeconds, pollSeconds int) string {
-	return osdShell(kubectl, ceph, node, timeoutSeconds, pollSeconds) + fmt.Sprintf(`
-if ! listed=$(storage_nodes); then
-  echo "$node: no CephCluster: no OSD to take out"; exit 0
-fi
-ids=$(osds_on)
-if [ -z "$ids" ]; then echo "$node: no OSD on it"; exit 0; fi
-osds=
-for id in $ids; do osds="$osds osd.$id"; done
-echo "$node: its machine is being replaced: waiting until OSD(s)$osds can stop with every placement group available (at most %[1]ds)"
-wait_ceph "$node: stopping OSD(s)$osds would leave placement groups without enough copies (ceph osd ok-to-stop, for %[1]ds): nothing was changed and its machine is not replaced. Wait for ceph -s to report HEALTH_OK and run pulumi up again; with pools of size 1 (fewer than 3 workers) their data has no other copy: to lose it, purge them by hand first (docs/STORAGE.md)." \
-  osd ok-to-stop $osds
+	return osdStoppable(kubectl, ceph, node, timeoutSeconds, pollSeconds, "no OSD to take out", "its machine is being replaced",
+		"nothing was changed and its machine is not replaced. Wait for ceph -s to report HEALTH_OK and run pulumi up again; "+
+			"with pools of size 1 (fewer than 3 workers) their data has no other copy: to lose it, purge them by hand first (docs/STORAGE.md).") + `
 for id in $ids; do ceph osd out "osd.$id"; done
 purge_osds $ids
-echo "$node: OSD(s)$osds out and purged before its machine is replaced; Ceph copies their data again onto the new machine's disk"`, timeoutSeconds)
+echo "$node: OSD(s)$osds out and purged before its machine is replaced; Ceph copies their data again onto the new machine's disk"`
 }
 
 // osdJoinedScriptWith is Settle's Joined with other kubectl and ceph

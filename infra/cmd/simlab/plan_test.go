@@ -28,12 +28,19 @@ func stackCopy(t *testing.T, dir, name, mirror string, edit func(string) string)
 	return p
 }
 
-func TestPlanCommandShowsTheRefusedResizeFirst(t *testing.T) {
-	t.Setenv("HOME", t.TempDir()) // no developer key is read (plan reads none anyway)
+// planStacks writes the dev stack as old.yaml and, with edit applied, as
+// Pulumi.dev.yaml, both with one stand-in mirror; HOME is empty: no
+// developer key is read (plan reads none anyway).
+func planStacks(t *testing.T, edit func(string) string) (old, cur string) {
+	t.Helper()
+	t.Setenv("HOME", t.TempDir())
 	dir := t.TempDir()
 	mirror := standin.MirrorT(t, filepath.Join("..", "..", ".."))
-	old := stackCopy(t, dir, "old.yaml", mirror, nil)
-	cur := stackCopy(t, dir, "Pulumi.dev.yaml", mirror, func(s string) string {
+	return stackCopy(t, dir, "old.yaml", mirror, nil), stackCopy(t, dir, "Pulumi.dev.yaml", mirror, edit)
+}
+
+func TestPlanCommandShowsTheRefusedResizeFirst(t *testing.T) {
+	old, cur := planStacks(t, func(s string) string {
 		return strings.Replace(s, "    diskGiB: 30\n", "    diskGiB: 40\n", 1)
 	})
 	out, errOut, code := runCLI("plan", cur, "--from", old, "--fail-on-refusal")
@@ -53,11 +60,7 @@ func TestPlanCommandShowsTheRefusedResizeFirst(t *testing.T) {
 // replaced (its create drains the worker), its domain and its settle step
 // updated (restart, then back); nothing else.
 func TestPlanCommandShowsAResizeDrainingEachWorker(t *testing.T) {
-	t.Setenv("HOME", t.TempDir())
-	dir := t.TempDir()
-	mirror := standin.MirrorT(t, filepath.Join("..", "..", ".."))
-	old := stackCopy(t, dir, "old.yaml", mirror, nil)
-	cur := stackCopy(t, dir, "Pulumi.dev.yaml", mirror, func(s string) string {
+	old, cur := planStacks(t, func(s string) string {
 		return strings.Replace(s, "    memoryMiB: 8192\n", "    memoryMiB: 16384\n", 1)
 	})
 	out, errOut, code := runCLI("plan", cur, "--from", old, "--fail-on-refusal")
