@@ -68,13 +68,10 @@ func readPrevious(ctx *pulumi.Context) (previous, error) {
 	return p, nil
 }
 
-// resizing are the workers whose machines this `up` resizes in place, in
-// order: the previous deployment's workers still in the stack, when the
-// workers' size (cpus, memoryMiB) differs from the one it recorded. A
-// stack deployed before the size was recorded resizes none one at a time
-// (its first `up` with this program records it).
-func (p previous) resizing(c *config.Config) []string {
-	if c.Provider != config.ProviderLibvirt || p.workerSize == "" || p.workerSize == c.Workers.Size() {
+// workers are the previous deployment's workers still in the stack, in
+// order (libvirt; none for another provider).
+func (p previous) workers(c *config.Config) []string {
+	if c.Provider != config.ProviderLibvirt {
 		return nil
 	}
 	had := map[string]bool{}
@@ -88,6 +85,18 @@ func (p previous) resizing(c *config.Config) []string {
 		}
 	}
 	return out
+}
+
+// resizing are the workers whose machines this `up` resizes in place, in
+// order: the previous deployment's workers, when the workers' size (cpus,
+// memoryMiB) differs from the one it recorded. A stack deployed before the
+// size was recorded resizes none one at a time (its first `up` with this
+// program records it).
+func (p previous) resizing(c *config.Config) []string {
+	if p.workerSize == "" || p.workerSize == c.Workers.Size() {
+		return nil
+	}
+	return p.workers(c)
 }
 
 // RecordedOutputs are the stack outputs a deployment of c records that the

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
@@ -46,6 +47,9 @@ type Stack struct {
 	// Guards are the guards' records this run made (the stack output
 	// guard.Output): what the next `up` checks against.
 	Guards map[string]string
+	// WorkerSize is the stack output config.WorkerSizeOutput (libvirt): the
+	// workers' size, known once every worker's settle step is done.
+	WorkerSize pulumi.StringOutput
 }
 
 // Deploy registers every layer for a loaded configuration.
@@ -104,11 +108,11 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		// one's settle step (below).
 		var roll *nodes.Roll
 		var machineSize string
-		resizing := prev.resizing(&c)
+		resizing, running := prev.resizing(&c), prev.workers(&c)
 		if c.Provider == config.ProviderLibvirt {
 			machineSize = c.Workers.Size()
-			if c.Workers.Replace || len(resizing) > 0 {
-				roll = nodes.NewRoll(ctx, c.Nodes(), c.Workers.Replace, resizing)
+			if c.Workers.Replace || len(running) > 0 {
+				roll = nodes.NewRoll(ctx, c.Nodes(), c.Workers.Replace, running)
 				defer roll.Abort(fmt.Errorf("the program failed before the workers' roll was ordered"))
 			}
 		}
@@ -143,7 +147,16 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		kubeconfig = st.Cluster.Kubeconfig
 		ctx.Export("kubeconfig", st.Cluster.Kubeconfig)
 		if machineSize != "" {
-			ctx.Export(config.WorkerSizeOutput, pulumi.String(machineSize))
+			// Recorded once every worker is settled at it: an `up` that
+			// stops half way leaves the old size, so the next one resizes
+			// (one at a time) the workers it did not reach.
+			var settled []any
+			for _, w := range c.NodesByRole(config.RoleWorker) {
+				settled = append(settled, st.Cluster.Settled[w.Name].(*remote.Command).ID())
+			}
+			size := machineSize
+			st.WorkerSize = pulumi.All(settled...).ApplyT(func([]any) string { return size }).(pulumi.StringOutput)
+			ctx.Export(config.WorkerSizeOutput, st.WorkerSize)
 		}
 	}
 

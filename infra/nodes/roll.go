@@ -18,19 +18,21 @@ import (
 //     it registers them, so worker N+1 is drained, reset and recreated
 //     only after worker N is back;
 //   - a resize (the workers' cpus or memoryMiB changed since the last
-//     `up`): each resized worker's domain, whose update restarts it, waits
-//     for the worker's own drained step (cluster/drained.go), and that
-//     step for the previous resized worker's settle step, whose update
-//     brings that worker back (uncordoned, Ceph whole again).
+//     `up`): each running worker's domain, whose update restarts it, waits
+//     for the worker's own drained step (cluster/drained.go; a step that
+//     does nothing unless the size changed), and, in a resize, that step
+//     for the previous worker's settle step, whose update brings that
+//     worker back (uncordoned, Ceph whole again).
 //
 // The gates are outputs resolved once the layer above registered its
 // steps (Release); Abort rejects them when the program fails before, so no
-// registration waits forever. Without a replacement or a resize the stack
-// has no Roll, and workers are created and changed side by side.
+// registration waits forever. A worker the `up` creates waits for no
+// other, and so do all workers without a replacement or a resize: they
+// are created, changed and destroyed side by side.
 type Roll struct {
 	order   []string         // the workers, in order
 	disks   map[string]*gate // worker -> the previous worker's settle step (replacement)
-	domains map[string]*gate // worker -> its own drained step (resize)
+	domains map[string]*gate // running worker -> its own drained step (resize)
 	done    bool
 }
 
@@ -51,8 +53,8 @@ func newGate(ctx *pulumi.Context) *gate {
 
 // NewRoll makes the gates of the workers among nodes: with replace, each
 // worker's disks after the previous worker's settle step; for each worker
-// in resizing, its domain after its drained step.
-func NewRoll(ctx *pulumi.Context, nodes []config.Node, replace bool, resizing []string) *Roll {
+// in running (those the last `up` made), its domain after its drained step.
+func NewRoll(ctx *pulumi.Context, nodes []config.Node, replace bool, running []string) *Roll {
 	r := &Roll{disks: map[string]*gate{}, domains: map[string]*gate{}}
 	for _, n := range nodes {
 		if n.Role == config.RoleWorker {
@@ -64,7 +66,7 @@ func NewRoll(ctx *pulumi.Context, nodes []config.Node, replace bool, resizing []
 			r.disks[w] = newGate(ctx)
 		}
 	}
-	for _, w := range resizing {
+	for _, w := range running {
 		r.domains[w] = newGate(ctx)
 	}
 	return r
@@ -79,8 +81,9 @@ func (r *Roll) after(worker string) []pulumi.ResourceOption {
 	return r.wait(r.disks, worker)
 }
 
-// beforeRestart is the option that makes a resized worker's domain wait for
-// the worker to be drained (none for a worker not resized).
+// beforeRestart is the option that makes a running worker's domain wait for
+// its drained step, which drains it when it is resized (none for a worker
+// this `up` creates).
 func (r *Roll) beforeRestart(worker string) []pulumi.ResourceOption {
 	if r == nil {
 		return nil
@@ -97,7 +100,7 @@ func (r *Roll) wait(gates map[string]*gate, worker string) []pulumi.ResourceOpti
 }
 
 // Release opens the gates: each worker's disks wait for settled[previous
-// worker], each resized worker's domain for drained[worker] (the steps
+// worker], each running worker's domain for drained[worker] (the steps
 // the layer above registered, by node name).
 func (r *Roll) Release(settled, drained map[string]pulumi.Resource) error {
 	if r == nil || r.done {
@@ -127,7 +130,7 @@ func (r *Roll) Release(settled, drained map[string]pulumi.Resource) error {
 		}
 	}
 	if len(r.domains) > 0 {
-		err := fmt.Errorf("resizing the workers: %d of them are not workers of the stack", len(r.domains))
+		err := fmt.Errorf("resizing the workers: %d running worker(s) are not workers of the stack", len(r.domains))
 		r.Abort(err)
 		return err
 	}
