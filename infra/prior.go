@@ -87,16 +87,13 @@ func (p previous) workers(c *config.Config) []string {
 	return out
 }
 
-// resizing are the workers whose machines this `up` resizes in place, in
-// order: the previous deployment's workers, when the workers' size (cpus,
-// memoryMiB) differs from the one it recorded. A stack deployed before the
-// size was recorded resizes none one at a time (its first `up` with this
-// program records it).
-func (p previous) resizing(c *config.Config) []string {
-	if p.workerSize == "" || p.workerSize == c.Workers.Size() {
-		return nil
-	}
-	return p.workers(c)
+// resized says whether this `up` resizes the running workers' machines
+// in place: the workers' size (cpus, memoryMiB) differs from the one the
+// previous deployment recorded. A stack deployed before the size was
+// recorded resizes none one at a time (its first `up` with this program
+// records it).
+func (p previous) resized(c *config.Config) bool {
+	return p.workerSize != "" && p.workerSize != c.Workers.Size()
 }
 
 // RecordedOutputs are the stack outputs a deployment of c records that the

@@ -12,7 +12,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
@@ -108,7 +107,11 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 		// one's settle step (below).
 		var roll *nodes.Roll
 		var machineSize string
-		resizing, running := prev.resizing(&c), prev.workers(&c)
+		running := prev.workers(&c)
+		var resizing []string // the running workers, when their size changed
+		if prev.resized(&c) {
+			resizing = running
+		}
 		if c.Provider == config.ProviderLibvirt {
 			machineSize = c.Workers.Size()
 			if c.Workers.Replace || len(running) > 0 {
@@ -152,7 +155,7 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 			// (one at a time) the workers it did not reach.
 			var settled []any
 			for _, w := range c.NodesByRole(config.RoleWorker) {
-				settled = append(settled, st.Cluster.Settled[w.Name].(*remote.Command).ID())
+				settled = append(settled, st.Cluster.Settled[w.Name].(pulumi.CustomResource).ID())
 			}
 			size := machineSize
 			st.WorkerSize = pulumi.All(settled...).ApplyT(func([]any) string { return size }).(pulumi.StringOutput)
@@ -211,8 +214,8 @@ func Deploy(ctx *pulumi.Context, cfg *config.Loaded) (*Stack, error) {
 	ctx.Export("provider", pulumi.String(c.Provider))
 	ctx.Export(storage.ChartsOutput, st.Storage.Charts)
 	ctx.Export("nodes", names)
-	ctx.Export(guard.Output, pulumi.ToStringMap(guards.Records()))
 	st.Guards = guards.Records()
+	ctx.Export(guard.Output, pulumi.ToStringMap(st.Guards))
 	return st, nil
 }
 

@@ -112,17 +112,28 @@ func (b *Book) Check(name string, args *Args) error {
 	if !ok || args.Acked {
 		return nil
 	}
-	cmd := exec.Command("sh", "-c", Script(args))
-	cmd.Env = append(os.Environ(), "PULUMI_COMMAND_STDOUT="+prev)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = nil, &stderr
-	if err := cmd.Run(); err != nil {
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return fmt.Errorf("%s", msg)
-		}
-		return fmt.Errorf("guard %s: checking its values: %w", name, err)
+	if msg := Refusal(Script(args), prev); msg != "" {
+		return fmt.Errorf("%s", msg)
 	}
 	return nil
+}
+
+// Refusal runs a guard's update script as pulumi-command does at `up`,
+// with prev (the guard's last record) as PULUMI_COMMAND_STDOUT, and
+// returns its refusal: the message it printed when it failed ("" when it
+// let the change through).
+func Refusal(update, prev string) string {
+	cmd := exec.Command("sh", "-c", update)
+	cmd.Env = append(os.Environ(), "PULUMI_COMMAND_STDOUT="+prev)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			return msg
+		}
+		return "the guard's update failed without a message: " + err.Error()
+	}
+	return ""
 }
 
 // Records are the records this run made, by guard name (Output's value).
@@ -140,12 +151,15 @@ func (b *Book) Records() map[string]string {
 }
 
 // RecordText is what Record prints: one name=value a line, in order.
-func RecordText(values []Value) string {
+func RecordText(values []Value) string { return strings.Join(recordLines(values), "\n") }
+
+// recordLines are a record's lines, name=value each.
+func recordLines(values []Value) []string {
 	lines := make([]string, len(values))
 	for i, v := range values {
 		lines[i] = v.Name + "=" + v.Value
 	}
-	return strings.Join(lines, "\n")
+	return lines
 }
 
 // New registers a guard named name. Make the resources it protects depend on it.
@@ -171,8 +185,8 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 func Record(values []Value) string {
 	var b strings.Builder
 	b.WriteString("printf '%s\\n'")
-	for _, v := range values {
-		b.WriteString(" " + shq(v.Name+"="+v.Value))
+	for _, l := range recordLines(values) {
+		b.WriteString(" " + shq(l))
 	}
 	return b.String()
 }

@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/simlab/simlab/infra"
 	"github.com/simlab/simlab/infra/config"
+	"github.com/simlab/simlab/infra/guard"
 	"github.com/simlab/simlab/infra/pulumimock"
 )
 
@@ -181,12 +181,8 @@ func Guards(diff pulumimock.Plan, oldRun, newRun *pulumimock.Recorder) ([]Refusa
 		if err != nil {
 			return nil, fmt.Errorf("guard %s: recording its old values: %w", name, err)
 		}
-		cmd := exec.Command("sh", "-c", pulumimock.String(n.Inputs, "update"))
-		cmd.Env = append(os.Environ(), "PULUMI_COMMAND_STDOUT="+string(prev))
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
-			out = append(out, Refusal{Guard: name, Message: strings.TrimSpace(stderr.String())})
+		if msg := guard.Refusal(pulumimock.String(n.Inputs, "update"), string(prev)); msg != "" {
+			out = append(out, Refusal{Guard: name, Message: msg})
 		}
 	}
 	return out, nil
